@@ -1,0 +1,144 @@
+"""Operator configuration from flags, each with an environment variable fallback."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from slot_operator.logic import durations
+
+ENV_PREFIX = "SLOT_OPERATOR_"
+
+
+class ConfigError(ValueError):
+    """A flag or environment value is invalid; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    default_interval: datetime.timedelta = datetime.timedelta(hours=6)
+    default_timeout: datetime.timedelta = datetime.timedelta(minutes=2)
+    max_concurrent_probes: int = 10
+    job_ttl: datetime.timedelta = datetime.timedelta(hours=1)
+    retry_base: datetime.timedelta = datetime.timedelta(seconds=10)
+    retry_max: datetime.timedelta = datetime.timedelta(minutes=10)
+    metrics_port: int = 8080
+    health_port: int = 8081
+    log_format: Literal["text", "json"] = "text"
+    peering: str | None = None
+    priority: int = 0
+    workers: int = 8
+
+
+def _duration(name: str, text: str, *, low: datetime.timedelta) -> datetime.timedelta:
+    try:
+        value = durations.parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"--{name}: {exc}") from None
+    if value < low:
+        raise ConfigError(f"--{name}: {text!r} is shorter than {durations.format_duration(low)}")
+    return value
+
+
+def _int(name: str, text: str, *, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"--{name}: expected an integer, got {text!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"--{name}: {value} is outside {low}..{high}")
+    return value
+
+
+def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
+    """Flags win over SLOT_OPERATOR_* environment variables, which win over defaults."""
+    defaults = Config()
+
+    def env(name: str, fallback: str) -> str:
+        return environ.get(ENV_PREFIX + name.upper().replace("-", "_"), fallback)
+
+    parser = argparse.ArgumentParser(
+        prog="slot-operator",
+        description="Probe coding-agent slot volumes with their image's smoke test and report a verdict per Slot.",
+    )
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=None,
+        help="namespace to watch (repeatable; env SLOT_OPERATOR_NAMESPACES, comma-separated); default: all namespaces",
+    )
+    parser.add_argument(
+        "--default-interval",
+        default=env("default-interval", "6h"),
+        help="re-probe period for Slots without spec.interval (default 6h)",
+    )
+    parser.add_argument(
+        "--default-timeout",
+        default=env("default-timeout", "2m"),
+        help="probe deadline for Slots without spec.timeout (default 2m)",
+    )
+    parser.add_argument(
+        "--max-concurrent-probes",
+        default=env("max-concurrent-probes", "10"),
+        help="probe Jobs running at once across all Slots; the rest queue (default 10)",
+    )
+    parser.add_argument(
+        "--job-ttl",
+        default=env("job-ttl", "1h"),
+        help="how long finished probe Jobs are kept (ttlSecondsAfterFinished, default 1h)",
+    )
+    parser.add_argument(
+        "--retry-base",
+        default=env("retry-base", "10s"),
+        help="first retry delay after a probe gave no verdict; doubles each time (default 10s)",
+    )
+    parser.add_argument("--retry-max", default=env("retry-max", "10m"), help="longest retry delay (default 10m)")
+    parser.add_argument(
+        "--metrics-port",
+        default=env("metrics-port", "8080"),
+        help="Prometheus /metrics port, 0 disables (default 8080)",
+    )
+    parser.add_argument(
+        "--health-port",
+        default=env("health-port", "8081"),
+        help="liveness endpoint port (/healthz), 0 disables (default 8081)",
+    )
+    parser.add_argument("--log-format", default=env("log-format", "text"), choices=["text", "json"])
+    parser.add_argument(
+        "--peering",
+        default=env("peering", "") or None,
+        help="kopf peering name for several replicas (one active); default standalone",
+    )
+    parser.add_argument("--priority", default=env("priority", "0"), help="peering priority (default 0)")
+    parser.add_argument(
+        "--workers", default=env("workers", str(defaults.workers)), help="Slots reconciled concurrently (default 8)"
+    )
+    args = parser.parse_args(list(argv))
+
+    namespaces = args.namespace
+    if namespaces is None:
+        namespaces = [ns for ns in environ.get(ENV_PREFIX + "NAMESPACES", "").split(",") if ns.strip()]
+    log_format = args.log_format
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"--log-format: expected text or json, got {log_format!r}")
+    retry_base = _duration("retry-base", args.retry_base, low=datetime.timedelta(seconds=1))
+    retry_max = _duration("retry-max", args.retry_max, low=retry_base)
+    return Config(
+        namespaces=tuple(sorted({ns.strip() for ns in namespaces})),
+        default_interval=_duration("default-interval", args.default_interval, low=datetime.timedelta(minutes=1)),
+        default_timeout=_duration("default-timeout", args.default_timeout, low=datetime.timedelta(seconds=5)),
+        max_concurrent_probes=_int("max-concurrent-probes", args.max_concurrent_probes, low=1, high=10000),
+        job_ttl=_duration("job-ttl", args.job_ttl, low=datetime.timedelta(0)),
+        retry_base=retry_base,
+        retry_max=retry_max,
+        metrics_port=_int("metrics-port", args.metrics_port, low=0, high=65535),
+        health_port=_int("health-port", args.health_port, low=0, high=65535),
+        log_format=log_format,
+        peering=args.peering,
+        priority=_int("priority", args.priority, low=-(2**31), high=2**31 - 1),
+        workers=_int("workers", args.workers, low=1, high=256),
+    )

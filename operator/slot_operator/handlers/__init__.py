@@ -1,0 +1,5 @@
+"""kopf wiring: importing this package registers the handlers with kopf's default registry."""
+
+from slot_operator.handlers import health, startup, watches
+
+__all__ = ["health", "startup", "watches"]

@@ -1,0 +1,1 @@
+"""All Kubernetes API I/O of the operator (kopf's own watches aside)."""

@@ -1,0 +1,159 @@
+"""The probe Job manifest and its deterministic name."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import re
+from typing import Any
+
+from slot_operator.logic.outcome import PROBE_CONTAINER
+from slot_operator.logic.spec import SlotSpec
+from slot_operator.logic.verdict import VERDICT_EXIT_CODES
+
+GROUP = "woved.dev"
+VERSION = "v1alpha1"
+MANAGED_BY = "slot-operator"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+# Slot names can be 253 characters, label values only 63: the uid always fits and survives renames.
+LABEL_SLOT_UID = f"{GROUP}/slot-uid"
+ANNOTATION_SLOT = f"{GROUP}/slot"
+ANNOTATION_GENERATION = f"{GROUP}/slot-generation"
+ANNOTATION_TRIGGER = f"{GROUP}/probe-trigger"
+PROBE_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=probe"
+SLOT_VOLUME = "slot"
+DEFAULT_RESOURCES = {
+    "requests": {"cpu": "10m", "memory": "32Mi"},
+    "limits": {"cpu": "500m", "memory": "256Mi"},
+}
+# backoffLimit=1: exit 1/other is "crashed before a check fired", worth one immediate retry by the Job
+# controller; the operator's own backoff takes over after that. Verdict exit codes fail the Job at once.
+BACKOFF_LIMIT = 1
+
+
+def job_name(slot_name: str, slot_uid: str, token: str) -> str:
+    """`<slot>-probe-<hash>`: ≤63 characters (the Job controller copies it into a label)."""
+    digest = hashlib.sha256(f"{slot_uid}/{token}".encode()).hexdigest()[:10]
+    stem = re.sub(r"[^a-z0-9-]", "-", slot_name.lower())[:45].strip("-") or "slot"
+    return f"{stem}-probe-{digest}"
+
+
+def _node_affinity(node: str) -> dict[str, Any]:
+    # Required affinity, not nodeName: nodeName would bypass the scheduler (and WaitForFirstConsumer binding).
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}
+                ]
+            }
+        }
+    }
+
+
+def build_probe_job(
+    *,
+    name: str,
+    namespace: str,
+    slot_name: str,
+    slot_uid: str,
+    generation: int,
+    trigger: str,
+    spec: SlotSpec,
+    node: str | None,
+    ttl: datetime.timedelta,
+) -> dict[str, Any]:
+    """A Job that runs the image's smoke test against the slot's claim, read-only, as the slot's uid/gid."""
+    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: "probe", LABEL_SLOT_UID: slot_uid}
+    annotations = {ANNOTATION_SLOT: slot_name, ANNOTATION_GENERATION: str(generation), ANNOTATION_TRIGGER: trigger}
+    env: list[dict[str, Any]] = [
+        {"name": "AGENT_MODE", "value": "smoke-test"},
+        {"name": "WOVED_TASK_AGENT", "value": spec.agent},
+        {"name": "HOME", "value": spec.mount_path},
+        *(dict(entry) for entry in spec.env),
+    ]
+    container: dict[str, Any] = {
+        "name": PROBE_CONTAINER,
+        "image": spec.image,
+        "env": env,
+        "volumeMounts": [{"name": SLOT_VOLUME, "mountPath": spec.mount_path, "readOnly": True}],
+        "resources": dict(spec.resources) or DEFAULT_RESOURCES,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": spec.run_as_user,
+            "runAsGroup": spec.run_as_group,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if spec.image_pull_policy:
+        container["imagePullPolicy"] = spec.image_pull_policy
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        # No fsGroup: it would make the kubelet rewrite ownership on the slot volume.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": spec.run_as_user,
+            "runAsGroup": spec.run_as_group,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": SLOT_VOLUME, "persistentVolumeClaim": {"claimName": spec.claim_name, "readOnly": True}}],
+    }
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [dict(secret) for secret in spec.image_pull_secrets]
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [dict(toleration) for toleration in spec.tolerations]
+    if node:
+        pod_spec["affinity"] = _node_affinity(node)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "Slot",
+                    "name": slot_name,
+                    "uid": slot_uid,
+                    "controller": True,
+                    # False: blocking would need update rights on slots/finalizers, and nothing waits on it.
+                    "blockOwnerDeletion": False,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": BACKOFF_LIMIT,
+            "activeDeadlineSeconds": max(1, int(spec.timeout.total_seconds())),
+            "ttlSecondsAfterFinished": int(ttl.total_seconds()),
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": PROBE_CONTAINER,
+                            "operator": "In",
+                            "values": list(VERDICT_EXIT_CODES),
+                        },
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": {
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": pod_spec,
+            },
+        },
+    }

@@ -1,0 +1,158 @@
+"""What a probe Job (and its pods) says: still running, a verdict, or no verdict.
+
+Input is the plain API dicts of the Job and its pods, as read from the server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from slot_operator.logic import timestamps
+from slot_operator.logic.verdict import FailureReason, Phase, ProbeResult, parse_result_line, phase_for_exit
+
+PROBE_CONTAINER = "probe"
+_IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+_EXIT_IN_MESSAGE = re.compile(r"exit code (\d+)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Running:
+    """No conclusion yet: keep waiting for the Job (events will wake us)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Verdict:
+    phase: Phase
+    exit_code: int | None
+    reason: str
+    message: str
+    result: ProbeResult | None
+    finished: datetime.datetime | None
+    stop_job: bool = False  # the Job is still running (image pull failure): delete it
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NoVerdict:
+    reason: FailureReason
+    message: str
+    exit_code: int | None = None
+    result: ProbeResult | None = None
+    finished: datetime.datetime | None = None
+    stop_job: bool = False  # the Job would only wait for its deadline: delete it
+
+
+Outcome = Running | Verdict | NoVerdict
+
+
+def _condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for condition in (obj.get("status") or {}).get("conditions") or ():
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return dict(condition)
+    return None
+
+
+def _probe_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    for status in (pod.get("status") or {}).get("containerStatuses") or ():
+        if status.get("name") == PROBE_CONTAINER:
+            return dict(status)
+    return {}
+
+
+def _newest(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted(pods, key=lambda pod: str((pod.get("metadata") or {}).get("creationTimestamp") or ""), reverse=True)
+
+
+def _terminated(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The most recent terminated probe container state, if any pod has one."""
+    for pod in _newest(pods):
+        state = (_probe_status(pod).get("state") or {}).get("terminated")
+        if state:
+            return dict(state)
+    return None
+
+
+def _from_exit(code: int, terminated: Mapping[str, Any], finished: datetime.datetime | None) -> Outcome:
+    result = parse_result_line(terminated.get("message"))
+    phase = phase_for_exit(code)
+    detail = result.detail if result and result.detail else None
+    if phase is None:
+        return NoVerdict(
+            reason=FailureReason.CRASHED,
+            message=detail or f"probe exited with code {code} before a check fired",
+            exit_code=code,
+            result=result,
+            finished=finished,
+        )
+    reason = "SmokeTestPassed" if phase is Phase.READY else str(phase)
+    default = {
+        Phase.READY: "credentials present and parse",
+        Phase.IMAGE_BROKEN: "agent CLI missing or broken in the image",
+        Phase.NEEDS_INIT: "credentials missing: initialise the slot",
+        Phase.NEEDS_REAUTH: "credentials present but unusable: re-authenticate",
+    }[phase]
+    return Verdict(
+        phase=phase, exit_code=code, reason=reason, message=detail or default, result=result, finished=finished
+    )
+
+
+def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outcome:
+    """Decide what a probe Job has shown so far."""
+    job_status = job.get("status") or {}
+    finished = timestamps.parse_time(job_status.get("completionTime"))
+    terminated = _terminated(pods)
+
+    if _condition(job, "Complete"):
+        return _from_exit(0, terminated or {}, finished)
+
+    failed = _condition(job, "Failed")
+    if failed:
+        finished = timestamps.parse_time(failed.get("lastTransitionTime")) or finished
+        reason = failed.get("reason")
+        if reason == "DeadlineExceeded":
+            return NoVerdict(
+                reason=FailureReason.TIMED_OUT, message="probe did not finish before its deadline", finished=finished
+            )
+        if terminated is not None and isinstance(terminated.get("exitCode"), int):
+            return _from_exit(int(terminated["exitCode"]), terminated, finished)
+        # Pods already gone (TTL, manual cleanup): the Job controller names the exit code in its message.
+        match = _EXIT_IN_MESSAGE.search(str(failed.get("message") or ""))
+        if reason == "PodFailurePolicy" and match:
+            return _from_exit(int(match.group(1)), {}, finished)
+        return NoVerdict(
+            reason=FailureReason.CRASHED, message=f"probe Job failed: {reason or 'unknown reason'}", finished=finished
+        )
+
+    # Still running: look for reasons that would otherwise only surface at the deadline.
+    for pod in _newest(pods):
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        waiting = (_probe_status(pod).get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in _IMAGE_PULL_REASONS:
+            return Verdict(
+                phase=Phase.IMAGE_BROKEN,
+                exit_code=None,
+                reason="ImagePullFailed",
+                message=f"{waiting['reason']}: {waiting.get('message') or 'image cannot be pulled'}",
+                result=None,
+                finished=None,
+                stop_job=True,
+            )
+        scheduled = next(
+            (c for c in (pod.get("status") or {}).get("conditions") or () if c.get("type") == "PodScheduled"), None
+        )
+        if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+            return NoVerdict(
+                reason=FailureReason.UNSCHEDULABLE,
+                message=str(scheduled.get("message") or "probe pod cannot be scheduled"),
+                stop_job=True,
+            )
+        break
+    return Running()
+
+
+def is_finished(job: Mapping[str, Any]) -> bool:
+    return bool(_condition(job, "Complete") or _condition(job, "Failed"))

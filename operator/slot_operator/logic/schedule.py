@@ -1,0 +1,129 @@
+"""When a Slot needs a probe, which Job is its current one, and where a probe may run.
+
+Everything is computed from the Slot's status and the objects read from the API,
+so the schedule survives operator restarts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from slot_operator.logic import timestamps
+from slot_operator.logic.jobs import ANNOTATION_GENERATION, LABEL_MANAGED_BY, MANAGED_BY
+from slot_operator.logic.outcome import NoVerdict, is_finished
+from slot_operator.logic.verdict import FailureReason
+
+PROBE_REQUEST_ANNOTATION = "woved.dev/probe-requested-at"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Trigger:
+    """Why a probe starts now: created, spec-changed, manual, claim-appeared, interval or retry."""
+
+    kind: str
+    request: str | None = None
+
+
+def backoff(failures: int, *, base: datetime.timedelta, cap: datetime.timedelta) -> datetime.timedelta:
+    """Exponential: base, 2·base, 4·base, ... capped; `failures` counts the one just recorded."""
+    exponent = min(max(failures - 1, 0), 30)
+    delay: datetime.timedelta = base * (2**exponent)
+    return min(delay, cap)
+
+
+def manual_request(annotations: Mapping[str, str] | None) -> str | None:
+    token = (annotations or {}).get(PROBE_REQUEST_ANNOTATION)
+    return token.strip()[:128] if isinstance(token, str) and token.strip() else None
+
+
+def due(
+    status: Mapping[str, Any],
+    *,
+    generation: int,
+    request: str | None,
+    claim_exists: bool | None,
+    now: datetime.datetime,
+) -> tuple[Trigger | None, datetime.datetime | None]:
+    """(trigger, None) when a probe is due now, else (None, when it will be due)."""
+    last = status.get("lastProbe") or {}
+    if request is not None and request != status.get("lastHandledProbeRequest"):
+        return Trigger(kind="manual", request=request), None
+    if not last:
+        return Trigger(kind="created"), None
+    if int(last.get("generation") or 0) < generation:
+        return Trigger(kind="spec-changed"), None
+    if last.get("reason") == FailureReason.CLAIM_NOT_FOUND and claim_exists:
+        return Trigger(kind="claim-appeared"), None
+    next_time = timestamps.parse_time(status.get("nextProbeTime")) or now
+    if next_time <= now:
+        kind = "retry" if int(status.get("consecutiveProbeFailures") or 0) else "interval"
+        return Trigger(kind=kind), None
+    return None, next_time
+
+
+def job_generation(job: Mapping[str, Any]) -> int:
+    try:
+        return int(((job.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_GENERATION, 0))
+    except ValueError:
+        return 0
+
+
+def current_job(status: Mapping[str, Any], jobs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The Job the Slot's status says is in flight; else an unfinished one to adopt (written by an older run)."""
+    recorded = (status.get("currentProbe") or {}).get("jobName")
+    by_name = {str((job.get("metadata") or {}).get("name")): job for job in jobs}
+    if recorded and recorded in by_name:
+        return by_name[recorded]
+    active = [job for job in jobs if not is_finished(job) and not (job.get("metadata") or {}).get("deletionTimestamp")]
+    active.sort(key=lambda job: str((job.get("metadata") or {}).get("creationTimestamp") or ""))
+    return active[-1] if active else None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Placement:
+    node: str | None
+
+
+def place(
+    claim: Mapping[str, Any] | None, claim_name: str, users: Sequence[Mapping[str, Any]]
+) -> Placement | NoVerdict:
+    """Where the probe may mount the claim, given the running pods that already use it.
+
+    ReadWriteOnce: on the node that has it attached (required node affinity). ReadWriteOncePod:
+    not while another pod holds it. Anything shareable: anywhere.
+    """
+    if claim is None:
+        return NoVerdict(
+            reason=FailureReason.CLAIM_NOT_FOUND,
+            message=f"PersistentVolumeClaim {claim_name!r} not found in the Slot's namespace",
+        )
+    modes = set((claim.get("spec") or {}).get("accessModes") or ())
+    holders = sorted(str((pod.get("metadata") or {}).get("name")) for pod in users)
+    if "ReadWriteOncePod" in modes and holders:
+        return NoVerdict(
+            reason=FailureReason.CLAIM_IN_USE,
+            message=f"ReadWriteOncePod claim {claim_name!r} is in use by pod {holders[0]}",
+        )
+    if modes & {"ReadWriteMany", "ReadOnlyMany"} or "ReadWriteOnce" not in modes:
+        return Placement(node=None)
+    nodes = sorted(
+        {str((pod.get("spec") or {}).get("nodeName")) for pod in users if (pod.get("spec") or {}).get("nodeName")}
+    )
+    return Placement(node=nodes[0] if nodes else None)
+
+
+def claim_users(pods: Sequence[Mapping[str, Any]], claim_name: str) -> list[Mapping[str, Any]]:
+    """Pods that mount `claim_name`, other than finished ones and the operator's own probes."""
+    users = []
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        if ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
+            continue
+        volumes = (pod.get("spec") or {}).get("volumes") or ()
+        if any((volume.get("persistentVolumeClaim") or {}).get("claimName") == claim_name for volume in volumes):
+            users.append(pod)
+    return users

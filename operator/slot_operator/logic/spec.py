@@ -1,0 +1,104 @@
+"""A Slot's spec, parsed and defaulted, with errors that name the field.
+
+The CRD schema rejects most bad input at admission; this catches what it cannot
+(objects stored before a schema change, defaults that depend on operator flags).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from slot_operator.logic import durations
+
+AGENTS = ("claude", "codex")
+# Set by the operator on every probe: a user's env entry cannot replace them.
+RESERVED_ENV = frozenset({"AGENT_MODE", "WOVED_TASK_AGENT", "HOME"})
+MIN_TIMEOUT = datetime.timedelta(seconds=5)
+MAX_TIMEOUT = datetime.timedelta(hours=1)
+MIN_INTERVAL = datetime.timedelta(minutes=1)
+MAX_INTERVAL = datetime.timedelta(hours=720)
+
+
+class InvalidSpec(ValueError):
+    """The spec cannot be probed; the message names the field."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SlotSpec:
+    agent: str
+    claim_name: str
+    image: str
+    mount_path: str
+    run_as_user: int
+    run_as_group: int
+    interval: datetime.timedelta
+    timeout: datetime.timedelta
+    suspend: bool
+    image_pull_policy: str | None
+    image_pull_secrets: tuple[Mapping[str, Any], ...]
+    env: tuple[Mapping[str, Any], ...]
+    resources: Mapping[str, Any]
+    node_selector: Mapping[str, str]
+    tolerations: tuple[Mapping[str, Any], ...]
+
+
+def _duration(
+    spec: Mapping[str, Any], field: str, default: datetime.timedelta, low: datetime.timedelta, high: datetime.timedelta
+) -> datetime.timedelta:
+    raw = spec.get(field)
+    if raw is None:
+        return default
+    try:
+        value = durations.parse_duration(str(raw))
+    except ValueError as exc:
+        raise InvalidSpec(f"spec.{field}: {exc}") from None
+    if not low <= value <= high:
+        raise InvalidSpec(
+            f"spec.{field}: {raw!r} is outside {durations.format_duration(low)}..{durations.format_duration(high)}"
+        )
+    return value
+
+
+def _id(spec: Mapping[str, Any], field: str) -> int:
+    raw = spec.get(field, 10001)
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:
+        raise InvalidSpec(f"spec.{field}: must be a positive integer (the probe never runs as root), got {raw!r}")
+    return raw
+
+
+def parse_spec(
+    spec: Mapping[str, Any], *, default_interval: datetime.timedelta, default_timeout: datetime.timedelta
+) -> SlotSpec:
+    agent = spec.get("agent")
+    if agent not in AGENTS:
+        raise InvalidSpec(f"spec.agent: must be one of {', '.join(AGENTS)}, got {agent!r}")
+    for field in ("claimName", "image"):
+        if not isinstance(spec.get(field), str) or not spec[field]:
+            raise InvalidSpec(f"spec.{field}: required")
+    mount_path = spec.get("mountPath") or f"/home/{agent}"
+    if not isinstance(mount_path, str) or not mount_path.startswith("/") or mount_path == "/":
+        raise InvalidSpec(f"spec.mountPath: must be an absolute path other than '/', got {mount_path!r}")
+    env = tuple(spec.get("env") or ())
+    clashes = sorted({str(entry.get("name")) for entry in env} & RESERVED_ENV)
+    if clashes:
+        raise InvalidSpec(f"spec.env: {', '.join(clashes)} is set by the operator and cannot be overridden")
+    return SlotSpec(
+        agent=agent,
+        claim_name=spec["claimName"],
+        image=spec["image"],
+        mount_path=mount_path,
+        run_as_user=_id(spec, "runAsUser"),
+        run_as_group=_id(spec, "runAsGroup"),
+        interval=_duration(spec, "interval", default_interval, MIN_INTERVAL, MAX_INTERVAL),
+        timeout=_duration(spec, "timeout", default_timeout, MIN_TIMEOUT, MAX_TIMEOUT),
+        suspend=bool(spec.get("suspend", False)),
+        image_pull_policy=spec.get("imagePullPolicy"),
+        image_pull_secrets=tuple(spec.get("imagePullSecrets") or ()),
+        env=env,
+        resources=dict(spec.get("resources") or {}),
+        node_selector=dict(spec.get("nodeSelector") or {}),
+        tolerations=tuple(spec.get("tolerations") or ()),
+    )
