@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"slot-operator: error: {exc}", file=sys.stderr)
         return 2
     kopf.configure(log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL)
+    # kopf logs every successful low-level handler call at INFO: one line per watch event. Failures still show.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import slot_operator.handlers  # noqa: F401 - registers the handlers with kopf
 
     asyncio.run(

@@ -8,7 +8,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from slot_operator.logic import durations
+from slot_operator.logic import durations, spec
 
 ENV_PREFIX = "SLOT_OPERATOR_"
 
@@ -34,13 +34,16 @@ class Config:
     workers: int = 8
 
 
-def _duration(name: str, text: str, *, low: datetime.timedelta) -> datetime.timedelta:
+def _duration(name: str, text: str, *, low: datetime.timedelta,
+              high: datetime.timedelta | None = None) -> datetime.timedelta:
     try:
         value = durations.parse_duration(text)
     except ValueError as exc:
         raise ConfigError(f"--{name}: {exc}") from None
     if value < low:
         raise ConfigError(f"--{name}: {text!r} is shorter than {durations.format_duration(low)}")
+    if high is not None and value > high:
+        raise ConfigError(f"--{name}: {text!r} is longer than {durations.format_duration(high)}")
     return value
 
 
@@ -128,17 +131,20 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     retry_base = _duration("retry-base", args.retry_base, low=datetime.timedelta(seconds=1))
     retry_max = _duration("retry-max", args.retry_max, low=retry_base)
     return Config(
-        namespaces=tuple(sorted({ns.strip() for ns in namespaces})),
-        default_interval=_duration("default-interval", args.default_interval, low=datetime.timedelta(minutes=1)),
-        default_timeout=_duration("default-timeout", args.default_timeout, low=datetime.timedelta(seconds=5)),
+        namespaces=tuple(sorted({ns.strip() for ns in namespaces if ns.strip()})),
+        default_interval=_duration("default-interval", args.default_interval, low=spec.MIN_INTERVAL,
+                                   high=spec.MAX_INTERVAL),
+        default_timeout=_duration("default-timeout", args.default_timeout, low=spec.MIN_TIMEOUT,
+                                  high=spec.MAX_TIMEOUT),
         max_concurrent_probes=_int("max-concurrent-probes", args.max_concurrent_probes, low=1, high=10000),
-        job_ttl=_duration("job-ttl", args.job_ttl, low=datetime.timedelta(0)),
+        # Shorter and a finished Job could vanish before the operator has read its outcome.
+        job_ttl=_duration("job-ttl", args.job_ttl, low=datetime.timedelta(minutes=1)),
         retry_base=retry_base,
         retry_max=retry_max,
         metrics_port=_int("metrics-port", args.metrics_port, low=0, high=65535),
         health_port=_int("health-port", args.health_port, low=0, high=65535),
         log_format=log_format,
-        peering=args.peering,
+        peering=args.peering or None,
         priority=_int("priority", args.priority, low=-(2**31), high=2**31 - 1),
         workers=_int("workers", args.workers, low=1, high=256),
     )

@@ -28,7 +28,10 @@ def parse_duration(text: str) -> datetime.timedelta:
         position = match.end()
     if position != len(text):
         raise ValueError(f"invalid duration {text!r}: expected e.g. '90s', '5m' or '6h'")
-    return datetime.timedelta(seconds=seconds)
+    try:
+        return datetime.timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"invalid duration {text!r}: too long") from None
 
 
 def format_duration(value: datetime.timedelta) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import hashlib
 import re
@@ -23,6 +24,7 @@ ANNOTATION_GENERATION = f"{GROUP}/slot-generation"
 ANNOTATION_TRIGGER = f"{GROUP}/probe-trigger"
 PROBE_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=probe"
 SLOT_VOLUME = "slot"
+TMP_VOLUME = "tmp"
 DEFAULT_RESOURCES = {
     "requests": {"cpu": "10m", "memory": "32Mi"},
     "limits": {"cpu": "500m", "memory": "256Mi"},
@@ -77,8 +79,11 @@ def build_probe_job(
         "name": PROBE_CONTAINER,
         "image": spec.image,
         "env": env,
-        "volumeMounts": [{"name": SLOT_VOLUME, "mountPath": spec.mount_path, "readOnly": True}],
-        "resources": dict(spec.resources) or DEFAULT_RESOURCES,
+        "volumeMounts": [
+            {"name": SLOT_VOLUME, "mountPath": spec.mount_path, "readOnly": True},
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},
+        ],
+        "resources": copy.deepcopy(dict(spec.resources) or DEFAULT_RESOURCES),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -104,7 +109,11 @@ def build_probe_job(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
-        "volumes": [{"name": SLOT_VOLUME, "persistentVolumeClaim": {"claimName": spec.claim_name, "readOnly": True}}],
+        "volumes": [
+            {"name": SLOT_VOLUME, "persistentVolumeClaim": {"claimName": spec.claim_name, "readOnly": True}},
+            # The root filesystem is read-only; a CLI that needs scratch space gets a small /tmp.
+            {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}},
+        ],
     }
     if spec.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [dict(secret) for secret in spec.image_pull_secrets]
@@ -152,7 +161,7 @@ def build_probe_job(
                 ]
             },
             "template": {
-                "metadata": {"labels": labels, "annotations": annotations},
+                "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
                 "spec": pod_spec,
             },
         },

@@ -267,8 +267,19 @@ def no_verdict(
     return new
 
 
+def _replacing(old: Any, new: Any) -> Any:
+    """`new` as a merge-patch value over `old`: a merge patch merges objects, so removed keys must be nulled."""
+    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+        return new
+    value: dict[str, Any] = {key: None for key in old if key not in new}
+    value.update({key: _replacing(old.get(key), item) for key, item in new.items()})
+    return value
+
+
 def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch turning `old` into `new` at the top level (None deletes a key)."""
-    patch: dict[str, Any] = {key: value for key, value in new.items() if old.get(key) != value}
+    """A JSON merge patch turning `old` into `new` (None deletes a key, also inside nested objects)."""
+    patch: dict[str, Any] = {
+        key: _replacing(old.get(key), value) for key, value in new.items() if old.get(key) != value
+    }
     patch.update({key: None for key in old if key not in new and key != "kopf"})
     return patch

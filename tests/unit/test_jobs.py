@@ -1,0 +1,345 @@
+"""The probe Job manifest and its name (logic/jobs.py) against DESIGN.md §3."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from slot_operator.logic import jobs
+from slot_operator.logic.spec import SlotSpec, parse_spec
+
+UID = "6f1c2a8e-3b7d-4e59-9a1f-0c2d4e6f8a10"
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def make_spec(**fields: Any) -> SlotSpec:
+    spec: dict[str, Any] = {"agent": "codex", "claimName": "codex-1-home", "image": "ghcr.io/example/agent:sha-1a2b3c"}
+    spec.update(fields)
+    return parse_spec(spec, default_interval=datetime.timedelta(hours=6), default_timeout=datetime.timedelta(minutes=2))
+
+
+def build(spec: SlotSpec | None = None, *, node: str | None = None, **overrides: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "name": "codex-1-probe-0123456789",
+        "namespace": "agents",
+        "slot_name": "codex-1",
+        "slot_uid": UID,
+        "generation": 4,
+        "trigger": "spec-changed",
+        "spec": spec or make_spec(),
+        "node": node,
+        "ttl": datetime.timedelta(hours=1),
+    }
+    args.update(overrides)
+    return jobs.build_probe_job(**args)
+
+
+def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = job["spec"]["template"]["spec"]
+    return result
+
+
+def container(job: dict[str, Any]) -> dict[str, Any]:
+    containers = pod_spec(job)["containers"]
+    assert len(containers) == 1
+    result: dict[str, Any] = containers[0]
+    return result
+
+
+def walk_keys(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from walk_keys(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from walk_keys(item)
+
+
+# --- job_name --------------------------------------------------------------------------------
+
+
+def test_job_name_shape() -> None:
+    name = jobs.job_name("codex-1", UID, "4/2024-05-06T07:00:00+00:00/created")
+    assert re.fullmatch(r"codex-1-probe-[0-9a-f]{10}", name)
+
+
+def test_job_name_is_deterministic() -> None:
+    assert jobs.job_name("codex-1", UID, "t") == jobs.job_name("codex-1", UID, "t")
+
+
+def test_job_name_depends_on_uid_and_token() -> None:
+    names = {
+        jobs.job_name("codex-1", UID, "t1"),
+        jobs.job_name("codex-1", UID, "t2"),
+        jobs.job_name("codex-1", "another-uid", "t1"),
+    }
+    assert len(names) == 3
+
+
+@pytest.mark.parametrize(
+    "slot_name",
+    [
+        ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61]),  # 253 characters, the longest Slot name
+        "a" * 44 + "." + "b" * 100,  # a dot right at the cut
+        "x" * 45 + "-" + "y" * 20,  # a dash right after the cut
+        "agents.example.com",
+        "a",
+        "0",
+        "codex-1",
+    ],
+)
+def test_job_name_is_a_dns1123_label(slot_name: str) -> None:
+    name = jobs.job_name(slot_name, UID, "token")
+    assert len(name) <= 63
+    assert DNS1123_LABEL.fullmatch(name), name
+    assert re.fullmatch(r"[0-9a-f]{10}", name[-10:])
+
+
+def test_job_name_for_253_char_dotted_name() -> None:
+    slot_name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    assert len(slot_name) == 253
+    name = jobs.job_name(slot_name, UID, "token")
+    assert name.startswith("a" * 45 + "-probe-")
+    assert len(name) == 62
+
+
+def test_job_name_dot_at_cut_is_stripped() -> None:
+    name = jobs.job_name("a" * 44 + "." + "b" * 100, UID, "token")
+    assert name.startswith("a" * 44 + "-probe-")
+
+
+def test_job_name_of_unusual_names_falls_back() -> None:
+    name = jobs.job_name("...", UID, "token")
+    assert name.startswith("slot-probe-")
+    assert DNS1123_LABEL.fullmatch(name)
+
+
+# --- build_probe_job -------------------------------------------------------------------------
+
+
+def test_identity_and_owner() -> None:
+    job = build()
+    assert job["apiVersion"] == "batch/v1"
+    assert job["kind"] == "Job"
+    meta = job["metadata"]
+    assert (meta["name"], meta["namespace"]) == ("codex-1-probe-0123456789", "agents")
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "woved.dev/v1alpha1",
+            "kind": "Slot",
+            "name": "codex-1",
+            "uid": UID,
+            "controller": True,
+            "blockOwnerDeletion": False,
+        }
+    ]
+
+
+def test_labels_and_annotations_link_job_and_pods_to_the_slot() -> None:
+    job = build()
+    expected_labels = {
+        "app.kubernetes.io/managed-by": "slot-operator",
+        "app.kubernetes.io/component": "probe",
+        "woved.dev/slot-uid": UID,
+    }
+    expected_annotations = {
+        "woved.dev/slot": "codex-1",
+        "woved.dev/slot-generation": "4",
+        "woved.dev/probe-trigger": "spec-changed",
+    }
+    assert job["metadata"]["labels"] == expected_labels
+    assert job["metadata"]["annotations"] == expected_annotations
+    assert job["spec"]["template"]["metadata"] == {"labels": expected_labels, "annotations": expected_annotations}
+    # Selector string used to list probe Jobs/pods matches the labels.
+    for pair in jobs.PROBE_SELECTOR.split(","):
+        key, value = pair.split("=")
+        assert expected_labels[key] == value
+    # Label values must be ≤63 characters even for the longest Slot names.
+    assert all(len(value) <= 63 for value in expected_labels.values())
+
+
+def test_label_values_fit_for_long_slot_names() -> None:
+    long_name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    job = build(slot_name=long_name)
+    assert all(len(value) <= 63 for value in job["metadata"]["labels"].values())
+    assert job["metadata"]["annotations"]["woved.dev/slot"] == long_name
+    assert job["metadata"]["ownerReferences"][0]["name"] == long_name
+
+
+def test_job_spec_policy() -> None:
+    spec = build(make_spec(timeout="90s"), ttl=datetime.timedelta(minutes=30))["spec"]
+    assert spec["backoffLimit"] == 1
+    assert spec["activeDeadlineSeconds"] == 90
+    assert spec["ttlSecondsAfterFinished"] == 1800
+    assert spec["podFailurePolicy"] == {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {"containerName": "probe", "operator": "In", "values": [64, 65, 66]},
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]
+    }
+    assert pod_spec(build())["restartPolicy"] == "Never"
+
+
+def test_backoff_limit_is_small() -> None:
+    assert 0 <= build()["spec"]["backoffLimit"] <= 3
+
+
+@pytest.mark.parametrize(("timeout", "seconds"), [("5s", 5), ("2m", 120), ("1h", 3600), ("1m30s", 90)])
+def test_active_deadline_is_the_timeout(timeout: str, seconds: int) -> None:
+    assert build(make_spec(timeout=timeout))["spec"]["activeDeadlineSeconds"] == seconds
+
+
+def test_container_runs_the_smoke_test() -> None:
+    c = container(build(make_spec(agent="claude", image="img:2")))
+    assert c["name"] == "probe"
+    assert c["image"] == "img:2"
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert c["env"][:3] == [
+        {"name": "AGENT_MODE", "value": "smoke-test"},
+        {"name": "WOVED_TASK_AGENT", "value": "claude"},
+        {"name": "HOME", "value": "/home/claude"},
+    ]
+    assert "imagePullPolicy" not in c
+
+
+def test_user_env_is_appended_after_operator_env() -> None:
+    env = [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}, {"name": "TOKEN", "valueFrom": {"secretKeyRef": {}}}]
+    c = container(build(make_spec(env=env)))
+    assert [e["name"] for e in c["env"]] == ["AGENT_MODE", "WOVED_TASK_AGENT", "HOME", "HTTPS_PROXY", "TOKEN"]
+    assert c["env"][3] == {"name": "HTTPS_PROXY", "value": "http://proxy:3128"}
+
+
+def test_home_follows_mount_path() -> None:
+    c = container(build(make_spec(mountPath="/srv/slot")))
+    assert {"name": "HOME", "value": "/srv/slot"} in c["env"]
+    assert c["volumeMounts"][0] == {"name": "slot", "mountPath": "/srv/slot", "readOnly": True}
+
+
+def test_claim_volume_and_mount_are_read_only() -> None:
+    job = build(make_spec(claimName="my-claim"))
+    assert pod_spec(job)["volumes"] == [
+        {"name": "slot", "persistentVolumeClaim": {"claimName": "my-claim", "readOnly": True}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+    assert container(job)["volumeMounts"] == [
+        {"name": "slot", "mountPath": "/home/codex", "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+
+
+def test_only_scratch_space_is_writable() -> None:
+    c = container(build(make_spec()))
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert [m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")] == ["/tmp"]
+
+
+@pytest.mark.parametrize(("uid", "gid"), [(10001, 10001), (1000, 1000), (1000, 2000)])
+def test_pod_security(uid: int, gid: int) -> None:
+    job = build(make_spec(runAsUser=uid, runAsGroup=gid))
+    pod = pod_spec(job)
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == uid
+    assert pod["securityContext"]["runAsGroup"] == gid
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container(job)["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["runAsNonRoot"] is True
+    assert (sc["runAsUser"], sc["runAsGroup"]) == (uid, gid)
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "privileged" not in sc or sc["privileged"] is False
+
+
+def test_restricted_profile_forbidden_fields_absent() -> None:
+    keys = set(walk_keys(build(node="node-a")))
+    forbidden = {"fsGroup", "fsGroupChangePolicy", "nodeName", "hostPath", "hostNetwork", "hostPID", "hostIPC"}
+    assert not keys & forbidden
+    assert "supplementalGroups" not in keys
+
+
+def test_default_resources_are_small() -> None:
+    resources = container(build())["resources"]
+    assert resources == {
+        "requests": {"cpu": "10m", "memory": "32Mi"},
+        "limits": {"cpu": "500m", "memory": "256Mi"},
+    }
+
+
+def test_spec_resources_replace_defaults() -> None:
+    resources = {"requests": {"cpu": "50m"}, "limits": {"memory": "128Mi"}}
+    assert container(build(make_spec(resources=resources)))["resources"] == resources
+
+
+def test_no_node_means_no_affinity() -> None:
+    assert "affinity" not in pod_spec(build(node=None))
+    assert "nodeName" not in pod_spec(build(node=None))
+
+
+def test_node_gives_required_hostname_affinity_not_node_name() -> None:
+    pod = pod_spec(build(node="worker-3"))
+    assert "nodeName" not in pod
+    assert pod["affinity"] == {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["worker-3"]}]}
+                ]
+            }
+        }
+    }
+
+
+def test_optional_scheduling_and_pull_fields() -> None:
+    spec = make_spec(
+        imagePullPolicy="IfNotPresent",
+        imagePullSecrets=[{"name": "regcred"}],
+        nodeSelector={"pool": "agents"},
+        tolerations=[{"key": "agents", "operator": "Exists", "effect": "NoSchedule"}],
+    )
+    job = build(spec, node="worker-1")
+    pod = pod_spec(job)
+    assert container(job)["imagePullPolicy"] == "IfNotPresent"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["nodeSelector"] == {"pool": "agents"}
+    assert pod["tolerations"] == [{"key": "agents", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "affinity" in pod
+
+
+def test_optional_fields_absent_by_default() -> None:
+    pod = pod_spec(build())
+    for key in ("imagePullSecrets", "nodeSelector", "tolerations", "affinity"):
+        assert key not in pod
+
+
+def test_manifest_is_deterministic() -> None:
+    assert build(node="n1") == build(node="n1")
+    assert build() != build(generation=5)
+
+
+def test_manifests_do_not_share_mutable_state() -> None:
+    first = build()
+    pristine = copy.deepcopy(first)
+    first["spec"]["template"]["metadata"]["labels"]["extra"] = "x"
+    container(first)["resources"]["limits"]["memory"] = "1Gi"
+    assert first["metadata"]["labels"] == pristine["metadata"]["labels"]
+    assert build() == pristine
+    assert jobs.DEFAULT_RESOURCES["limits"]["memory"] == "256Mi"
+
+
+def test_manifest_does_not_alias_the_spec() -> None:
+    env = [{"name": "X", "value": "1"}]
+    spec = make_spec(env=env, imagePullSecrets=[{"name": "regcred"}])
+    job = build(spec)
+    container(job)["env"][3]["value"] = "2"
+    pod_spec(job)["imagePullSecrets"][0]["name"] = "other"
+    assert spec.env[0]["value"] == "1"
+    assert spec.image_pull_secrets[0]["name"] == "regcred"

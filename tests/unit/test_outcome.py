@@ -1,0 +1,296 @@
+"""Classifying a probe Job and its pods (logic/outcome.py)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import pytest
+from slot_operator.logic.outcome import NoVerdict, Running, Verdict, classify, is_finished
+from slot_operator.logic.verdict import FailureReason, Phase, ProbeResult
+
+T_DONE = "2024-05-06T07:10:00Z"
+DONE = datetime.datetime(2024, 5, 6, 7, 10, tzinfo=datetime.UTC)
+
+
+def job(*conditions: dict[str, Any], completion: str | None = None) -> dict[str, Any]:
+    status: dict[str, Any] = {"conditions": list(conditions)}
+    if completion:
+        status["completionTime"] = completion
+    return {"metadata": {"name": "codex-1-probe-0123456789"}, "status": status}
+
+
+def cond(kind: str, reason: str = "", message: str = "", status: str = "True", at: str = T_DONE) -> dict[str, Any]:
+    return {"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": at}
+
+
+def pod(
+    name: str = "p-1",
+    *,
+    created: str = "2024-05-06T07:00:00Z",
+    state: dict[str, Any] | None = None,
+    container: str = "probe",
+    conditions: list[dict[str, Any]] | None = None,
+    deleting: bool = False,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "creationTimestamp": created}
+    if deleting:
+        meta["deletionTimestamp"] = "2024-05-06T07:05:00Z"
+    status: dict[str, Any] = {"containerStatuses": [{"name": container, "state": state or {}}]}
+    if conditions is not None:
+        status["conditions"] = conditions
+    return {"metadata": meta, "status": status}
+
+
+def terminated(code: int, message: str = "") -> dict[str, Any]:
+    return {"terminated": {"exitCode": code, "reason": "Error" if code else "Completed", "message": message}}
+
+
+def waiting(reason: str, message: str = "") -> dict[str, Any]:
+    return {"waiting": {"reason": reason, "message": message}}
+
+
+def noisy(status: str, detail: str) -> str:
+    return "\n".join(
+        [
+            "smoke-test: agent=codex",
+            json.dumps({"status": status, "agent": "codex", "detail": detail}),
+            "smoke-test: done",
+        ]
+    )
+
+
+# --- finished Jobs ---------------------------------------------------------------------------
+
+
+def test_complete_is_ready() -> None:
+    outcome = classify(job(cond("Complete"), completion=T_DONE), [pod(state=terminated(0))])
+    assert outcome == Verdict(
+        phase=Phase.READY,
+        exit_code=0,
+        reason="SmokeTestPassed",
+        message="credentials present and parse",
+        result=None,
+        finished=DONE,
+    )
+
+
+def test_complete_uses_result_detail_when_present() -> None:
+    message = '{"status": "ok", "agent": "claude", "detail": "2 credential files"}'
+    outcome = classify(job(cond("Complete"), completion=T_DONE), [pod(state=terminated(0, message))])
+    assert isinstance(outcome, Verdict)
+    assert outcome.message == "2 credential files"
+    assert outcome.result == ProbeResult(status="ok", agent="claude", detail="2 credential files")
+
+
+def test_complete_without_pods_is_still_ready() -> None:
+    outcome = classify(job(cond("Complete"), completion=T_DONE), [])
+    assert isinstance(outcome, Verdict)
+    assert (outcome.phase, outcome.exit_code, outcome.finished) == (Phase.READY, 0, DONE)
+
+
+@pytest.mark.parametrize(
+    ("code", "phase", "default"),
+    [
+        (64, Phase.IMAGE_BROKEN, "agent CLI missing or broken in the image"),
+        (65, Phase.NEEDS_INIT, "credentials missing: initialise the slot"),
+        (66, Phase.NEEDS_REAUTH, "credentials present but unusable: re-authenticate"),
+    ],
+)
+def test_pod_failure_policy_exit_from_pod(code: int, phase: Phase, default: str) -> None:
+    failed = cond("Failed", "PodFailurePolicy", f"Container probe for pod agents/p-1 failed with exit code {code}")
+    outcome = classify(job(failed), [pod(state=terminated(code, "smoke-test: no JSON here"))])
+    assert outcome == Verdict(
+        phase=phase, exit_code=code, reason=phase.value, message=default, result=None, finished=DONE
+    )
+
+
+def test_pod_failure_policy_message_is_the_probe_detail_from_noisy_logs() -> None:
+    failed = cond("Failed", "PodFailurePolicy", "Container probe for pod agents/p-1 failed with exit code 66")
+    outcome = classify(job(failed), [pod(state=terminated(66, noisy("creds-invalid", "auth.json: bad JSON")))])
+    assert isinstance(outcome, Verdict)
+    assert outcome.phase is Phase.NEEDS_REAUTH
+    assert outcome.reason == "NeedsReauth"
+    assert outcome.message == "auth.json: bad JSON"
+    assert outcome.result == ProbeResult(status="creds-invalid", agent="codex", detail="auth.json: bad JSON")
+    assert outcome.stop_job is False
+
+
+@pytest.mark.parametrize(
+    ("code", "phase"), [(64, Phase.IMAGE_BROKEN), (65, Phase.NEEDS_INIT), (66, Phase.NEEDS_REAUTH)]
+)
+def test_pod_failure_policy_exit_from_job_message_when_pods_are_gone(code: int, phase: Phase) -> None:
+    message = (
+        "Container probe for pod agents/codex-1-probe-0123456789-x7k2p failed with"
+        f" exit code {code} matching FailJob rule at index 0"
+    )
+    outcome = classify(job(cond("Failed", "PodFailurePolicy", message)), [])
+    assert isinstance(outcome, Verdict)
+    assert (outcome.phase, outcome.exit_code, outcome.finished) == (phase, code, DONE)
+    assert outcome.result is None
+
+
+def test_job_message_exit_code_only_trusted_for_pod_failure_policy() -> None:
+    failed = cond("Failed", "BackoffLimitExceeded", "something with exit code 65 in it")
+    outcome = classify(job(failed), [])
+    assert outcome == NoVerdict(
+        reason=FailureReason.CRASHED, message="probe Job failed: BackoffLimitExceeded", finished=DONE
+    )
+
+
+def test_deadline_exceeded_is_timed_out() -> None:
+    failed = cond("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")
+    outcome = classify(job(failed), [pod(state=terminated(137))])
+    assert outcome == NoVerdict(
+        reason=FailureReason.TIMED_OUT, message="probe did not finish before its deadline", finished=DONE
+    )
+
+
+def test_backoff_limit_exceeded_with_exit_1_is_crashed() -> None:
+    failed = cond("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+    pods = [
+        pod("p-1", created="2024-05-06T07:00:00Z", state=terminated(1, "smoke-test: first try")),
+        pod("p-2", created="2024-05-06T07:00:30Z", state=terminated(1, "smoke-test: panic")),
+    ]
+    outcome = classify(job(failed), pods)
+    assert outcome == NoVerdict(
+        reason=FailureReason.CRASHED,
+        message="probe exited with code 1 before a check fired",
+        exit_code=1,
+        result=None,
+        finished=DONE,
+    )
+
+
+def test_crash_keeps_the_error_detail_and_result() -> None:
+    failed = cond("Failed", "BackoffLimitExceeded")
+    outcome = classify(job(failed), [pod(state=terminated(1, noisy("error", "unexpected: EIO")))])
+    assert isinstance(outcome, NoVerdict)
+    assert outcome.reason is FailureReason.CRASHED
+    assert outcome.message == "unexpected: EIO"
+    assert outcome.exit_code == 1
+    assert outcome.result == ProbeResult(status="error", agent="codex", detail="unexpected: EIO")
+
+
+@pytest.mark.parametrize("code", [2, 126, 127, 137, 139])
+def test_other_exit_codes_are_crashes(code: int) -> None:
+    outcome = classify(job(cond("Failed", "BackoffLimitExceeded")), [pod(state=terminated(code))])
+    assert isinstance(outcome, NoVerdict)
+    assert (outcome.reason, outcome.exit_code) == (FailureReason.CRASHED, code)
+    assert outcome.message == f"probe exited with code {code} before a check fired"
+
+
+def test_newest_terminated_pod_decides() -> None:
+    failed = cond("Failed", "PodFailurePolicy", "failed with exit code 65")
+    pods = [
+        pod("old", created="2024-05-06T07:00:00Z", state=terminated(1)),
+        pod("new", created="2024-05-06T07:01:00Z", state=terminated(65)),
+    ]
+    outcome = classify(job(failed), pods)
+    assert isinstance(outcome, Verdict)
+    assert (outcome.phase, outcome.exit_code) == (Phase.NEEDS_INIT, 65)
+    # Order of the input list does not matter.
+    assert classify(job(failed), list(reversed(pods))) == outcome
+
+
+def test_other_containers_are_ignored() -> None:
+    failed = cond("Failed", "BackoffLimitExceeded")
+    outcome = classify(job(failed), [pod(container="istio-proxy", state=terminated(0))])
+    assert outcome == NoVerdict(
+        reason=FailureReason.CRASHED, message="probe Job failed: BackoffLimitExceeded", finished=DONE
+    )
+
+
+def test_failed_without_reason() -> None:
+    failed = {"type": "Failed", "status": "True"}
+    outcome = classify(job(failed, completion=T_DONE), [])
+    assert outcome == NoVerdict(reason=FailureReason.CRASHED, message="probe Job failed: unknown reason", finished=DONE)
+
+
+def test_false_conditions_do_not_finish_the_job() -> None:
+    outcome = classify(job(cond("Failed", "DeadlineExceeded", status="False")), [pod(state={"running": {}})])
+    assert outcome == Running()
+
+
+# --- running Jobs --------------------------------------------------------------------------
+
+
+def test_still_running() -> None:
+    assert classify(job(), [pod(state={"running": {"startedAt": "2024-05-06T07:00:05Z"}})]) == Running()
+
+
+def test_no_pods_yet_is_running() -> None:
+    assert classify({"metadata": {"name": "j"}}, []) == Running()
+
+
+@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"])
+def test_image_pull_failure_is_image_broken_and_stops_the_job(reason: str) -> None:
+    state = waiting(reason, 'failed to pull "ghcr.io/example/agent:nope": not found')
+    outcome = classify(job(), [pod(state=state)])
+    assert outcome == Verdict(
+        phase=Phase.IMAGE_BROKEN,
+        exit_code=None,
+        reason="ImagePullFailed",
+        message=f'{reason}: failed to pull "ghcr.io/example/agent:nope": not found',
+        result=None,
+        finished=None,
+        stop_job=True,
+    )
+
+
+def test_image_pull_failure_without_message() -> None:
+    outcome = classify(job(), [pod(state=waiting("ErrImagePull"))])
+    assert isinstance(outcome, Verdict)
+    assert outcome.message == "ErrImagePull: image cannot be pulled"
+
+
+@pytest.mark.parametrize("reason", ["ContainerCreating", "PodInitializing"])
+def test_ordinary_waiting_is_running(reason: str) -> None:
+    assert classify(job(), [pod(state=waiting(reason))]) == Running()
+
+
+def test_unschedulable_pod_is_no_verdict_and_stops_the_job() -> None:
+    scheduled = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.",
+    }
+    outcome = classify(job(), [pod(conditions=[scheduled])])
+    assert outcome == NoVerdict(
+        reason=FailureReason.UNSCHEDULABLE,
+        message="0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.",
+        stop_job=True,
+    )
+
+
+def test_pending_but_not_yet_unschedulable_is_running() -> None:
+    scheduled = {"type": "PodScheduled", "status": "False", "reason": "SchedulerError"}
+    assert classify(job(), [pod(conditions=[scheduled])]) == Running()
+    assert classify(job(), [pod(conditions=[{"type": "PodScheduled", "status": "True"}])]) == Running()
+
+
+def test_deleting_pods_are_ignored_while_running() -> None:
+    old = pod("old", created="2024-05-06T07:01:00Z", state=waiting("ErrImagePull"), deleting=True)
+    assert classify(job(), [old]) == Running()
+    new = pod("new", created="2024-05-06T07:00:00Z", state=waiting("ImagePullBackOff"))
+    outcome = classify(job(), [old, new])
+    assert isinstance(outcome, Verdict)
+    assert outcome.message.startswith("ImagePullBackOff")
+
+
+def test_only_the_newest_live_pod_is_inspected_while_running() -> None:
+    # A disrupted older pod that failed to pull does not condemn a newer pod that is running.
+    older = pod("older", created="2024-05-06T07:00:00Z", state=waiting("ErrImagePull"))
+    newer = pod("newer", created="2024-05-06T07:02:00Z", state={"running": {}})
+    assert classify(job(), [older, newer]) == Running()
+
+
+def test_is_finished() -> None:
+    assert is_finished(job(cond("Complete")))
+    assert is_finished(job(cond("Failed", "DeadlineExceeded")))
+    assert not is_finished(job())
+    assert not is_finished(job(cond("Suspended")))
+    assert not is_finished(job(cond("Complete", status="False")))
+    assert not is_finished({})

@@ -1,0 +1,147 @@
+"""Slot spec parsing and defaulting (logic/spec.py)."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+from slot_operator.logic.spec import InvalidSpec, SlotSpec, parse_spec
+
+INTERVAL = datetime.timedelta(hours=6)
+TIMEOUT = datetime.timedelta(minutes=2)
+_DROP = object()  # a field left out of the spec
+
+
+def _parse(**fields: Any) -> SlotSpec:
+    spec: dict[str, Any] = {"agent": "codex", "claimName": "codex-1-home", "image": "ghcr.io/example/agent:1"}
+    spec.update(fields)
+    spec = {key: value for key, value in spec.items() if value is not _DROP}
+    return parse_spec(spec, default_interval=INTERVAL, default_timeout=TIMEOUT)
+
+
+def test_minimal_spec_gets_every_default() -> None:
+    spec = _parse()
+    assert spec == SlotSpec(
+        agent="codex",
+        claim_name="codex-1-home",
+        image="ghcr.io/example/agent:1",
+        mount_path="/home/codex",
+        run_as_user=10001,
+        run_as_group=10001,
+        interval=INTERVAL,
+        timeout=TIMEOUT,
+        suspend=False,
+        image_pull_policy=None,
+        image_pull_secrets=(),
+        env=(),
+        resources={},
+        node_selector={},
+        tolerations=(),
+    )
+
+
+def test_mount_path_defaults_per_agent() -> None:
+    assert _parse(agent="claude").mount_path == "/home/claude"
+    assert _parse(agent="codex").mount_path == "/home/codex"
+
+
+def test_explicit_fields_are_used() -> None:
+    spec = _parse(
+        agent="claude",
+        mountPath="/data/home",
+        runAsUser=1000,
+        runAsGroup=1001,
+        interval="30m",
+        timeout="90s",
+        suspend=True,
+        imagePullPolicy="Always",
+        imagePullSecrets=[{"name": "regcred"}],
+        env=[{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+        resources={"limits": {"memory": "64Mi"}},
+        nodeSelector={"pool": "agents"},
+        tolerations=[{"key": "agents", "operator": "Exists"}],
+    )
+    assert spec.mount_path == "/data/home"
+    assert (spec.run_as_user, spec.run_as_group) == (1000, 1001)
+    assert spec.interval == datetime.timedelta(minutes=30)
+    assert spec.timeout == datetime.timedelta(seconds=90)
+    assert spec.suspend is True
+    assert spec.image_pull_policy == "Always"
+    assert spec.image_pull_secrets == ({"name": "regcred"},)
+    assert spec.env == ({"name": "HTTPS_PROXY", "value": "http://proxy:3128"},)
+    assert spec.resources == {"limits": {"memory": "64Mi"}}
+    assert spec.node_selector == {"pool": "agents"}
+    assert spec.tolerations == ({"key": "agents", "operator": "Exists"},)
+
+
+def test_null_optional_lists_are_empty() -> None:
+    spec = _parse(env=None, imagePullSecrets=None, tolerations=None, resources=None, nodeSelector=None)
+    assert (spec.env, spec.image_pull_secrets, spec.tolerations) == ((), (), ())
+    assert (spec.resources, spec.node_selector) == ({}, {})
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"agent": "gemini"}, "spec.agent"),
+        ({"agent": _DROP}, "spec.agent"),
+        ({"claimName": _DROP}, "spec.claimName"),
+        ({"claimName": ""}, "spec.claimName"),
+        ({"claimName": 7}, "spec.claimName"),
+        ({"image": _DROP}, "spec.image"),
+        ({"image": ""}, "spec.image"),
+        ({"mountPath": "home/codex"}, "spec.mountPath"),
+        ({"mountPath": "/"}, "spec.mountPath"),
+        ({"runAsUser": 0}, "spec.runAsUser"),
+        ({"runAsUser": -1}, "spec.runAsUser"),
+        ({"runAsUser": "10001"}, "spec.runAsUser"),
+        ({"runAsUser": True}, "spec.runAsUser"),
+        ({"runAsGroup": 0}, "spec.runAsGroup"),
+        ({"interval": "6 hours"}, "spec.interval"),
+        ({"interval": "30s"}, "spec.interval"),
+        ({"interval": "721h"}, "spec.interval"),
+        ({"timeout": "4s"}, "spec.timeout"),
+        ({"timeout": "2h"}, "spec.timeout"),
+        ({"timeout": "soon"}, "spec.timeout"),
+        ({"env": [{"name": "HOME", "value": "/tmp"}]}, "spec.env"),
+        ({"env": [{"name": "AGENT_MODE", "value": "agent"}]}, "spec.env"),
+        ({"env": [{"name": "WOVED_TASK_AGENT", "value": "claude"}]}, "spec.env"),
+    ],
+)
+def test_invalid_spec_names_the_field(fields: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        _parse(**fields)
+    assert str(info.value).startswith(f"{field}:")
+
+
+def test_invalid_spec_is_a_value_error() -> None:
+    assert issubclass(InvalidSpec, ValueError)
+
+
+def test_range_error_shows_bounds() -> None:
+    with pytest.raises(InvalidSpec, match=r"spec\.interval: '30s' is outside 1m\.\.720h"):
+        _parse(interval="30s")
+    with pytest.raises(InvalidSpec, match=r"spec\.timeout: '2h' is outside 5s\.\.1h"):
+        _parse(timeout="2h")
+
+
+def test_reserved_env_clash_lists_names() -> None:
+    with pytest.raises(InvalidSpec, match="AGENT_MODE, HOME"):
+        _parse(env=[{"name": "HOME", "value": "/x"}, {"name": "AGENT_MODE", "value": "x"}, {"name": "OK"}])
+
+
+@pytest.mark.parametrize(("text", "expected"), [("1m", 60), ("720h", 720 * 3600)])
+def test_interval_bounds_are_inclusive(text: str, expected: int) -> None:
+    assert _parse(interval=text).interval.total_seconds() == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [("5s", 5), ("1h", 3600)])
+def test_timeout_bounds_are_inclusive(text: str, expected: int) -> None:
+    assert _parse(timeout=text).timeout.total_seconds() == expected
+
+
+def test_spec_is_immutable() -> None:
+    spec = _parse()
+    with pytest.raises(AttributeError):
+        spec.image = "other"  # type: ignore[misc]
