@@ -1,0 +1,142 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "slot-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release name + chart name unless the release name already contains it. */}}
+{{- define "slot-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of cluster-scoped objects (ClusterRoles, ClusterRoleBindings): qualified by
+the release namespace so that several installs (e.g. one per team namespace in
+namespaced mode) do not collide.
+*/}}
+{{- define "slot-operator.clusterName" -}}
+{{- printf "%s-%s" (include "slot-operator.fullname" .) .Release.Namespace | trunc 253 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "slot-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "slot-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "slot-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "slot-operator.labels" -}}
+helm.sh/chart: {{ include "slot-operator.chart" . }}
+{{ include "slot-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: slot-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "slot-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "slot-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create=false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "slot-operator.peeringName" -}}
+{{- default (include "slot-operator.fullname" .) .Values.peering.name }}
+{{- end }}
+
+{{- define "slot-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Cross-field checks the JSON schema cannot express. Included by the Deployment. */}}
+{{- define "slot-operator.validate" -}}
+{{- if and (gt (int .Values.replicas) 1) (not .Values.peering.enabled) }}
+{{- fail "replicas > 1 needs peering.enabled=true: kopf has no leader election, every replica would act" }}
+{{- end }}
+{{- if and (gt (int .Values.replicas) 1) (not (kindIs "invalid" .Values.peering.priority)) }}
+{{- fail "replicas > 1 needs distinct peering priorities: leave peering.priority empty (random per pod)" }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled (eq (int .Values.metrics.port) 0) }}
+{{- fail "serviceMonitor.enabled needs metrics (metrics.port > 0)" }}
+{{- end }}
+{{- if eq (int .Values.metrics.port) (int .Values.health.port) }}
+{{- fail "metrics.port and health.port must differ" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Rules the operator needs in every namespace it watches. Used by the ClusterRole
+(all namespaces) or by one Role per watched namespace. Each rule is the minimum
+for one thing the operator does; nothing on Secrets, no writes to claims.
+*/}}
+{{- define "slot-operator.namespacedRules" -}}
+# Slots: kopf lists/watches them; patch is for kopf's own bookkeeping on the
+# object (kept in status, but kopf patches the main resource when an object
+# needs a finalizer or its annotations cleaned). No create/update/delete: Slots
+# belong to their users.
+- apiGroups: [woved.dev]
+  resources: [slots]
+  verbs: [get, list, watch, patch]
+# Slot status: verdicts, conditions and kopf's progress storage.
+- apiGroups: [woved.dev]
+  resources: [slots/status]
+  verbs: [get, patch, update]
+# Probe Jobs: created per probe (deterministic names), watched to read the
+# outcome, deleted when superseded (a spec change mid-probe).
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [create, get, list, watch, delete]
+# Read-only: probe pods (exit codes, image pull errors, unschedulable), pods that
+# mount a claim (ReadWriteOnce placement, ReadWriteOncePod in use) and the claims
+# themselves. The operator never writes to, deletes or re-owns a claim.
+- apiGroups: [""]
+  resources: [pods, persistentvolumeclaims]
+  verbs: [get, list, watch]
+# Events on Slots (phase transitions, probe failures) from the operator and kopf.
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}
+
+{{/*
+Cluster-scoped read kopf needs in every mode: it watches CustomResourceDefinitions
+to notice the Slot CRD being (re)installed or changed while it runs. Read-only,
+and CRDs hold no secret data. (Resource discovery itself uses /apis, which every
+authenticated client may read.)
+*/}}
+{{- define "slot-operator.clusterReadRules" -}}
+# kopf watches CRDs to notice the Slot CRD being (re)installed or changed; read-only.
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [get, list, watch]
+{{- end }}
+
+{{/*
+Namespaced mode only: kopf's namespace observer lists and watches Namespaces to
+match --namespace against the namespaces that exist. Without this rule kopf
+retries the 403 with backoff (about a minute of ERROR logs, no Slot handled) before
+it falls back to the exact names, on every start and again for the watch.
+Namespace objects carry no secret data; nothing else cluster-wide is granted.
+*/}}
+{{- define "slot-operator.namespaceReadRules" -}}
+# kopf lists/watches Namespaces in namespaced mode (otherwise ~1 min of 403 retries at start).
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}

@@ -1,0 +1,501 @@
+"""The Helm chart, checked without a cluster: lint, render, least-privilege RBAC,
+restricted pod security, values wiring, and the CRD single-source rule.
+
+Needs the `helm` binary (PATH, $HELM, or ~/.cache/slot-operator/bin/helm where the
+dev tooling builds it); the tests that need it are skipped with a reason otherwise.
+The CRD drift check and schema checks run without helm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "slot-operator"
+CRD_SOURCE = ROOT / "crds" / "slots.woved.dev.yaml"
+CRD_COPY = CHART / "crds" / "slots.woved.dev.yaml"
+# Oldest Kubernetes the chart supports (podFailurePolicy is GA from 1.31). Passed
+# explicitly: a helm built without its version ldflags assumes v1.20.
+KUBE_VERSION = "1.31.0"
+RELEASE, NAMESPACE = "so", "slot-system"
+
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*"}
+DANGEROUS_VERBS = {"escalate", "bind", "impersonate", "*"}
+
+
+def find_helm() -> str | None:
+    for candidate in (os.environ.get("HELM"), shutil.which("helm")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    cached = Path.home() / ".cache" / "slot-operator" / "bin" / "helm"
+    return str(cached) if cached.is_file() else None
+
+
+HELM = find_helm()
+needs_helm = pytest.mark.skipif(
+    HELM is None, reason="helm binary not found (PATH, $HELM or ~/.cache/slot-operator/bin/helm)"
+)
+
+
+def helm(*args: str, values: dict[str, Any] | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess[str]:
+    assert HELM is not None
+    cmd = [HELM, *args]
+    if values is not None:
+        assert tmp is not None
+        path = tmp / "values.yaml"
+        path.write_text(yaml.safe_dump(values))
+        cmd += ["-f", str(path)]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+
+
+def render(tmp: Path, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    result = helm(
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
+        values=values or {}, tmp=tmp,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+# Value sets every rendering test runs against.
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
+    "peering-2-replicas": {"replicas": 2, "peering": {"enabled": True}},
+    "namespaced-peering": {"replicas": 3, "watchNamespaces": ["team-a", "team-b"], "peering": {"enabled": True}},
+    "servicemonitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "metrics-off": {"metrics": {"port": 0}},
+    "no-replicas": {"replicas": 0},
+    "custom": {
+        "image": {"repository": "registry.example/so", "digest": "sha256:" + "a" * 64, "pullPolicy": "Always"},
+        "operator": {"defaultInterval": "12h", "defaultTimeout": "90s", "maxConcurrentProbes": 3, "jobTTL": "30m",
+                     "logFormat": "text", "workers": 2, "extraArgs": ["--retry-base=5s"]},
+        "peering": {"enabled": True, "name": "slots", "priority": 100},
+        "metrics": {"port": 9090}, "health": {"port": 9091},
+        "nodeSelector": {"kubernetes.io/os": "linux"}, "podAnnotations": {"a": "b"},
+        "tolerations": [{"key": "k", "operator": "Exists"}],
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    if HELM is None:
+        pytest.skip("helm binary not found (PATH, $HELM or ~/.cache/slot-operator/bin/helm)")
+    return {name: render(tmp_path_factory.mktemp(name), values) for name, values in SCENARIOS.items()}
+
+
+def kinds(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (dep,) = kinds(docs, "Deployment")
+    return dep
+
+
+# --- a small RBAC evaluator over the rendered objects ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grant:
+    namespace: str | None  # None: cluster-wide (ClusterRoleBinding)
+    group: str
+    resource: str
+    verb: str
+
+
+def operator_grants(docs: list[dict[str, Any]]) -> set[Grant]:
+    """Everything the chart's ServiceAccount may do, expanded to single grants."""
+    (sa,) = kinds(docs, "ServiceAccount")
+    subject = (sa["metadata"]["name"], sa["metadata"]["namespace"])
+    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d for d in docs
+             if d["kind"] in ("Role", "ClusterRole")}  # fmt: skip
+    grants: set[Grant] = set()
+    for binding in docs:
+        if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        if not any((s["name"], s.get("namespace")) == subject for s in binding["subjects"]):
+            continue
+        ref = binding["roleRef"]
+        scope = binding["metadata"].get("namespace") if binding["kind"] == "RoleBinding" else None
+        role_ns = scope if ref["kind"] == "Role" else None
+        role = roles[(ref["kind"], role_ns, ref["name"])]
+        for rule in role["rules"]:
+            for group in rule.get("apiGroups", []):
+                for resource in rule.get("resources", []):
+                    for verb in rule["verbs"]:
+                        grants.add(Grant(scope, group, resource, verb))
+    return grants
+
+
+def can(grants: set[Grant], verb: str, group: str, resource: str, namespace: str | None) -> bool:
+    return any(
+        g.group in (group, "*") and g.resource in (resource, "*") and g.verb in (verb, "*")
+        and (g.namespace is None or g.namespace == namespace)
+        for g in grants
+    )  # fmt: skip
+
+
+NAMESPACED_RULES = {
+    ("woved.dev", "slots"): {"get", "list", "watch", "patch"},
+    ("woved.dev", "slots/status"): {"get", "patch", "update"},
+    ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
+    ("", "pods"): {"get", "list", "watch"},
+    ("", "persistentvolumeclaims"): {"get", "list", "watch"},
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+CLUSTER_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
+# Namespaced mode only: kopf's namespace observer (without it: ~1 min of 403 retries at start).
+NAMESPACE_READ = {("", "namespaces"): {"list", "watch"}}
+PEERING_VERBS = {"get", "list", "watch", "patch"}
+
+
+def expected_grants(values: dict[str, Any]) -> set[Grant]:
+    """The least-privilege contract, written out independently of the templates."""
+    namespaces = values.get("watchNamespaces") or []
+    peering = values.get("peering", {}).get("enabled", False)
+    table: dict[str | None, dict[tuple[str, str], set[str]]] = {}
+    if not namespaces:
+        table[None] = {**NAMESPACED_RULES, **CLUSTER_READ}
+        if peering:
+            table[None][("kopf.dev", "clusterkopfpeerings")] = PEERING_VERBS
+    else:
+        table[None] = {**CLUSTER_READ, **NAMESPACE_READ}
+        for ns in namespaces:
+            table[ns] = dict(NAMESPACED_RULES)
+            if peering:
+                table[ns][("kopf.dev", "kopfpeerings")] = PEERING_VERBS
+    return {
+        Grant(ns, group, resource, verb)
+        for ns, rules in table.items()
+        for (group, resource), verbs in rules.items()
+        for verb in verbs
+    }
+
+
+# --- tests that need no helm -----------------------------------------------------------------
+
+
+def test_chart_crd_is_a_byte_copy_of_the_single_source() -> None:
+    assert CRD_COPY.read_bytes() == CRD_SOURCE.read_bytes(), (
+        "charts/slot-operator/crds/slots.woved.dev.yaml differs from crds/slots.woved.dev.yaml: "
+        "run hack/sync-chart-crd.sh"
+    )
+
+
+def test_chart_crds_dir_holds_only_known_files() -> None:
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == ["kopf-peering.yaml", "slots.woved.dev.yaml"]
+    peering = list(yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text()))
+    assert {d["metadata"]["name"] for d in peering} == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+    assert {d["spec"]["scope"] for d in peering} == {"Cluster", "Namespaced"}
+
+
+def _schema_paths(schema: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    for key, sub in schema.get("properties", {}).items():
+        yield prefix + key, sub
+        yield from _schema_paths(sub, prefix + key + ".")
+
+
+def _value_paths(values: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in values.items():
+        yield prefix + key
+        sub = schema.get("properties", {}).get(key, {})
+        if isinstance(value, dict) and "properties" in sub:
+            yield from _value_paths(value, sub, prefix + key + ".")
+
+
+def test_values_schema_declares_every_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    assert schema["additionalProperties"] is False
+    declared = dict(_schema_paths(schema))
+    missing = [p for p in _value_paths(values, schema) if p not in declared]
+    assert not missing, f"values without a schema entry: {missing}"
+    for path, sub in declared.items():
+        assert "type" in sub or "anyOf" in sub, f"{path} has no type"
+        if sub.get("type") == "object" and "properties" in sub:
+            assert sub.get("additionalProperties") is False, f"{path} accepts unknown keys"
+
+
+# --- helm ------------------------------------------------------------------------------------
+
+
+@needs_helm
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_helm_lint_strict(scenario: str, tmp_path: Path) -> None:
+    result = helm("lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, values=SCENARIOS[scenario],
+                  tmp=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout, result.stdout
+    assert "[ERROR]" not in result.stdout, result.stdout
+
+
+@needs_helm
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicas": 2}, "needs peering.enabled"),
+        ({"replicas": 2, "peering": {"enabled": True, "priority": 5}}, "distinct peering priorities"),
+        ({"serviceMonitor": {"enabled": True}, "metrics": {"port": 0}}, "needs metrics"),
+        ({"metrics": {"port": 8081}}, "must differ"),
+        ({"unknownKey": 1}, "additional properties"),
+        ({"watchNamespaces": ["Team_A"]}, "does not match pattern"),
+        ({"operator": {"defaultInterval": "six hours"}}, "does not match pattern"),
+        ({"operator": {"logFormat": "xml"}}, "value must be one of"),
+    ],
+)
+def test_invalid_values_are_rejected(values: dict[str, Any], message: str, tmp_path: Path) -> None:
+    result = helm("template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, values=values, tmp=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_rbac_is_least_privilege(scenario: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered[scenario]
+    for role in kinds(docs, "Role") + kinds(docs, "ClusterRole"):
+        name = role["metadata"]["name"]
+        assert "aggregationRule" not in role, name
+        for rule in role["rules"]:
+            assert "nonResourceURLs" not in rule, name
+            assert "*" not in rule.get("apiGroups", []), name
+            assert "*" not in rule["resources"], name
+            assert "*" not in rule["verbs"], name
+            assert not any("secret" in r for r in rule["resources"]), f"{name} mentions secrets"
+            assert not DANGEROUS_VERBS & set(rule["verbs"]), name
+            if "persistentvolumeclaims" in rule["resources"]:
+                assert not WRITE_VERBS & set(rule["verbs"]), f"{name} may write claims"
+    assert operator_grants(docs) == expected_grants(SCENARIOS[scenario])
+
+
+@pytest.mark.parametrize("scenario", ["default", "namespaced", "namespaced-peering"])
+def test_operator_permissions_as_a_user_would_ask(scenario: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    grants = operator_grants(rendered[scenario])
+    namespaced = bool(SCENARIOS[scenario].get("watchNamespaces"))
+    inside = "team-a" if namespaced else "anywhere"
+    assert can(grants, "create", "batch", "jobs", inside)
+    assert can(grants, "patch", "woved.dev", "slots/status", inside)
+    assert can(grants, "list", "woved.dev", "slots", inside)
+    for ns in (inside, NAMESPACE, "kube-system"):
+        assert not can(grants, "get", "", "secrets", ns)
+        assert not can(grants, "list", "", "secrets", ns)
+        for verb in ("create", "patch", "update", "delete"):
+            assert not can(grants, verb, "", "persistentvolumeclaims", ns)
+    assert not can(grants, "create", "woved.dev", "slots", inside)
+    assert not can(grants, "delete", "woved.dev", "slots", inside)
+    assert can(grants, "list", "woved.dev", "slots", "elsewhere") is not namespaced
+    assert can(grants, "watch", "", "namespaces", None) is namespaced
+    assert not can(grants, "get", "", "namespaces", None)
+    assert can(grants, "create", "batch", "jobs", "elsewhere") is not namespaced
+
+
+def test_user_facing_roles_aggregate_slots_only(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    prefix = "rbac.authorization.k8s.io/aggregate-to-"
+    roles = kinds(rendered["default"], "ClusterRole")
+    aggregated = [r for r in roles if any(k.startswith(prefix) for k in r["metadata"]["labels"])]
+    assert len(aggregated) == 2
+    for role in aggregated:
+        assert all(rule["resources"] == ["slots"] for rule in role["rules"])
+
+
+# Pod Security Standards, "restricted" profile (v1.31), as far as a Deployment can show it.
+ALLOWED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                        "projected", "secret"}  # fmt: skip
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    problems = []
+    psc = pod.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            problems.append(key)
+    for volume in pod.get("volumes", []):
+        if not set(volume) - {"name"} <= ALLOWED_VOLUME_TYPES:
+            problems.append(f"volume {volume['name']}")
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        csc = container.get("securityContext", {})
+        name = container["name"]
+        if csc.get("privileged"):
+            problems.append(f"{name}: privileged")
+        if csc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation")
+        if "ALL" not in csc.get("capabilities", {}).get("drop", []):
+            problems.append(f"{name}: capabilities not dropped")
+        if set(csc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{name}: capabilities added")
+        if not csc.get("runAsNonRoot", psc.get("runAsNonRoot")):
+            problems.append(f"{name}: runAsNonRoot")
+        if csc.get("runAsUser", psc.get("runAsUser")) == 0:
+            problems.append(f"{name}: runAsUser 0")
+        seccomp = csc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: seccompProfile")
+        if any("hostPort" in p for p in container.get("ports", [])):
+            problems.append(f"{name}: hostPort")
+    return problems
+
+
+def test_restricted_checker_can_fail() -> None:
+    pod = {"hostPID": True, "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+           "containers": [{"name": "c", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}]}  # fmt: skip
+    assert len(restricted_violations(pod)) == 7
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_deployment_is_restricted_and_read_only(scenario: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    pod = deployment(rendered[scenario])["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["runAsGroup"] == 10001
+    assert "fsGroup" not in pod["securityContext"]
+    (container,) = pod["containers"]
+    csc = container["securityContext"]
+    assert csc["readOnlyRootFilesystem"] is True
+    assert (csc["runAsUser"], csc["runAsGroup"]) == (10001, 10001)
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert pod["automountServiceAccountToken"] is True
+    assert container["resources"]["limits"]["memory"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_probes_hit_kopf_health_endpoint(scenario: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    (container,) = deployment(rendered[scenario])["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    health_port = SCENARIOS[scenario].get("health", {}).get("port", 8081)
+    assert f"--health-port={health_port}" in container["args"]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == "/healthz"
+        assert ports[get["port"]] == health_port
+
+
+def test_strategy_follows_replicas(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    assert deployment(rendered["default"])["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment(rendered["no-replicas"])["spec"]["replicas"] == 0
+    peered = deployment(rendered["peering-2-replicas"])["spec"]
+    assert peered["replicas"] == 2
+    assert peered["strategy"]["type"] == "RollingUpdate"
+
+
+def test_default_args_map_values(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    (container,) = deployment(rendered["default"])["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "ghcr.io/woved/slot-operator:" + yaml.safe_load((CHART / "Chart.yaml").read_text())[
+        "appVersion"
+    ]
+    assert "command" not in container, "without peering the image's ENTRYPOINT runs as is"
+    assert container["args"] == [
+        "--default-interval=6h", "--default-timeout=2m", "--max-concurrent-probes=10", "--job-ttl=1h",
+        "--retry-base=10s", "--retry-max=10m", "--workers=8", "--metrics-port=8080", "--health-port=8081",
+        "--log-format=json",
+    ]  # fmt: skip
+    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+
+
+def test_custom_args_map_values(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    pod = deployment(rendered["custom"])["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == "registry.example/so@sha256:" + "a" * 64
+    assert container["imagePullPolicy"] == "Always"
+    assert "command" not in container, "a fixed priority needs no wrapper"
+    for arg in ("--default-interval=12h", "--default-timeout=90s", "--max-concurrent-probes=3", "--job-ttl=30m",
+                "--log-format=text", "--workers=2", "--metrics-port=9090", "--health-port=9091",
+                "--peering=slots", "--priority=100", "--retry-base=5s"):  # fmt: skip
+        assert arg in container["args"], arg
+    assert pod["metadata"]["annotations"] == {"a": "b"}
+    assert pod["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["spec"]["tolerations"] == [{"key": "k", "operator": "Exists"}]
+    (svc,) = kinds(rendered["custom"], "Service")
+    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+
+
+def test_namespaced_args(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    (container,) = deployment(rendered["namespaced"])["spec"]["template"]["spec"]["containers"]
+    assert [a for a in container["args"] if a.startswith("--namespace")] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
+    assert not any(a.startswith("--peering") for a in container["args"])
+
+
+def test_peered_replicas_get_distinct_priorities(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    (container,) = deployment(rendered["peering-2-replicas"])["spec"]["template"]["spec"]["containers"]
+    assert f"--peering={RELEASE}-slot-operator" in container["args"]
+    shell, flag, script, argv0 = container["command"]
+    assert (shell, flag, argv0) == ("/bin/sh", "-c", "slot-operator")
+    assert script.startswith("exec slot-operator --priority=")
+    assert '"$@"' in script
+    assert "shuf" in script
+
+
+def test_peering_objects(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for scenario in ("default", "namespaced", "servicemonitor"):
+        assert not [d for d in rendered[scenario] if d["apiVersion"].startswith("kopf.dev/")]
+    (cluster_peering,) = kinds(rendered["peering-2-replicas"], "ClusterKopfPeering")
+    assert cluster_peering["metadata"]["name"] == f"{RELEASE}-slot-operator"
+    assert not kinds(rendered["peering-2-replicas"], "KopfPeering")
+    namespaced = kinds(rendered["namespaced-peering"], "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in namespaced) == ["team-a", "team-b"]
+    assert not kinds(rendered["namespaced-peering"], "ClusterKopfPeering")
+
+
+def test_metrics_service_and_servicemonitor(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    (svc,) = kinds(rendered["default"], "Service")
+    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}]
+    selector = svc["spec"]["selector"]
+    assert selector.items() <= deployment(rendered["default"])["spec"]["template"]["metadata"]["labels"].items()
+    assert not kinds(rendered["default"], "ServiceMonitor")
+    (monitor,) = kinds(rendered["servicemonitor"], "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert not kinds(rendered["metrics-off"], "Service")
+    (container,) = deployment(rendered["metrics-off"])["spec"]["template"]["spec"]["containers"]
+    assert "--metrics-port=0" in container["args"]
+    assert [p["name"] for p in container["ports"]] == ["health"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_namespaced_objects_carry_their_namespace(scenario: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
+    for doc in rendered[scenario]:
+        has_ns = "namespace" in doc["metadata"]
+        assert has_ns is (doc["kind"] not in cluster_scoped), (doc["kind"], doc["metadata"]["name"])
+
+
+def test_cluster_scoped_names_are_release_namespace_qualified(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for doc in kinds(rendered["default"], "ClusterRole") + kinds(rendered["default"], "ClusterRoleBinding"):
+        assert NAMESPACE in doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_rendered_args_are_accepted_by_the_operator_cli(
+    scenario: str, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    """The chart speaks the CLI's language: its args parse with the operator's own parser."""
+    config = pytest.importorskip("slot_operator.config")
+    (container,) = deployment(rendered[scenario])["spec"]["template"]["spec"]["containers"]
+    args = list(container["args"])
+    if "command" in container:  # the peering wrapper adds a random --priority
+        args.append("--priority=12345")
+    parsed = config.parse(args, {})
+    values = SCENARIOS[scenario]
+    assert parsed.namespaces == tuple(sorted(values.get("watchNamespaces", [])))
+    assert parsed.metrics_port == values.get("metrics", {}).get("port", 8080)
+    assert parsed.health_port == values.get("health", {}).get("port", 8081)
+    assert (parsed.peering is not None) is values.get("peering", {}).get("enabled", False)
