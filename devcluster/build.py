@@ -40,6 +40,11 @@ class Component:
     version: str
     package: str
     ldflags: tuple[str, ...] = ()
+    # Stamp the Kubernetes version helm reports as its default (`.Capabilities.KubeVersion`, deprecation lint)
+    # from the client-go it is built with, as helm's own release build does; unstamped it claims v1.20.
+    stamp_helm_kube_version: bool = False
+    # Bump to rebuild a cached binary after a change in how it is built.
+    revision: int = 1
 
 
 def cache_root() -> pathlib.Path:
@@ -93,13 +98,16 @@ COMPONENTS: dict[str, Component] = {
             version=HELM_VERSION,
             package="helm.sh/helm/v3/cmd/helm",
             ldflags=(f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",),
+            stamp_helm_kube_version=True,
+            revision=2,
         ),
     )
 }
 
 
 def binary_path(component: Component) -> pathlib.Path:
-    return cache_root() / "build" / f"{component.name}-{component.version}" / component.name
+    revision = f"-r{component.revision}" if component.revision > 1 else ""
+    return cache_root() / "build" / f"{component.name}-{component.version}{revision}" / component.name
 
 
 def _log(message: str) -> None:
@@ -176,6 +184,13 @@ def build(component: Component) -> pathlib.Path:
         label=f"{component.name}: resolve modules",
         env=env,
     )
+    ldflags = ["-s", "-w", *component.ldflags]
+    if component.stamp_helm_kube_version:
+        client_go = _run(["go", "list", "-m", "-f", "{{.Version}}", "k8s.io/client-go"], cwd=workdir,
+                         label=f"{component.name}: client-go version", env=env).strip()
+        minor = client_go.lstrip("v").split(".")[1]
+        for package in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
+            ldflags += [f"-X {package}.k8sVersionMajor=1", f"-X {package}.k8sVersionMinor={minor}"]
     tmp = target.with_suffix(".tmp")
     target.parent.mkdir(parents=True, exist_ok=True)
     _run(
@@ -184,7 +199,7 @@ def build(component: Component) -> pathlib.Path:
             "build",
             "-trimpath",
             "-ldflags",
-            " ".join(("-s", "-w", *component.ldflags)),
+            " ".join(ldflags),
             "-o",
             str(tmp),
             component.package,

@@ -41,6 +41,9 @@ CONTROLLERS = (
     "serviceaccount-controller",
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
+    # Without it no PVC finalizer is ever removed and namespaces that had claims never finish deleting.
+    "persistentvolumeclaim-protection-controller",
+    "pod-garbage-collector-controller",
 )
 
 
@@ -316,6 +319,8 @@ def up(root: pathlib.Path = DEFAULT_ROOT) -> Cluster:
                 f"--volumes-dir={root / 'volumes'}",
                 f"--images-dir={REPO / 'devcluster' / 'images'}",
                 f"--nodes={','.join(NODES)}",
+            # Not under /tmp: a pod mounting an emptyDir at /tmp would hide its own scratch files.
+            f"--state-dir={root / 'nodesim'}",
                 f"--log-dir={root / 'logs' / 'pods'}",
             ],
             env={**os.environ, "PYTHONPATH": str(REPO)},

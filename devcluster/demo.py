@@ -1,0 +1,140 @@
+"""`make demo`: local control plane + node simulator + operator + examples/, ending in `kubectl get slots`.
+
+Fills each example claim's directory with the files its scenario needs, applies
+`examples/`, runs the operator until every Slot shows its expected outcome, prints
+`kubectl get slots -o wide`, and tears down what it started. Exit 0 only when
+every example reached its expected outcome. `--keep-running` (`make dev`) stays up
+until interrupted, for trying things by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from devcluster import cluster
+
+NAMESPACE = "slots-demo"
+EXAMPLES = cluster.REPO / "examples"
+AGENT_UID = 10001
+OLD_UID = 1000
+VALID_CODEX = json.dumps({"tokens": {"access_token": "demo", "refresh_token": "demo"}, "last_refresh": "2026-11-01"})
+
+# Slot → (phase, ProbeSucceeded) it must reach.
+EXPECTED = {
+    "codex-ok": ("Ready", "True"),
+    "claude-ok": ("Ready", "True"),
+    "codex-fresh": ("NeedsInit", "True"),
+    "codex-old-uid": ("NeedsInit", "True"),
+    "codex-corrupt": ("NeedsReauth", "True"),
+    "codex-broken-image": ("ImageBroken", "True"),
+    "codex-missing-tag": ("ImageBroken", "True"),
+    "codex-crashing-probe": ("Pending", "False"),
+}
+
+
+def _write(home: pathlib.Path, relative: str, content: str, *, uid: int) -> None:
+    path = home / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    path.chmod(0o600)
+    path.parent.chmod(0o700)
+    if os.geteuid() == 0:
+        for item in (path.parent, path):
+            os.chown(item, uid, uid)
+
+
+SEEDS: dict[str, Callable[[pathlib.Path], None]] = {
+    "codex-ok-home": lambda home: _write(home, ".codex/auth.json", VALID_CODEX, uid=AGENT_UID),
+    "claude-ok-home": lambda home: _write(home, ".claude/.credentials.json", '{"claudeAiOauth": {}}', uid=AGENT_UID),
+    "codex-fresh-home": lambda home: None,
+    "codex-old-uid-home": lambda home: _write(home, ".codex/auth.json", VALID_CODEX, uid=OLD_UID),
+    "codex-corrupt-home": lambda home: _write(home, ".codex/auth.json", '{"tokens": ', uid=AGENT_UID),
+}
+
+
+def _say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def _kubectl(kubeconfig: pathlib.Path, *args: str, capture: bool = True) -> str:
+    proc = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=capture, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr}")
+    return proc.stdout or ""
+
+
+def _outcomes(kubeconfig: pathlib.Path) -> dict[str, tuple[str, str]]:
+    data = json.loads(_kubectl(kubeconfig, "get", "slots", "-n", NAMESPACE, "-o", "json"))
+    seen = {}
+    for item in data["items"]:
+        status = item.get("status") or {}
+        probe = next((c["status"] for c in status.get("conditions") or () if c["type"] == "ProbeSucceeded"), "")
+        seen[item["metadata"]["name"]] = (status.get("phase", ""), probe)
+    return seen
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keep-running", action="store_true", help="stay up until interrupted (make dev)")
+    parser.add_argument("--timeout", type=float, default=240, help="seconds to wait for every verdict")
+    args = parser.parse_args()
+
+    started_cluster = cluster.status() is None
+    running = cluster.up()
+    kubeconfig = running.kubeconfig
+    _say(f"control plane up; kubeconfig: {kubeconfig}")
+    for claim, seed in SEEDS.items():
+        home = running.volumes_dir / NAMESPACE / claim
+        home.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(home, AGENT_UID, AGENT_UID)
+        seed(home)
+    _kubectl(kubeconfig, "apply", "-f", str(EXAMPLES))
+    log_path = running.logs_dir / "operator.log"
+    operator = subprocess.Popen(
+        [sys.executable, "-m", "slot_operator", f"--namespace={NAMESPACE}", "--metrics-port=0", "--health-port=0",
+         "--retry-base=30s"],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
+    )
+    _say(f"operator started (log: {log_path}); waiting for {len(EXPECTED)} verdicts")
+    ok = False
+    try:
+        deadline = time.monotonic() + args.timeout
+        seen: dict[str, tuple[str, str]] = {}
+        while time.monotonic() < deadline and operator.poll() is None:
+            seen = _outcomes(kubeconfig)
+            if all(seen.get(name) == expected for name, expected in EXPECTED.items()):
+                ok = True
+                break
+            time.sleep(1)
+        print(_kubectl(kubeconfig, "get", "slots", "-n", NAMESPACE, "-o", "wide"), flush=True)
+        for name, expected in EXPECTED.items():
+            if seen.get(name) != expected:
+                _say(f"{name}: expected phase/ProbeSucceeded {expected}, got {seen.get(name)}")
+        _say("every example reached its expected verdict" if ok else "some examples did not reach their verdict")
+        if args.keep_running:
+            _say(f'running; try: export KUBECONFIG={kubeconfig}; kubectl get slots -A -w   (Ctrl-C to stop)')
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
+    finally:
+        operator.terminate()
+        operator.wait(timeout=30)
+        if started_cluster:
+            cluster.down()
+            _say("torn down")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
