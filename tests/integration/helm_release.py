@@ -1,0 +1,124 @@
+"""Render and install the slot-operator Helm chart against the test cluster.
+
+`installed_chart()` installs a release (replicas=0 by default: there is no operator
+image on the test cluster, and an installed-but-idle release is all the RBAC checks
+need) and uninstalls it afterwards. Combine it with `sa_kubeconfig.write_sa_kubeconfig`
+to run the operator process locally with exactly the chart's permissions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "slot-operator"
+
+
+def find_helm() -> str | None:
+    for candidate in (os.environ.get("HELM"), shutil.which("helm")):
+        if candidate and pathlib.Path(candidate).is_file():
+            return candidate
+    cached = pathlib.Path.home() / ".cache" / "slot-operator" / "bin" / "helm"
+    return str(cached) if cached.is_file() else None
+
+
+class CommandError(RuntimeError):
+    pass
+
+
+def run(args: list[str], *, input_text: str | None = None, env: dict[str, str] | None = None,
+        timeout: float = 180) -> str:
+    proc = subprocess.run(args, input=input_text, capture_output=True, text=True, check=False, timeout=timeout,
+                          env=env)  # fmt: skip
+    if proc.returncode != 0:
+        raise CommandError(f"{' '.join(args[:4])} ... exited {proc.returncode}:\n{proc.stderr}{proc.stdout[-2000:]}")
+    return proc.stdout
+
+
+@dataclass(frozen=True)
+class Helm:
+    binary: str
+    kubeconfig: pathlib.Path
+    home: pathlib.Path  # isolated HELM_*_HOME: tests never touch the user's helm config
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HELM_CACHE_HOME": str(self.home / "cache"),
+            "HELM_CONFIG_HOME": str(self.home / "config"),
+            "HELM_DATA_HOME": str(self.home / "data"),
+        }
+
+    def __call__(self, *args: str, values: dict[str, Any] | None = None) -> str:
+        cmd = [self.binary, *args, "--kubeconfig", str(self.kubeconfig)]
+        if values is None:
+            return run(cmd, env=self._env())
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=self.home, delete=False) as handle:
+            yaml.safe_dump(values, handle)
+        try:
+            return run([*cmd, "--values", handle.name], env=self._env())
+        finally:
+            pathlib.Path(handle.name).unlink(missing_ok=True)
+
+    def template(self, release: str, namespace: str, values: dict[str, Any], *, kube_version: str) -> str:
+        return self("template", release, str(CHART), "--namespace", namespace, "--kube-version", kube_version,
+                    values=values)  # fmt: skip
+
+
+def kubectl(kubeconfig: pathlib.Path, *args: str, input_text: str | None = None) -> str:
+    return run(["kubectl", "--kubeconfig", str(kubeconfig), *args], input_text=input_text)
+
+
+def server_version(kubeconfig: pathlib.Path) -> str:
+    info = json.loads(kubectl(kubeconfig, "version", "-o", "json"))["serverVersion"]
+    return str(info["gitVersion"]).lstrip("v").split("-")[0]
+
+
+def ensure_chart_crds(kubeconfig: pathlib.Path) -> None:
+    """The chart's crds/ exist and are Established (what `helm install` does before templates).
+
+    The Slot CRD is only created when absent (the devcluster owns it); kopf's peering
+    CRDs are applied server-side.
+    """
+    existing = set(kubectl(kubeconfig, "get", "crd", "-o", "name").split())
+    slot_crd = CHART / "crds" / "slots.woved.dev.yaml"
+    if "customresourcedefinition.apiextensions.k8s.io/slots.woved.dev" not in existing:
+        kubectl(kubeconfig, "create", "-f", str(slot_crd))
+    peering = CHART / "crds" / "kopf-peering.yaml"
+    kubectl(kubeconfig, "apply", "--server-side", "--field-manager=slot-operator-tests", "-f", str(peering))
+    for path in (slot_crd, peering):
+        kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(path))
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    namespace: str
+    service_account: str
+    manifest: list[dict[str, Any]]
+
+
+@contextlib.contextmanager
+def installed_chart(
+    helm: Helm, release: str, namespace: str, values: dict[str, Any] | None = None
+) -> Iterator[Release]:
+    """`helm install` (replicas=0 unless values say otherwise), yield, `helm uninstall`."""
+    merged = {"replicas": 0, **(values or {})}
+    helm("install", release, str(CHART), "--namespace", namespace, "--timeout", "120s", values=merged)
+    try:
+        manifest = [d for d in yaml.safe_load_all(helm("get", "manifest", release, "--namespace", namespace)) if d]
+        (sa,) = [d for d in manifest if d["kind"] == "ServiceAccount"]
+        yield Release(release, namespace, sa["metadata"]["name"], manifest)
+    finally:
+        helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s")

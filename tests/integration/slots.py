@@ -1,0 +1,114 @@
+"""Test-side helpers for Slots: create, read, wait for verdicts, inspect probe Jobs and events."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+
+from tests.integration.kubewait import wait_for
+
+GROUP, VERSION, PLURAL = "woved.dev", "v1alpha1", "slots"
+PROBE_SELECTOR = "app.kubernetes.io/managed-by=slot-operator,app.kubernetes.io/component=probe"
+CODEX_IMAGE = "local/agent-shell:codex"
+CLAUDE_IMAGE = "local/agent-shell:claude"
+BROKEN_IMAGE = "local/agent-shell:broken-cli"
+AGENT_UID = AGENT_GID = 10001
+
+
+def create_slot(api: client.ApiClient, namespace: str, name: str, *, claim: str, agent: str = "codex",
+                image: str = CODEX_IMAGE, **spec: Any) -> dict[str, Any]:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Slot",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"agent": agent, "claimName": claim, "image": image, **spec},
+    }
+    return dict(client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body))
+
+
+def get_slot(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return dict(client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+
+
+def patch_slot(api: client.ApiClient, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    return dict(client.CustomObjectsApi(api).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                                                             patch))
+
+
+def condition(slot: dict[str, Any], kind: str) -> dict[str, Any]:
+    for entry in (slot.get("status") or {}).get("conditions") or ():
+        if entry.get("type") == kind:
+            return dict(entry)
+    return {}
+
+
+def wait_slot(api: client.ApiClient, namespace: str, name: str, predicate: Callable[[dict[str, Any]], bool], *,
+              timeout: float = 90, message: str = "") -> dict[str, Any]:
+    """Wait until `predicate(slot)` holds; returns that slot."""
+    seen: dict[str, Any] = {}
+
+    def check() -> bool:
+        nonlocal seen
+        seen = get_slot(api, namespace, name)
+        return predicate(seen)
+
+    wait_for(check, timeout=timeout, message=message or f"slot {namespace}/{name}",
+             describe=lambda: json.dumps(seen.get("status"), indent=1))
+    return seen
+
+
+def wait_verdict(api: client.ApiClient, namespace: str, name: str, phase: str, *, generation: int | None = None,
+                 timeout: float = 90) -> dict[str, Any]:
+    def done(slot: dict[str, Any]) -> bool:
+        ready = condition(slot, "Ready")
+        wanted = generation or slot["metadata"]["generation"]
+        return (slot.get("status") or {}).get("phase") == phase and ready.get("observedGeneration") == wanted \
+            and condition(slot, "Reconciling").get("status") == "False"
+
+    return wait_slot(api, namespace, name, done, timeout=timeout, message=f"slot {namespace}/{name} phase {phase}")
+
+
+def probe_jobs(api: client.ApiClient, namespace: str) -> list[Any]:
+    return list(client.BatchV1Api(api).list_namespaced_job(namespace, label_selector=PROBE_SELECTOR).items)
+
+
+def slot_events(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
+    events = client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.kind=Slot,involvedObject.name={name}").items
+    return list(events)
+
+
+def write_file(home: pathlib.Path, relative: str, content: str | bytes, *, uid: int = AGENT_UID,
+               gid: int = AGENT_GID, mode: int = 0o600) -> pathlib.Path:
+    """Write `home/relative` as the slot's owner would have, directories below `home` owned the same way."""
+    path = home / relative
+    directory = home
+    for part in pathlib.PurePath(relative).parts[:-1]:
+        directory = directory / part
+        directory.mkdir(exist_ok=True)
+        _chown(directory, uid, gid)
+        directory.chmod(0o700)
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    _chown(path, uid, gid)
+    path.chmod(mode)
+    return path
+
+
+def _chown(path: pathlib.Path, uid: int, gid: int) -> None:
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid)
+
+
+def snapshot(root: pathlib.Path) -> dict[str, tuple[int, int, int, bytes | None]]:
+    """Every path under `root` with (uid, gid, mode, content) — to prove probes changed nothing."""
+    result: dict[str, tuple[int, int, int, bytes | None]] = {}
+    for path in sorted([root, *root.rglob("*")]):
+        info = path.lstat()
+        content = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+        result[str(path.relative_to(root))] = (info.st_uid, info.st_gid, info.st_mode, content)
+    return result

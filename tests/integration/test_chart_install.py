@@ -1,0 +1,247 @@
+"""The Helm chart against the real API server: server-side validation of the rendered
+manifests, a real install, and RBAC as the API server's authorizer sees it.
+
+No operator pod runs: there is no operator image on the test cluster (and no
+kubelet that could pull one), so installs use replicas=0. What is tested here is
+what the chart gives the operator's ServiceAccount; the last test runs the operator
+as a local process with exactly those permissions (a kubeconfig holding a token
+of the chart's ServiceAccount) and checks it reaches a verdict without a 403.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.helm_release import (
+    CommandError,
+    Helm,
+    Release,
+    ensure_chart_crds,
+    find_helm,
+    installed_chart,
+    kubectl,
+    server_version,
+)
+from tests.integration.operator_process import OperatorProcess
+from tests.integration.sa_kubeconfig import write_sa_kubeconfig
+from tests.integration.slots import create_slot, wait_verdict, write_file
+
+pytestmark = pytest.mark.integration
+
+HELM_BINARY = find_helm()
+if HELM_BINARY is None:
+    pytest.skip("helm binary not found (PATH, $HELM or ~/.cache/slot-operator/bin/helm)", allow_module_level=True)
+
+
+def _ns_name(namespace: Any) -> str:
+    return namespace if isinstance(namespace, str) else str(namespace.name)
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(kube_cluster: Any) -> pathlib.Path:
+    path = pathlib.Path(kube_cluster.kubeconfig)
+    ensure_chart_crds(path)
+    return path
+
+
+@pytest.fixture
+def helm(kubeconfig: pathlib.Path, tmp_path: pathlib.Path) -> Helm:
+    assert HELM_BINARY is not None
+    home = tmp_path / "helm-home"
+    home.mkdir()
+    return Helm(binary=HELM_BINARY, kubeconfig=kubeconfig, home=home)
+
+
+@pytest.fixture
+def watched(kubeconfig: pathlib.Path) -> Iterator[list[str]]:
+    """Two extra namespaces for namespaced mode (the release lives in `namespace`)."""
+    names = [_unique("slots-a"), _unique("slots-b")]
+    for name in names:
+        kubectl(kubeconfig, "create", "namespace", name)
+    try:
+        yield names
+    finally:
+        for name in names:
+            kubectl(kubeconfig, "delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+def can_i(kubeconfig: pathlib.Path, release: Release, verb: str, resource: str, namespace: str | None,
+          *, subresource: str | None = None) -> bool:
+    """`kubectl auth can-i` as the release's ServiceAccount (None: across all namespaces)."""
+    cmd = ["kubectl", "--kubeconfig", str(kubeconfig), "auth", "can-i", verb, resource,
+           f"--as=system:serviceaccount:{release.namespace}:{release.service_account}"]  # fmt: skip
+    cmd += ["--all-namespaces"] if namespace is None else ["--namespace", namespace]
+    if subresource:
+        cmd.append(f"--subresource={subresource}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=30)
+    answer = proc.stdout.strip()
+    if answer not in ("yes", "no") or proc.returncode not in (0, 1):
+        raise CommandError(f"{' '.join(cmd)}: {proc.stderr}")
+    return answer == "yes"
+
+
+def eventually(check: Callable[[], bool], *, timeout: float = 30, what: str) -> None:
+    """Poll a condition: new (Cluster)RoleBindings reach the authorizer's informer cache asynchronously."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
+        time.sleep(0.2)
+
+
+def assert_never_secrets_or_claim_writes(kubeconfig: pathlib.Path, release: Release, namespaces: list[str]) -> None:
+    for ns in [*namespaces, None]:
+        for verb in ("get", "list", "watch"):
+            assert not can_i(kubeconfig, release, verb, "secrets", ns), (verb, "secrets", ns)
+        for verb in ("create", "update", "patch", "delete", "deletecollection"):
+            assert not can_i(kubeconfig, release, verb, "persistentvolumeclaims", ns), (verb, "pvc", ns)
+        for verb in ("create", "delete", "update"):
+            assert not can_i(kubeconfig, release, verb, "slots.woved.dev", ns), (verb, "slots", ns)
+        assert not can_i(kubeconfig, release, "create", "pods", ns)
+        assert not can_i(kubeconfig, release, "get", "configmaps", ns)
+
+
+# --- server-side validation of the rendered chart ---------------------------------------------
+
+RENDER_SCENARIOS: dict[str, Callable[[list[str]], dict[str, Any]]] = {
+    "default": lambda _: {},
+    "namespaced": lambda ns: {"watchNamespaces": ns},
+    "peering-2-replicas": lambda _: {"replicas": 2, "peering": {"enabled": True}},
+    "namespaced-peering": lambda ns: {"replicas": 2, "watchNamespaces": ns, "peering": {"enabled": True}},
+    "servicemonitor-custom": lambda _: {
+        "serviceMonitor": {"enabled": True}, "metrics": {"port": 9090}, "operator": {"logFormat": "text"},
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("scenario", RENDER_SCENARIOS)
+def test_rendered_chart_passes_server_side_dry_run(
+    scenario: str, helm: Helm, kubeconfig: pathlib.Path, namespace: Any, watched: list[str]
+) -> None:
+    ns = _ns_name(namespace)
+    rendered = helm.template("dry", ns, RENDER_SCENARIOS[scenario](watched), kube_version=server_version(kubeconfig))
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    crds = kubectl(kubeconfig, "get", "crd", "-o", "name")
+    if "servicemonitors.monitoring.coreos.com" not in crds:
+        # prometheus-operator is not part of the test cluster; the unit tests check its shape.
+        docs = [d for d in docs if d["kind"] != "ServiceMonitor"]
+    out = kubectl(kubeconfig, "apply", "--dry-run=server", "-o", "name", "-f", "-",
+                  input_text=yaml.safe_dump_all(docs))  # fmt: skip
+    assert len(out.split()) == len(docs), out
+    assert "deployment.apps/dry-slot-operator" in out
+
+
+# --- a real install, then RBAC as the authorizer sees it --------------------------------------
+
+
+def test_cluster_wide_install(helm: Helm, kubeconfig: pathlib.Path, namespace: Any, watched: list[str]) -> None:
+    ns = _ns_name(namespace)
+    with installed_chart(helm, _unique("cw"), ns, {"peering": {"enabled": True}}) as release:
+        eventually(lambda: can_i(kubeconfig, release, "create", "jobs.batch", watched[0]),
+                   what="the ClusterRoleBinding to reach the authorizer")  # fmt: skip
+        for where in [ns, *watched, None]:
+            assert can_i(kubeconfig, release, "create", "jobs.batch", where)
+            assert can_i(kubeconfig, release, "delete", "jobs.batch", where)
+            assert can_i(kubeconfig, release, "watch", "slots.woved.dev", where)
+            assert can_i(kubeconfig, release, "patch", "slots.woved.dev", where, subresource="status")
+            assert can_i(kubeconfig, release, "list", "persistentvolumeclaims", where)
+            assert can_i(kubeconfig, release, "create", "events", where)
+        assert can_i(kubeconfig, release, "watch", "customresourcedefinitions.apiextensions.k8s.io", None)
+        assert can_i(kubeconfig, release, "patch", "clusterkopfpeerings.kopf.dev", None)
+        assert not can_i(kubeconfig, release, "list", "namespaces", None)
+        assert_never_secrets_or_claim_writes(kubeconfig, release, [ns, *watched])
+
+        (peering,) = [d for d in release.manifest if d["kind"] == "ClusterKopfPeering"]
+        kubectl(kubeconfig, "get", "clusterkopfpeering", peering["metadata"]["name"])
+        (deployment,) = [d for d in release.manifest if d["kind"] == "Deployment"]
+        assert deployment["spec"]["replicas"] == 0
+
+
+def test_namespaced_install(helm: Helm, kubeconfig: pathlib.Path, namespace: Any, watched: list[str]) -> None:
+    ns = _ns_name(namespace)
+    values = {"watchNamespaces": watched, "peering": {"enabled": True}}
+    with installed_chart(helm, _unique("nsd"), ns, values) as release:
+        for where in watched:
+            eventually(lambda where=where: can_i(kubeconfig, release, "create", "jobs.batch", where),
+                       what=f"the RoleBinding in {where} to reach the authorizer")  # fmt: skip
+        for where in watched:
+            assert can_i(kubeconfig, release, "create", "jobs.batch", where)
+            assert can_i(kubeconfig, release, "list", "slots.woved.dev", where)
+            assert can_i(kubeconfig, release, "patch", "slots.woved.dev", where, subresource="status")
+            assert can_i(kubeconfig, release, "patch", "kopfpeerings.kopf.dev", where)
+            kubectl(kubeconfig, "get", "kopfpeering", "--namespace", where, "-o", "name")
+        # Not in the release namespace (not watched), not elsewhere, not across namespaces.
+        for where in (ns, "default", None):
+            assert not can_i(kubeconfig, release, "list", "slots.woved.dev", where), where
+            assert not can_i(kubeconfig, release, "create", "jobs.batch", where), where
+            assert not can_i(kubeconfig, release, "list", "pods", where), where
+        assert not can_i(kubeconfig, release, "patch", "clusterkopfpeerings.kopf.dev", None)
+        assert can_i(kubeconfig, release, "list", "customresourcedefinitions.apiextensions.k8s.io", None)
+        assert can_i(kubeconfig, release, "watch", "namespaces", None)  # kopf's namespace observer
+        assert not can_i(kubeconfig, release, "get", "namespaces", None)
+        assert_never_secrets_or_claim_writes(kubeconfig, release, [ns, *watched])
+
+
+def test_service_account_kubeconfig_has_only_the_chart_permissions(
+    helm: Helm, kubeconfig: pathlib.Path, namespace: Any, watched: list[str], tmp_path: pathlib.Path
+) -> None:
+    ns = _ns_name(namespace)
+    with installed_chart(helm, _unique("sa"), ns, {"watchNamespaces": watched[:1]}) as release:
+        sa_config = write_sa_kubeconfig(kubeconfig, ns, release.service_account, tmp_path / "sa.kubeconfig")
+        assert sa_config.stat().st_mode & 0o077 == 0
+        whoami = json.loads(kubectl(sa_config, "auth", "whoami", "-o", "json"))
+        assert whoami["status"]["userInfo"]["username"] == f"system:serviceaccount:{ns}:{release.service_account}"
+
+        def lists_slots() -> bool:
+            try:
+                kubectl(sa_config, "get", "slots", "--namespace", watched[0])
+            except CommandError:
+                return False
+            return True
+
+        eventually(lists_slots, what="the SA kubeconfig to list slots in the watched namespace")
+        for forbidden in (["get", "secrets", "--namespace", watched[0]],
+                          ["get", "slots", "--namespace", watched[1]],
+                          ["get", "slots", "--all-namespaces"]):  # fmt: skip
+            with pytest.raises(CommandError, match=r"(?i)forbidden"):
+                kubectl(sa_config, *forbidden)
+
+
+def test_operator_reaches_a_verdict_with_only_the_chart_permissions(
+    helm: Helm, kubeconfig: pathlib.Path, namespace: str, claim: Callable[..., pathlib.Path],
+    api_client: Any, tmp_path: pathlib.Path,
+) -> None:
+    """Namespaced mode with peering (cluster-wide mode would act on other tests' Slots)."""
+    release_name = _unique("e2e")
+    values = {"watchNamespaces": [namespace], "peering": {"enabled": True}}
+    with installed_chart(helm, release_name, namespace, values) as release:
+        sa_config = write_sa_kubeconfig(kubeconfig, namespace, release.service_account, tmp_path / "sa.kubeconfig")
+        eventually(lambda: can_i(kubeconfig, release, "create", "jobs.batch", namespace),
+                   what="the RoleBinding to reach the authorizer")  # fmt: skip
+        home = claim("home-e2e")
+        write_file(home, ".codex/auth.json", json.dumps({"tokens": {"access_token": "a", "refresh_token": "r"}}))
+        operator = OperatorProcess(kubeconfig=sa_config, namespaces=[namespace], log_path=tmp_path / "operator.log",
+                                   args=[f"--peering={release_name}-slot-operator"])  # fmt: skip
+        operator.start()
+        try:
+            create_slot(api_client, namespace, "e2e", claim="home-e2e")
+            slot = wait_verdict(api_client, namespace, "e2e", "Ready")
+            assert slot["status"]["lastProbe"]["exitCode"] == 0
+        finally:
+            operator.stop()
+        log = operator.log()
+        assert "forbidden" not in log.lower(), log[-4000:]
+        assert " 403" not in log, log[-4000:]

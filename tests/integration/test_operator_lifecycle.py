@@ -1,0 +1,280 @@
+"""End to end: triggers, one probe per Slot, restarts, deletion, the cap, placement, validation, metrics."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client, watch
+
+from tests.integration import slots
+from tests.integration.kubewait import wait_for
+from tests.integration.slots import condition, create_slot, get_slot, patch_slot, wait_slot, wait_verdict, write_file
+
+pytestmark = pytest.mark.integration
+
+VALID_CODEX = json.dumps({"tokens": {"access_token": "a", "refresh_token": "r"}})
+
+
+def _valid_home(claim: Callable[..., pathlib.Path], name: str = "home", **kwargs: Any) -> pathlib.Path:
+    home = claim(name, **kwargs)
+    write_file(home, ".codex/auth.json", VALID_CODEX)
+    return home
+
+
+def test_image_change_reprobes_and_ready_generation_follows(
+        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    _valid_home(claim)
+    operator()
+    create_slot(api_client, namespace, "s", claim="home")
+    first = wait_verdict(api_client, namespace, "s", "Ready")
+    assert condition(first, "Ready")["observedGeneration"] == 1
+
+    patch_slot(api_client, namespace, "s", {"spec": {"image": slots.BROKEN_IMAGE}})
+    second = wait_verdict(api_client, namespace, "s", "ImageBroken", generation=2)
+
+    assert second["status"]["lastProbe"]["trigger"] == "spec-changed"
+    assert second["status"]["lastProbe"]["image"] == slots.BROKEN_IMAGE
+    assert condition(second, "Ready")["observedGeneration"] == 2
+    # The last Ready verdict is still on record, for the image it was given to.
+    assert second["status"]["lastReadyImage"] == slots.CODEX_IMAGE
+    assert len({job.metadata.name for job in slots.probe_jobs(api_client, namespace)}) == 2
+
+
+def test_manual_request_reprobes_and_is_acknowledged(
+        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    home = _valid_home(claim)
+    operator()
+    create_slot(api_client, namespace, "s", claim="home")
+    first = wait_verdict(api_client, namespace, "s", "Ready")
+
+    (home / ".codex" / "auth.json").write_text("")  # credentials went bad between probes
+    patch_slot(api_client, namespace, "s", {"metadata": {"annotations": {"woved.dev/probe-requested-at": "t-1"}}})
+    slot = wait_slot(api_client, namespace, "s",
+                     lambda s: (s.get("status") or {}).get("lastHandledProbeRequest") == "t-1", message="ack t-1")
+
+    assert slot["status"]["phase"] == "NeedsReauth"
+    assert slot["status"]["lastProbe"]["trigger"] == "manual"
+    assert slot["status"]["lastProbe"]["jobName"] != first["status"]["lastProbe"]["jobName"]
+    # The request is handled once: no further probe for the same token.
+    assert len(slots.probe_jobs(api_client, namespace)) == 2
+
+
+def test_operator_restart_adopts_running_probe(
+        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    _valid_home(claim)
+    first = operator()
+    create_slot(api_client, namespace, "s", claim="home", env=[{"name": "SMOKE_TEST_SLEEP", "value": "6"}])
+    wait_slot(api_client, namespace, "s", lambda s: condition(s, "Reconciling").get("reason") == "Probing",
+              message="probe running")
+    wait_for(lambda: len(slots.probe_jobs(api_client, namespace)) == 1, timeout=30, message="one probe Job")
+    running_job = slots.probe_jobs(api_client, namespace)[0].metadata.name
+
+    first.kill()
+    operator()
+
+    slot = wait_verdict(api_client, namespace, "s", "Ready", timeout=90)
+    assert slot["status"]["lastProbe"]["jobName"] == running_job
+    assert [job.metadata.name for job in slots.probe_jobs(api_client, namespace)] == [running_job]
+
+
+def test_interval_is_computed_from_status_across_restarts(
+        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    _valid_home(claim)
+    first = operator()
+    create_slot(api_client, namespace, "s", claim="home", interval="1h")
+    slot = wait_verdict(api_client, namespace, "s", "Ready")
+    next_time = datetime.datetime.fromisoformat(slot["status"]["nextProbeTime"].replace("Z", "+00:00"))
+    completed = datetime.datetime.fromisoformat(slot["status"]["lastProbe"]["completionTime"].replace("Z", "+00:00"))
+    assert datetime.timedelta(minutes=59) <= next_time - completed <= datetime.timedelta(minutes=61)
+
+    # An hour passes while the operator is down: only status records when the next probe is due.
+    first.stop()
+    past = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    client.CustomObjectsApi(api_client).patch_namespaced_custom_object_status(
+        slots.GROUP, slots.VERSION, namespace, slots.PLURAL, "s", {"status": {"nextProbeTime": past}})
+    operator()
+
+    slot = wait_slot(api_client, namespace, "s",
+                     lambda s: (s["status"].get("lastProbe") or {}).get("trigger") == "interval"
+                     and s["status"]["nextProbeTime"] > past, message="interval re-probe")
+    assert slot["status"]["phase"] == "Ready"
+    assert len(slots.probe_jobs(api_client, namespace)) == 2
+
+
+def test_deleting_slot_mid_probe_removes_its_job(
+        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    _valid_home(claim)
+    operator()
+    create_slot(api_client, namespace, "s", claim="home", env=[{"name": "SMOKE_TEST_SLEEP", "value": "120"}])
+    wait_for(lambda: len(slots.probe_jobs(api_client, namespace)) == 1, timeout=30, message="probe Job")
+
+    client.CustomObjectsApi(api_client).delete_namespaced_custom_object(
+        slots.GROUP, slots.VERSION, namespace, slots.PLURAL, "s")
+
+    # No finalizer holds the Slot; the garbage collector takes its Job (and the Job's pod).
+    wait_for(lambda: not slots.probe_jobs(api_client, namespace), timeout=60, message="Job garbage-collected")
+    wait_for(lambda: not client.CoreV1Api(api_client).list_namespaced_pod(
+        namespace, label_selector=slots.PROBE_SELECTOR).items, timeout=60, message="probe pod gone")
+
+
+def test_concurrency_cap_holds_and_every_slot_gets_a_verdict(
+        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    for index in range(10):
+        _valid_home(claim, f"home-{index}")
+    active: dict[str, bool] = {}
+    peak = 0
+    stop = threading.Event()
+
+    def observe() -> None:
+        nonlocal peak
+        jobs_api = client.BatchV1Api(api_client)
+        while not stop.is_set():
+            for event in watch.Watch().stream(jobs_api.list_namespaced_job, namespace,
+                                              label_selector=slots.PROBE_SELECTOR, timeout_seconds=2):
+                job = event["object"]
+                finished = any(c.type in ("Complete", "Failed") and c.status == "True"
+                               for c in (job.status.conditions or ()))
+                active[job.metadata.name] = event["type"] != "DELETED" and not finished
+                peak = max(peak, sum(active.values()))
+
+    watcher = threading.Thread(target=observe, daemon=True)
+    watcher.start()
+    operator("--max-concurrent-probes=2")
+    for index in range(10):
+        create_slot(api_client, namespace, f"s-{index}", claim=f"home-{index}",
+                    env=[{"name": "SMOKE_TEST_SLEEP", "value": "1"}])
+
+    for index in range(10):
+        wait_verdict(api_client, namespace, f"s-{index}", "Ready", timeout=180)
+    stop.set()
+    watcher.join(timeout=30)
+
+    assert peak == 2, f"{peak} probe Jobs were active at once (cap 2)"
+    assert len(slots.probe_jobs(api_client, namespace)) == 10
+
+
+def test_queued_slots_show_queued_reason(
+        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    for index in range(3):
+        _valid_home(claim, f"home-{index}")
+    operator("--max-concurrent-probes=1")
+    for index in range(3):
+        create_slot(api_client, namespace, f"s-{index}", claim=f"home-{index}",
+                    env=[{"name": "SMOKE_TEST_SLEEP", "value": "3"}])
+
+    def one_is_queued() -> bool:
+        return any(condition(get_slot(api_client, namespace, f"s-{i}"), "Reconciling").get("reason") == "Queued"
+                   for i in range(3))
+
+    wait_for(one_is_queued, timeout=60, message="a Slot reports Reconciling=True/Queued")
+    queued = [get_slot(api_client, namespace, f"s-{i}") for i in range(3)]
+    for slot in queued:
+        if condition(slot, "Reconciling").get("reason") == "Queued":
+            assert slot["status"]["phase"] == "Pending"
+            assert condition(slot, "Reconciling")["status"] == "True"
+    for index in range(3):
+        wait_verdict(api_client, namespace, f"s-{index}", "Ready", timeout=120)
+
+
+def test_rwo_claim_in_use_is_probed_on_the_same_node(
+        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any,
+        worker_pod: Callable[..., Any]) -> None:
+    _valid_home(claim, access_modes=("ReadWriteOnce",))
+    worker_pod("worker", claim="home", node="sim-node-b")
+    operator()
+    create_slot(api_client, namespace, "s", claim="home")
+
+    wait_verdict(api_client, namespace, "s", "Ready")
+    job = slots.probe_jobs(api_client, namespace)[0]
+    terms = job.spec.template.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+    assert terms.node_selector_terms[0].match_expressions[0].values == ["sim-node-b"]
+    assert job.spec.template.spec.node_name is None
+    pods = client.CoreV1Api(api_client).list_namespaced_pod(namespace, label_selector=slots.PROBE_SELECTOR).items
+    assert [pod.spec.node_name for pod in pods] == ["sim-node-b"]
+
+
+def test_rwop_claim_in_use_is_not_probed(
+        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any,
+        worker_pod: Callable[..., Any]) -> None:
+    _valid_home(claim, access_modes=("ReadWriteOncePod",))
+    worker_pod("worker", claim="home", node="sim-node-a")
+    operator()
+    create_slot(api_client, namespace, "s", claim="home")
+
+    slot = wait_slot(api_client, namespace, "s",
+                     lambda s: condition(s, "ProbeSucceeded").get("reason") == "ClaimInUse", message="ClaimInUse")
+    assert "worker" in condition(slot, "ProbeSucceeded")["message"]
+    assert not slots.probe_jobs(api_client, namespace)
+    assert slot["status"]["nextProbeTime"]  # retried later
+
+
+INVALID_SPECS = {
+    "spec.agent": {"agent": "gemini"},
+    "spec.claimName": {"claimName": None},
+    "spec.interval": {"interval": "every hour"},
+    "spec.timeout": {"timeout": "0s"},
+    "spec.runAsUser": {"runAsUser": 0},
+}
+
+
+@pytest.mark.parametrize("field", list(INVALID_SPECS))
+def test_invalid_spec_rejected_naming_the_field(field: str, api_client: client.ApiClient, namespace: str) -> None:
+    spec: dict[str, Any] = {"agent": "codex", "claimName": "home", "image": slots.CODEX_IMAGE, **INVALID_SPECS[field]}
+    spec = {key: value for key, value in spec.items() if value is not None}
+    body = {"apiVersion": f"{slots.GROUP}/{slots.VERSION}", "kind": "Slot", "metadata": {"name": "bad"}, "spec": spec}
+
+    with pytest.raises(client.ApiException) as caught:
+        client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+            slots.GROUP, slots.VERSION, namespace, slots.PLURAL, body)
+
+    assert caught.value.status == 422
+    assert field in json.loads(caught.value.body)["message"]
+
+
+def test_negative_timeout_rejected(api_client: client.ApiClient, namespace: str) -> None:
+    body = {"apiVersion": f"{slots.GROUP}/{slots.VERSION}", "kind": "Slot", "metadata": {"name": "bad"},
+            "spec": {"agent": "codex", "claimName": "home", "image": slots.CODEX_IMAGE, "timeout": "-5s"}}
+    with pytest.raises(client.ApiException) as caught:
+        client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+            slots.GROUP, slots.VERSION, namespace, slots.PLURAL, body)
+    assert "spec.timeout" in json.loads(caught.value.body)["message"]
+
+
+def test_metrics_report_phases(
+        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    _valid_home(claim, "good")
+    claim("empty")
+    instance = operator()
+    create_slot(api_client, namespace, "good", claim="good")
+    create_slot(api_client, namespace, "empty", claim="empty")
+    wait_verdict(api_client, namespace, "good", "Ready")
+    wait_verdict(api_client, namespace, "empty", "NeedsInit")
+
+    text = instance.metrics()
+    assert f'slot_operator_slot_phase{{namespace="{namespace}",phase="Ready",slot="good"}} 1.0' in text
+    assert f'slot_operator_slot_phase{{namespace="{namespace}",phase="NeedsInit",slot="empty"}} 1.0' in text
+    assert f'slot_operator_slot_ready{{namespace="{namespace}",slot="good"}} 1.0' in text
+    assert f'slot_operator_slot_ready{{namespace="{namespace}",slot="empty"}} 0.0' in text
+    assert 'slot_operator_probe_results_total{result="Ready"} 1.0' in text
+    assert 'slot_operator_probe_results_total{result="NeedsInit"} 1.0' in text
+    assert "slot_operator_probe_duration_seconds_count" in text
+    assert "slot_operator_probe_queue_depth 0.0" in text
+    assert "slot_operator_probes_running 0.0" in text
+    assert f'slot_operator_slot_last_ready_timestamp_seconds{{namespace="{namespace}",slot="good"}}' in text
+
+
+def test_no_kopf_bookkeeping_on_the_users_object(
+        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    _valid_home(claim)
+    operator()
+    create_slot(api_client, namespace, "s", claim="home")
+    slot = wait_verdict(api_client, namespace, "s", "Ready")
+
+    assert not slot["metadata"].get("finalizers")
+    assert not any("kopf" in key for key in (slot["metadata"].get("annotations") or {}))
