@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import pathlib
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -31,9 +30,10 @@ from tests.integration.helm_release import (
     kubectl,
     server_version,
 )
+from tests.integration.kubewait import wait_for
 from tests.integration.operator_process import OperatorProcess
 from tests.integration.sa_kubeconfig import write_sa_kubeconfig
-from tests.integration.slots import create_slot, wait_verdict, write_file
+from tests.integration.slots import condition, create_slot, slot_events, wait_slot, write_file
 
 pytestmark = pytest.mark.integration
 
@@ -95,11 +95,7 @@ def can_i(kubeconfig: pathlib.Path, release: Release, verb: str, resource: str, 
 
 def eventually(check: Callable[[], bool], *, timeout: float = 30, what: str) -> None:
     """Poll a condition: new (Cluster)RoleBindings reach the authorizer's informer cache asynchronously."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        time.sleep(0.2)
+    wait_for(check, timeout=timeout, message=what)
 
 
 def assert_never_secrets_or_claim_writes(kubeconfig: pathlib.Path, release: Release, namespaces: list[str]) -> None:
@@ -220,28 +216,55 @@ def test_service_account_kubeconfig_has_only_the_chart_permissions(
                 kubectl(sa_config, *forbidden)
 
 
-def test_operator_reaches_a_verdict_with_only_the_chart_permissions(
-    helm: Helm, kubeconfig: pathlib.Path, namespace: str, claim: Callable[..., pathlib.Path],
+VALID_CODEX = json.dumps({"tokens": {"access_token": "a", "refresh_token": "r"}})
+# Slot → (claim, image, extra spec, expected phase, expected ProbeSucceeded): every phase and a probe failure.
+SCENARIO: dict[str, tuple[str, str, dict[str, Any], str, str]] = {
+    "ready": ("good", "local/agent-shell:codex", {}, "Ready", "True"),
+    "needs-init": ("empty", "local/agent-shell:codex", {}, "NeedsInit", "True"),
+    "needs-reauth": ("corrupt", "local/agent-shell:codex", {}, "NeedsReauth", "True"),
+    "cli-broken": ("good", "local/agent-shell:broken-cli", {}, "ImageBroken", "True"),
+    "unpullable": ("good", "local/agent-shell:no-such-tag", {}, "ImageBroken", "True"),
+    "crash": ("good", "local/agent-shell:codex", {"env": [{"name": "SMOKE_TEST_CRASH", "value": "1"}]},
+              "Pending", "False"),
+}
+
+
+@pytest.mark.parametrize("mode", ["namespaced", "cluster-wide"])
+def test_every_phase_with_only_the_chart_permissions(
+    mode: str, helm: Helm, kubeconfig: pathlib.Path, namespace: str, claim: Callable[..., pathlib.Path],
     api_client: Any, tmp_path: pathlib.Path,
 ) -> None:
-    """Namespaced mode with peering (cluster-wide mode would act on other tests' Slots)."""
+    """The operator, holding only a token of the chart's ServiceAccount, gives every phase, with Events."""
     release_name = _unique("e2e")
-    values = {"watchNamespaces": [namespace], "peering": {"enabled": True}}
+    values: dict[str, Any] = {"peering": {"enabled": True}} if mode == "namespaced" else {}
+    if mode == "namespaced":
+        values["watchNamespaces"] = [namespace]
     with installed_chart(helm, release_name, namespace, values) as release:
         sa_config = write_sa_kubeconfig(kubeconfig, namespace, release.service_account, tmp_path / "sa.kubeconfig")
         eventually(lambda: can_i(kubeconfig, release, "create", "jobs.batch", namespace),
-                   what="the RoleBinding to reach the authorizer")  # fmt: skip
-        home = claim("home-e2e")
-        write_file(home, ".codex/auth.json", json.dumps({"tokens": {"access_token": "a", "refresh_token": "r"}}))
-        operator = OperatorProcess(kubeconfig=sa_config, namespaces=[namespace], log_path=tmp_path / "operator.log",
-                                   args=[f"--peering={release_name}-slot-operator"])  # fmt: skip
+                   what="the chart's RBAC to reach the authorizer")  # fmt: skip
+        write_file(claim("good"), ".codex/auth.json", VALID_CODEX)
+        claim("empty")
+        write_file(claim("corrupt"), ".codex/auth.json", "{")
+        args = ["--retry-base=1m"]
+        if mode == "namespaced":
+            args.append(f"--peering={release_name}-slot-operator")
+        operator = OperatorProcess(kubeconfig=sa_config, namespaces=[namespace] if mode == "namespaced" else [],
+                                   log_path=tmp_path / "operator.log", args=args)  # fmt: skip
         operator.start()
         try:
-            create_slot(api_client, namespace, "e2e", claim="home-e2e")
-            slot = wait_verdict(api_client, namespace, "e2e", "Ready")
-            assert slot["status"]["lastProbe"]["exitCode"] == 0
+            for name, (claim_name, image, extra, _, _) in SCENARIO.items():
+                create_slot(api_client, namespace, name, claim=claim_name, image=image, **extra)
+            for name, (_, _, _, phase, probed) in SCENARIO.items():
+                wait_slot(api_client, namespace, name,
+                          lambda s, phase=phase, probed=probed: (s.get("status") or {}).get("phase") == phase
+                          and condition(s, "ProbeSucceeded").get("status") == probed,
+                          message=f"{name}: {phase}, ProbeSucceeded={probed}")  # fmt: skip
+            wait_for(lambda: {e.reason for e in slot_events(api_client, namespace, "needs-init")} >= {"NeedsInit"},
+                     timeout=30, message="the NeedsInit Event (events RBAC)")  # fmt: skip
         finally:
             operator.stop()
         log = operator.log()
-        assert "forbidden" not in log.lower(), log[-4000:]
-        assert " 403" not in log, log[-4000:]
+        # RBAC denials read 'User "system:serviceaccount:..." cannot <verb> resource ...'.
+        assert "system:serviceaccount" not in log, log[-4000:]
+        assert "cannot list resource" not in log, log[-4000:]
