@@ -26,8 +26,9 @@ VALID_CODEX = json.dumps({"tokens": {"access_token": "bench", "refresh_token": "
 
 
 def _kubectl(kubeconfig: pathlib.Path, *args: str, stdin: str | None = None) -> str:
-    proc = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], input=stdin, capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), *args], input=stdin, capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args[:3])}: {proc.stderr.strip()}")
     return proc.stdout
@@ -38,8 +39,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _wait_all(kubeconfig: pathlib.Path, namespace: str, names: list[str], started: float,
-              done: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, float]:
+def _wait_all(
+    kubeconfig: pathlib.Path,
+    namespace: str,
+    names: list[str],
+    started: float,
+    done: Callable[[dict[str, Any]], bool],
+    timeout: float,
+) -> dict[str, float]:
     """Poll until done(slot) for every Slot; returns seconds from `started` to when each was first seen done."""
     seen: dict[str, float] = {}
     deadline = time.monotonic() + timeout
@@ -58,9 +65,12 @@ def _wait_all(kubeconfig: pathlib.Path, namespace: str, names: list[str], starte
 def _report(label: str, latencies: dict[str, float], wall: float, cpu: float, count: int, cap: int) -> None:
     values = sorted(latencies.values())
     p90 = values[max(int(len(values) * 0.9) - 1, 0)]
-    print(f"bench {label:6s} slots={count} cap={cap} wall={wall:.1f}s throughput={count / wall:.2f} verdicts/s "
-          f"latency_median={statistics.median(values):.1f}s latency_p90={p90:.1f}s operator_cpu={cpu:.1f}s "
-          f"cpu_per_verdict={cpu / count * 1000:.0f}ms", flush=True)
+    print(
+        f"bench {label:6s} slots={count} cap={cap} wall={wall:.1f}s throughput={count / wall:.2f} verdicts/s "
+        f"latency_median={statistics.median(values):.1f}s latency_p90={p90:.1f}s operator_cpu={cpu:.1f}s "
+        f"cpu_per_verdict={cpu / count * 1000:.0f}ms",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -84,33 +94,72 @@ def main() -> int:
         if os.geteuid() == 0:
             for path in (home, home / ".codex", home / ".codex" / "auth.json"):
                 os.chown(path, 10001, 10001)
-        manifests.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                          "metadata": {"name": f"{name}-home", "namespace": namespace},
-                          "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+        manifests.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": f"{name}-home", "namespace": namespace},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            }
+        )
     _kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))
     log = (running.logs_dir / f"operator-{namespace}.log").open("ab")
     operator = subprocess.Popen(
-        [sys.executable, "-m", "slot_operator", f"--namespace={namespace}", f"--max-concurrent-probes={args.cap}",
-         "--metrics-port=0", "--health-port=0"],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "slot_operator",
+            f"--namespace={namespace}",
+            f"--max-concurrent-probes={args.cap}",
+            "--metrics-port=0",
+            "--health-port=0",
+        ],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
-        slots = [{"apiVersion": "woved.dev/v1alpha1", "kind": "Slot",
-                  "metadata": {"name": name, "namespace": namespace},
-                  "spec": {"agent": "codex", "claimName": f"{name}-home", "image": "local/agent-shell:codex"}}
-                 for name in names]
+        slots = [
+            {
+                "apiVersion": "woved.dev/v1alpha1",
+                "kind": "Slot",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"agent": "codex", "claimName": f"{name}-home", "image": "local/agent-shell:codex"},
+            }
+            for name in names
+        ]
         cpu0, started = _cpu_seconds(operator.pid), time.monotonic()
-        _kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                                     "items": slots}))
-        cold = _wait_all(kubeconfig, namespace, names, started,
-                         lambda s: (s.get("status") or {}).get("phase") == "Ready", args.timeout)
+        _kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": slots}))
+        cold = _wait_all(
+            kubeconfig,
+            namespace,
+            names,
+            started,
+            lambda s: (s.get("status") or {}).get("phase") == "Ready",
+            args.timeout,
+        )
         _report("create", cold, time.monotonic() - started, _cpu_seconds(operator.pid) - cpu0, len(names), args.cap)
 
         token = uuid.uuid4().hex[:8]
         cpu0, started = _cpu_seconds(operator.pid), time.monotonic()
-        _kubectl(kubeconfig, "annotate", "slots", "--all", "-n", namespace, "--overwrite",
-                 f"woved.dev/probe-requested-at={token}")
-        warm = _wait_all(kubeconfig, namespace, names, started,
-                         lambda s: (s.get("status") or {}).get("lastHandledProbeRequest") == token, args.timeout)
+        _kubectl(
+            kubeconfig,
+            "annotate",
+            "slots",
+            "--all",
+            "-n",
+            namespace,
+            "--overwrite",
+            f"woved.dev/probe-requested-at={token}",
+        )
+        warm = _wait_all(
+            kubeconfig,
+            namespace,
+            names,
+            started,
+            lambda s: (s.get("status") or {}).get("lastHandledProbeRequest") == token,
+            args.timeout,
+        )
         _report("reprobe", warm, time.monotonic() - started, _cpu_seconds(operator.pid) - cpu0, len(names), args.cap)
     finally:
         operator.terminate()

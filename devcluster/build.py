@@ -186,8 +186,12 @@ def build(component: Component) -> pathlib.Path:
     )
     ldflags = ["-s", "-w", *component.ldflags]
     if component.stamp_helm_kube_version:
-        client_go = _run(["go", "list", "-m", "-f", "{{.Version}}", "k8s.io/client-go"], cwd=workdir,
-                         label=f"{component.name}: client-go version", env=env).strip()
+        client_go = _run(
+            ["go", "list", "-m", "-f", "{{.Version}}", "k8s.io/client-go"],
+            cwd=workdir,
+            label=f"{component.name}: client-go version",
+            env=env,
+        ).strip()
         minor = client_go.lstrip("v").split(".")[1]
         for package in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
             ldflags += [f"-X {package}.k8sVersionMajor=1", f"-X {package}.k8sVersionMinor={minor}"]

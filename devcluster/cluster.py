@@ -319,8 +319,8 @@ def up(root: pathlib.Path = DEFAULT_ROOT) -> Cluster:
                 f"--volumes-dir={root / 'volumes'}",
                 f"--images-dir={REPO / 'devcluster' / 'images'}",
                 f"--nodes={','.join(NODES)}",
-            # Not under /tmp: a pod mounting an emptyDir at /tmp would hide its own scratch files.
-            f"--state-dir={root / 'nodesim'}",
+                # Not under /tmp: a pod mounting an emptyDir at /tmp would hide its own scratch files.
+                f"--state-dir={root / 'nodesim'}",
                 f"--log-dir={root / 'logs' / 'pods'}",
             ],
             env={**os.environ, "PYTHONPATH": str(REPO)},

@@ -66,8 +66,9 @@ def _say(message: str) -> None:
 
 
 def _kubectl(kubeconfig: pathlib.Path, *args: str, capture: bool = True) -> str:
-    proc = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=capture, text=True,
-                          check=False)
+    proc = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=capture, text=True, check=False
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr}")
     return proc.stdout or ""
@@ -102,9 +103,18 @@ def main() -> int:
     _kubectl(kubeconfig, "apply", "-f", str(EXAMPLES))
     log_path = running.logs_dir / "operator.log"
     operator = subprocess.Popen(
-        [sys.executable, "-m", "slot_operator", f"--namespace={NAMESPACE}", "--metrics-port=0", "--health-port=0",
-         "--retry-base=30s"],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "slot_operator",
+            f"--namespace={NAMESPACE}",
+            "--metrics-port=0",
+            "--health-port=0",
+            "--retry-base=30s",
+        ],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
     )
     _say(f"operator started (log: {log_path}); waiting for {len(EXPECTED)} verdicts")
     ok = False
@@ -123,7 +133,7 @@ def main() -> int:
                 _say(f"{name}: expected phase/ProbeSucceeded {expected}, got {seen.get(name)}")
         _say("every example reached its expected verdict" if ok else "some examples did not reach their verdict")
         if args.keep_running:
-            _say(f'running; try: export KUBECONFIG={kubeconfig}; kubectl get slots -A -w   (Ctrl-C to stop)')
+            _say(f"running; try: export KUBECONFIG={kubeconfig}; kubectl get slots -A -w   (Ctrl-C to stop)")
             signal.signal(signal.SIGTERM, signal.default_int_handler)
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()

@@ -263,10 +263,9 @@ def node_fits(pod: JSON, node: str, labels: dict[str, str]) -> bool:
     spec = pod["spec"]
     if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
         return False
-    required = (
-        ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
-        or {}
-    )
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
     terms = required.get("nodeSelectorTerms")
     if not terms:
         return True
@@ -467,8 +466,9 @@ class Reflector(threading.Thread):
             except Exception as exc:
                 if self.stop.is_set():
                     return
-                LOG.warning("%s watch failed (%s: %s); re-listing in %.1fs",
-                            self.what, type(exc).__name__, exc, backoff)
+                LOG.warning(
+                    "%s watch failed (%s: %s); re-listing in %.1fs", self.what, type(exc).__name__, exc, backoff
+                )
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
 
@@ -645,8 +645,9 @@ class Simulator:
             [self.unshare, "-m", "--propagation", "private", "true"], capture_output=True, text=True, check=False
         )
         if probe.returncode != 0:
-            LOG.warning("cannot create mount namespaces (%s): no uid/gid switching and no volume mounts",
-                        probe.stderr.strip())
+            LOG.warning(
+                "cannot create mount namespaces (%s): no uid/gid switching and no volume mounts", probe.stderr.strip()
+            )
             return False
         return True
 
@@ -654,31 +655,50 @@ class Simulator:
         for node in self.nodes:
             if self.kube.get_node(node) is None:
                 with contextlib.suppress(ApiException):  # a racing creator is fine
-                    self.kube.create_node({
-                        "apiVersion": "v1",
-                        "kind": "Node",
-                        "metadata": {"name": node, "labels": self.node_labels[node]},
-                        "spec": {},
-                    })
+                    self.kube.create_node(
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Node",
+                            "metadata": {"name": node, "labels": self.node_labels[node]},
+                            "spec": {},
+                        }
+                    )
                 LOG.info("node %s: registered", node)
             now = now_rfc3339()
             resources = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
-            self.kube.patch_node_status(node, {
-                "capacity": resources,
-                "allocatable": resources,
-                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": node}],
-                "conditions": [{
-                    "type": "Ready", "status": "True", "reason": "KubeletReady",
-                    "message": "node simulator is posting ready status",
-                    "lastHeartbeatTime": now, "lastTransitionTime": now,
-                }],
-                "nodeInfo": {
-                    "machineID": node, "systemUUID": node, "bootID": str(uuid.uuid4()),
-                    "kernelVersion": os.uname().release, "osImage": "devcluster node simulator",
-                    "containerRuntimeVersion": "nodesim://1", "kubeletVersion": "v0.0.0-nodesim",
-                    "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64",
+            self.kube.patch_node_status(
+                node,
+                {
+                    "capacity": resources,
+                    "allocatable": resources,
+                    "addresses": [
+                        {"type": "InternalIP", "address": "127.0.0.1"},
+                        {"type": "Hostname", "address": node},
+                    ],
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "KubeletReady",
+                            "message": "node simulator is posting ready status",
+                            "lastHeartbeatTime": now,
+                            "lastTransitionTime": now,
+                        }
+                    ],
+                    "nodeInfo": {
+                        "machineID": node,
+                        "systemUUID": node,
+                        "bootID": str(uuid.uuid4()),
+                        "kernelVersion": os.uname().release,
+                        "osImage": "devcluster node simulator",
+                        "containerRuntimeVersion": "nodesim://1",
+                        "kubeletVersion": "v0.0.0-nodesim",
+                        "kubeProxyVersion": "",
+                        "operatingSystem": "linux",
+                        "architecture": "amd64",
+                    },
                 },
-            })
+            )
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -686,13 +706,26 @@ class Simulator:
         if not self.isolated:
             LOG.warning(
                 "not isolating containers (not root or no mount namespaces): containers run as uid %d without "
-                "uid/gid switching, volume mounts or termination-message files", os.geteuid()
+                "uid/gid switching, volume mounts or termination-message files",
+                os.geteuid(),
             )
         self.register_nodes()
-        pods = Reflector("pods", self.kube, self.kube.core.list_pod_for_all_namespaces,
-                         on_replace=self._replace_pods, on_event=self._pod_event, stop=self.stop)
-        pvcs = Reflector("pvcs", self.kube, self.kube.core.list_persistent_volume_claim_for_all_namespaces,
-                         on_replace=self._replace_pvcs, on_event=self._pvc_event, stop=self.stop)
+        pods = Reflector(
+            "pods",
+            self.kube,
+            self.kube.core.list_pod_for_all_namespaces,
+            on_replace=self._replace_pods,
+            on_event=self._pod_event,
+            stop=self.stop,
+        )
+        pvcs = Reflector(
+            "pvcs",
+            self.kube,
+            self.kube.core.list_persistent_volume_claim_for_all_namespaces,
+            on_replace=self._replace_pvcs,
+            on_event=self._pvc_event,
+            stop=self.stop,
+        )
         controller = threading.Thread(target=self._controller, name="controller", daemon=True)
         resync = threading.Thread(target=self._resync_loop, name="resync", daemon=True)
         self.threads = [pvcs, pods, controller, resync]
@@ -703,8 +736,13 @@ class Simulator:
         pods.synced.wait(60)
         controller.start()
         resync.start()
-        LOG.info("simulating nodes %s (images from %s, claims in %s, isolation %s)",
-                 ",".join(self.nodes), self.images.root, self.volumes_dir, "on" if self.isolated else "off")
+        LOG.info(
+            "simulating nodes %s (images from %s, claims in %s, isolation %s)",
+            ",".join(self.nodes),
+            self.images.root,
+            self.volumes_dir,
+            "on" if self.isolated else "off",
+        )
 
     # -- informer callbacks (reflector threads)
 
@@ -756,8 +794,11 @@ class Simulator:
                     elif not node or node in self.nodes:
                         keys.append(("pod", uid))
                 keys.extend(("pod", uid) for uid in self.runtimes if uid not in self.pods)
-                keys.extend(("pvc", ns, n) for (ns, n), c in self.pvcs.items()
-                            if (c.get("status") or {}).get("phase", "Pending") == "Pending")
+                keys.extend(
+                    ("pvc", ns, n)
+                    for (ns, n), c in self.pvcs.items()
+                    if (c.get("status") or {}).get("phase", "Pending") == "Pending"
+                )
             for key in keys:
                 self.queue.add(key)
 
@@ -837,10 +878,17 @@ class Simulator:
         if reason is not None:
             message = f"0/{total} nodes are available: {reason}."
             if self.unschedulable.get(uid) != message:
-                self._write_conditions(pod, {
-                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
-                    "lastProbeTime": None, "lastTransitionTime": now_rfc3339(),
-                })
+                self._write_conditions(
+                    pod,
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": message,
+                        "lastProbeTime": None,
+                        "lastTransitionTime": now_rfc3339(),
+                    },
+                )
                 self.unschedulable[uid] = message
                 LOG.info("pod %s: Unschedulable: %s", pod_key(pod), message)
             return
@@ -888,8 +936,9 @@ class Simulator:
     def _write_conditions(self, pod: JSON, condition: JSON) -> None:
         others = [c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") != condition["type"]]
         try:
-            self.kube.patch_pod_status(pod["metadata"]["namespace"], pod["metadata"]["name"],
-                                       {"conditions": [*others, condition]})
+            self.kube.patch_pod_status(
+                pod["metadata"]["namespace"], pod["metadata"]["name"], {"conditions": [*others, condition]}
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -902,13 +951,24 @@ class Simulator:
         now = now_rfc3339()
         others = [c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") != "DisruptionTarget"]
         try:
-            self.kube.patch_pod_status(pod["metadata"]["namespace"], pod["metadata"]["name"], {
-                "phase": "Failed",
-                "conditions": [*others, {
-                    "type": "DisruptionTarget", "status": "True", "reason": "DeletionByPodGC",
-                    "message": "PodGC: node no longer exists", "lastProbeTime": None, "lastTransitionTime": now,
-                }],
-            })
+            self.kube.patch_pod_status(
+                pod["metadata"]["namespace"],
+                pod["metadata"]["name"],
+                {
+                    "phase": "Failed",
+                    "conditions": [
+                        *others,
+                        {
+                            "type": "DisruptionTarget",
+                            "status": "True",
+                            "reason": "DeletionByPodGC",
+                            "message": "PodGC: node no longer exists",
+                            "lastProbeTime": None,
+                            "lastTransitionTime": now,
+                        },
+                    ],
+                },
+            )
         except ApiException as exc:
             if exc.status not in (404, 422):
                 raise
@@ -1133,8 +1193,9 @@ class Simulator:
         if not self.isolated:
             if c.get("volumeMounts"):
                 self._warn_once(rt, "volume mounts are not available without root; the container runs without them")
-            return Launch(argv=argv, env=env, cwd=workdir if os.path.isdir(workdir) else "/", log_path=log_path,
-                          term_file=None)
+            return Launch(
+                argv=argv, env=env, cwd=workdir if os.path.isdir(workdir) else "/", log_path=log_path, term_file=None
+            )
 
         ops = self._mount_ops(pod, rt, c)
         term_file = state / "termination-log"
@@ -1159,9 +1220,22 @@ class Simulator:
         if "ALL" in ((csc.get("capabilities") or {}).get("drop") or []):
             setpriv += ["--bounding-set", "-all", "--inh-caps", "-all"]
         full = [
-            self.unshare, "-m", "--propagation", "private", "--",
-            "/bin/sh", "-c", CONTAINER_SETUP_SCRIPT, "nodesim-container", str(stage), workdir,
-            *ops, "--", *setpriv, "--", *argv,
+            self.unshare,
+            "-m",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            CONTAINER_SETUP_SCRIPT,
+            "nodesim-container",
+            str(stage),
+            workdir,
+            *ops,
+            "--",
+            *setpriv,
+            "--",
+            *argv,
         ]
         return Launch(argv=full, env=env, cwd="/", log_path=log_path, term_file=term_file)
 
@@ -1203,8 +1277,10 @@ class Simulator:
                 sub = src / vm["subPath"]
                 if ".." in pathlib.PurePosixPath(vm["subPath"]).parts or not sub.exists():
                     # A kubelet would create it; that would change the claim, so refuse instead.
-                    raise _Waiting("CreateContainerConfigError",
-                                   f'subPath "{vm["subPath"]}" does not exist in volume "{vm["name"]}"')
+                    raise _Waiting(
+                        "CreateContainerConfigError",
+                        f'subPath "{vm["subPath"]}" does not exist in volume "{vm["name"]}"',
+                    )
                 src = sub
             ops += ["dir" if src.is_dir() else "file", str(src), vm["mountPath"], "ro" if read_only else "rw"]
         return ops
@@ -1241,8 +1317,14 @@ class Simulator:
                 if self.stop.is_set():
                     raise OSError("simulator is shutting down")
                 proc = subprocess.Popen(
-                    launch.argv, env=launch.env, cwd=launch.cwd, stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                    launch.argv,
+                    env=launch.env,
+                    cwd=launch.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
                 )
                 cr.process = proc
         except OSError as exc:
@@ -1287,8 +1369,12 @@ class Simulator:
         previous = rt.transitions.get(ctype)
         if previous is None or previous[0] != status:
             rt.transitions[ctype] = (status, now_rfc3339())
-        cond: JSON = {"type": ctype, "status": status, "lastProbeTime": None,
-                      "lastTransitionTime": rt.transitions[ctype][1]}
+        cond: JSON = {
+            "type": ctype,
+            "status": status,
+            "lastProbeTime": None,
+            "lastTransitionTime": rt.transitions[ctype][1],
+        }
         if reason:
             cond["reason"] = reason
         if message:
@@ -1400,21 +1486,31 @@ class _StartError(Exception):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kubeconfig", type=pathlib.Path, required=True)
-    parser.add_argument("--volumes-dir", type=pathlib.Path, required=True,
-                        help="claims live at <volumes-dir>/<namespace>/<claim>")
+    parser.add_argument(
+        "--volumes-dir", type=pathlib.Path, required=True, help="claims live at <volumes-dir>/<namespace>/<claim>"
+    )
     parser.add_argument("--images-dir", type=pathlib.Path, required=True, help="root of the local image store")
     parser.add_argument("--nodes", required=True, help="comma-separated simulated node names")
-    parser.add_argument("--log-dir", type=pathlib.Path, required=True,
-                        help="container logs go to <log-dir>/<ns>_<pod>_<container>.log")
-    parser.add_argument("--state-dir", type=pathlib.Path, default=None,
-                        help="per-pod scratch (emptyDirs, termination files); default: a temp dir removed at exit")
-    parser.add_argument("--scheduler-name", default=SCHEDULER_NAME,
-                        help="schedule only pods with this spec.schedulerName")
-    parser.add_argument("--provisioner", action=argparse.BooleanOptionalAction, default=True,
-                        help="bind Pending PVCs to directories under --volumes-dir")
+    parser.add_argument(
+        "--log-dir", type=pathlib.Path, required=True, help="container logs go to <log-dir>/<ns>_<pod>_<container>.log"
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=pathlib.Path,
+        default=None,
+        help="per-pod scratch (emptyDirs, termination files); default: a temp dir removed at exit",
+    )
+    parser.add_argument(
+        "--scheduler-name", default=SCHEDULER_NAME, help="schedule only pods with this spec.schedulerName"
+    )
+    parser.add_argument(
+        "--provisioner",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="bind Pending PVCs to directories under --volumes-dir",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s nodesim %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s nodesim %(levelname)s %(message)s")
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
     if not nodes:
         parser.error("--nodes needs at least one name")

@@ -34,8 +34,9 @@ class Config:
     workers: int = 8
 
 
-def _duration(name: str, text: str, *, low: datetime.timedelta,
-              high: datetime.timedelta | None = None) -> datetime.timedelta:
+def _duration(
+    name: str, text: str, *, low: datetime.timedelta, high: datetime.timedelta | None = None
+) -> datetime.timedelta:
     try:
         value = durations.parse_duration(text)
     except ValueError as exc:
@@ -132,10 +133,10 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     retry_max = _duration("retry-max", args.retry_max, low=retry_base)
     return Config(
         namespaces=tuple(sorted({ns.strip() for ns in namespaces if ns.strip()})),
-        default_interval=_duration("default-interval", args.default_interval, low=spec.MIN_INTERVAL,
-                                   high=spec.MAX_INTERVAL),
-        default_timeout=_duration("default-timeout", args.default_timeout, low=spec.MIN_TIMEOUT,
-                                  high=spec.MAX_TIMEOUT),
+        default_interval=_duration(
+            "default-interval", args.default_interval, low=spec.MIN_INTERVAL, high=spec.MAX_INTERVAL
+        ),
+        default_timeout=_duration("default-timeout", args.default_timeout, low=spec.MIN_TIMEOUT, high=spec.MAX_TIMEOUT),
         max_concurrent_probes=_int("max-concurrent-probes", args.max_concurrent_probes, low=1, high=10000),
         # Shorter and a finished Job could vanish before the operator has read its outcome.
         job_ttl=_duration("job-ttl", args.job_ttl, low=datetime.timedelta(minutes=1)),

@@ -93,9 +93,7 @@ def namespace(request: pytest.FixtureRequest, api_client: client.ApiClient) -> I
 
 
 @pytest.fixture
-def claim(
-    kube_cluster: cluster.Cluster, api_client: client.ApiClient, namespace: str
-) -> Iterator[ClaimFactory]:
+def claim(kube_cluster: cluster.Cluster, api_client: client.ApiClient, namespace: str) -> Iterator[ClaimFactory]:
     """Factory: `claim(name, *, access_modes=("ReadWriteOnce",), prepare=None)` -> the claim's directory, Bound.
 
     The directory is created first (owned by 10001:10001, mode 0750, like a slot PVC the
@@ -120,12 +118,15 @@ def claim(
         path.chmod(0o750)
         if prepare is not None:
             prepare(path)
-        core.create_namespaced_persistent_volume_claim(namespace, {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": name},
-            "spec": {"accessModes": list(access_modes), "resources": {"requests": {"storage": "1Mi"}}},
-        })
+        core.create_namespaced_persistent_volume_claim(
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name},
+                "spec": {"accessModes": list(access_modes), "resources": {"requests": {"storage": "1Mi"}}},
+            },
+        )
 
         def bound() -> bool | NotYet:
             pvc = core.read_namespaced_persistent_volume_claim(name, namespace)
@@ -150,14 +151,16 @@ def operator(
     operator creates in these tests proves its pods pass it (a violating pod is never created).
     """
     client.CoreV1Api(api_client).patch_namespace(
-        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
     started: list[OperatorProcess] = []
     logs = kube_cluster.logs_dir / "operators"
     logs.mkdir(parents=True, exist_ok=True)
 
     def start(*flags: str) -> OperatorProcess:
         process = OperatorProcess(
-            kubeconfig=kube_cluster.kubeconfig, namespaces=[namespace],
+            kubeconfig=kube_cluster.kubeconfig,
+            namespaces=[namespace],
             log_path=logs / f"{namespace}-{len(started)}.log",
             args=["--retry-base=2s", "--retry-max=30s", *flags],
         )
@@ -190,26 +193,35 @@ def worker_pod(api_client: client.ApiClient, namespace: str) -> Callable[..., ob
     core = client.CoreV1Api(api_client)
 
     def start(name: str, *, claim: str, node: str) -> object:
-        core.create_namespaced_pod(namespace, {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name},
-            "spec": {
-                "nodeName": node,
-                "restartPolicy": "Never",
-                "automountServiceAccountToken": False,
-                "securityContext": {"runAsNonRoot": True, "runAsUser": SLOT_UID, "runAsGroup": SLOT_GID,
-                                    "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{
-                    "name": "agent",
-                    "image": "local/agent-shell:codex",
-                    "env": [{"name": "AGENT_MODE", "value": "idle"}],
-                    "volumeMounts": [{"name": "home", "mountPath": "/home/codex"}],
-                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                }],
-                "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": claim}}],
+        core.create_namespaced_pod(
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name},
+                "spec": {
+                    "nodeName": node,
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": SLOT_UID,
+                        "runAsGroup": SLOT_GID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "agent",
+                            "image": "local/agent-shell:codex",
+                            "env": [{"name": "AGENT_MODE", "value": "idle"}],
+                            "volumeMounts": [{"name": "home", "mountPath": "/home/codex"}],
+                            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                        }
+                    ],
+                    "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": claim}}],
+                },
             },
-        })
+        )
 
         def running() -> bool | NotYet:
             pod = core.read_namespaced_pod(name, namespace)

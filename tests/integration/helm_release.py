@@ -37,8 +37,9 @@ class CommandError(RuntimeError):
     pass
 
 
-def run(args: list[str], *, input_text: str | None = None, env: dict[str, str] | None = None,
-        timeout: float = 180) -> str:
+def run(
+    args: list[str], *, input_text: str | None = None, env: dict[str, str] | None = None, timeout: float = 180
+) -> str:
     proc = subprocess.run(args, input=input_text, capture_output=True, text=True, check=False, timeout=timeout,
                           env=env)  # fmt: skip
     if proc.returncode != 0:

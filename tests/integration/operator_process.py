@@ -23,8 +23,9 @@ def _free_port() -> int:
 class OperatorProcess:
     """One operator instance watching `namespaces`; `kill()` is SIGKILL (a crash), `stop()` a clean SIGTERM."""
 
-    def __init__(self, *, kubeconfig: pathlib.Path, namespaces: list[str], log_path: pathlib.Path,
-                 args: list[str] | None = None) -> None:
+    def __init__(
+        self, *, kubeconfig: pathlib.Path, namespaces: list[str], log_path: pathlib.Path, args: list[str] | None = None
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = namespaces
         self.log_path = log_path
@@ -38,8 +39,15 @@ class OperatorProcess:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self) -> OperatorProcess:
-        command = [sys.executable, "-m", "slot_operator", f"--metrics-port={self.metrics_port}",
-                   f"--health-port={self.health_port}", *(f"--namespace={ns}" for ns in self.namespaces), *self.args]
+        command = [
+            sys.executable,
+            "-m",
+            "slot_operator",
+            f"--metrics-port={self.metrics_port}",
+            f"--health-port={self.health_port}",
+            *(f"--namespace={ns}" for ns in self.namespaces),
+            *self.args,
+        ]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -26,8 +26,7 @@ class KubeconfigError(RuntimeError):
     pass
 
 
-def mint_token(admin_kubeconfig: pathlib.Path, namespace: str, service_account: str, *,
-               duration: str = "2h") -> str:
+def mint_token(admin_kubeconfig: pathlib.Path, namespace: str, service_account: str, *, duration: str = "2h") -> str:
     """A bound token for `namespace/service_account` via the TokenRequest API."""
     proc = subprocess.run(
         ["kubectl", "--kubeconfig", str(admin_kubeconfig), "create", "token", service_account,
@@ -55,8 +54,9 @@ def _current_cluster(admin_kubeconfig: pathlib.Path) -> dict[str, Any]:
     return cluster
 
 
-def write_sa_kubeconfig(admin_kubeconfig: pathlib.Path, namespace: str, service_account: str,
-                        dest: pathlib.Path, *, duration: str = "2h") -> pathlib.Path:
+def write_sa_kubeconfig(
+    admin_kubeconfig: pathlib.Path, namespace: str, service_account: str, dest: pathlib.Path, *, duration: str = "2h"
+) -> pathlib.Path:
     """Write a kubeconfig at `dest` that acts as system:serviceaccount:<namespace>:<service_account>."""
     cluster = _current_cluster(admin_kubeconfig)
     user = f"system:serviceaccount:{namespace}:{service_account}"

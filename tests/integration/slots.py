@@ -20,8 +20,16 @@ BROKEN_IMAGE = "local/agent-shell:broken-cli"
 AGENT_UID = AGENT_GID = 10001
 
 
-def create_slot(api: client.ApiClient, namespace: str, name: str, *, claim: str, agent: str = "codex",
-                image: str = CODEX_IMAGE, **spec: Any) -> dict[str, Any]:
+def create_slot(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    *,
+    claim: str,
+    agent: str = "codex",
+    image: str = CODEX_IMAGE,
+    **spec: Any,
+) -> dict[str, Any]:
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Slot",
@@ -36,8 +44,9 @@ def get_slot(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]
 
 
 def patch_slot(api: client.ApiClient, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-    return dict(client.CustomObjectsApi(api).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                                                             patch))
+    return dict(
+        client.CustomObjectsApi(api).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
+    )
 
 
 def condition(slot: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -47,8 +56,15 @@ def condition(slot: dict[str, Any], kind: str) -> dict[str, Any]:
     return {}
 
 
-def wait_slot(api: client.ApiClient, namespace: str, name: str, predicate: Callable[[dict[str, Any]], bool], *,
-              timeout: float = 90, message: str = "") -> dict[str, Any]:
+def wait_slot(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    predicate: Callable[[dict[str, Any]], bool],
+    *,
+    timeout: float = 90,
+    message: str = "",
+) -> dict[str, Any]:
     """Wait until `predicate(slot)` holds; returns that slot."""
     seen: dict[str, Any] = {}
 
@@ -57,18 +73,26 @@ def wait_slot(api: client.ApiClient, namespace: str, name: str, predicate: Calla
         seen = get_slot(api, namespace, name)
         return predicate(seen)
 
-    wait_for(check, timeout=timeout, message=message or f"slot {namespace}/{name}",
-             describe=lambda: json.dumps(seen.get("status"), indent=1))
+    wait_for(
+        check,
+        timeout=timeout,
+        message=message or f"slot {namespace}/{name}",
+        describe=lambda: json.dumps(seen.get("status"), indent=1),
+    )
     return seen
 
 
-def wait_verdict(api: client.ApiClient, namespace: str, name: str, phase: str, *, generation: int | None = None,
-                 timeout: float = 90) -> dict[str, Any]:
+def wait_verdict(
+    api: client.ApiClient, namespace: str, name: str, phase: str, *, generation: int | None = None, timeout: float = 90
+) -> dict[str, Any]:
     def done(slot: dict[str, Any]) -> bool:
         ready = condition(slot, "Ready")
         wanted = generation or slot["metadata"]["generation"]
-        return (slot.get("status") or {}).get("phase") == phase and ready.get("observedGeneration") == wanted \
+        return (
+            (slot.get("status") or {}).get("phase") == phase
+            and ready.get("observedGeneration") == wanted
             and condition(slot, "Reconciling").get("status") == "False"
+        )
 
     return wait_slot(api, namespace, name, done, timeout=timeout, message=f"slot {namespace}/{name} phase {phase}")
 
@@ -78,13 +102,23 @@ def probe_jobs(api: client.ApiClient, namespace: str) -> list[Any]:
 
 
 def slot_events(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
-    events = client.CoreV1Api(api).list_namespaced_event(
-        namespace, field_selector=f"involvedObject.kind=Slot,involvedObject.name={name}").items
+    events = (
+        client.CoreV1Api(api)
+        .list_namespaced_event(namespace, field_selector=f"involvedObject.kind=Slot,involvedObject.name={name}")
+        .items
+    )
     return list(events)
 
 
-def write_file(home: pathlib.Path, relative: str, content: str | bytes, *, uid: int = AGENT_UID,
-               gid: int = AGENT_GID, mode: int = 0o600) -> pathlib.Path:
+def write_file(
+    home: pathlib.Path,
+    relative: str,
+    content: str | bytes,
+    *,
+    uid: int = AGENT_UID,
+    gid: int = AGENT_GID,
+    mode: int = 0o600,
+) -> pathlib.Path:
     """Write `home/relative` as the slot's owner would have, directories below `home` owned the same way."""
     path = home / relative
     directory = home

@@ -78,8 +78,15 @@ def watched(kubeconfig: pathlib.Path) -> Iterator[list[str]]:
             kubectl(kubeconfig, "delete", "namespace", name, "--wait=false", "--ignore-not-found")
 
 
-def can_i(kubeconfig: pathlib.Path, release: Release, verb: str, resource: str, namespace: str | None,
-          *, subresource: str | None = None) -> bool:
+def can_i(
+    kubeconfig: pathlib.Path,
+    release: Release,
+    verb: str,
+    resource: str,
+    namespace: str | None,
+    *,
+    subresource: str | None = None,
+) -> bool:
     """`kubectl auth can-i` as the release's ServiceAccount (None: across all namespaces)."""
     cmd = ["kubectl", "--kubeconfig", str(kubeconfig), "auth", "can-i", verb, resource,
            f"--as=system:serviceaccount:{release.namespace}:{release.service_account}"]  # fmt: skip
@@ -224,15 +231,25 @@ SCENARIO: dict[str, tuple[str, str, dict[str, Any], str, str]] = {
     "needs-reauth": ("corrupt", "local/agent-shell:codex", {}, "NeedsReauth", "True"),
     "cli-broken": ("good", "local/agent-shell:broken-cli", {}, "ImageBroken", "True"),
     "unpullable": ("good", "local/agent-shell:no-such-tag", {}, "ImageBroken", "True"),
-    "crash": ("good", "local/agent-shell:codex", {"env": [{"name": "SMOKE_TEST_CRASH", "value": "1"}]},
-              "Pending", "False"),
+    "crash": (
+        "good",
+        "local/agent-shell:codex",
+        {"env": [{"name": "SMOKE_TEST_CRASH", "value": "1"}]},
+        "Pending",
+        "False",
+    ),
 }
 
 
 @pytest.mark.parametrize("mode", ["namespaced", "cluster-wide"])
 def test_every_phase_with_only_the_chart_permissions(
-    mode: str, helm: Helm, kubeconfig: pathlib.Path, namespace: str, claim: Callable[..., pathlib.Path],
-    api_client: Any, tmp_path: pathlib.Path,
+    mode: str,
+    helm: Helm,
+    kubeconfig: pathlib.Path,
+    namespace: str,
+    claim: Callable[..., pathlib.Path],
+    api_client: Any,
+    tmp_path: pathlib.Path,
 ) -> None:
     """The operator, holding only a token of the chart's ServiceAccount, gives every phase, with Events."""
     release_name = _unique("e2e")

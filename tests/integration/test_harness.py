@@ -98,13 +98,17 @@ def pod_spec(
         "containers": [container],
     }
     if claim:
-        spec["volumes"] = [
-            {"name": "slot", "persistentVolumeClaim": {"claimName": claim, "readOnly": pvc_read_only}}
-        ]
+        spec["volumes"] = [{"name": "slot", "persistentVolumeClaim": {"claimName": claim, "readOnly": pvc_read_only}}]
     if node:
-        spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}
-        ]}}}
+        spec["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}
+                    ]
+                }
+            }
+        }
     return spec
 
 
@@ -125,12 +129,14 @@ def pod_summary(pod: client.V1Pod | None) -> object:
     if pod is None:
         return "pod not found"
     status = pod.status
-    states = [
-        cs.state.to_dict() if cs.state else None for cs in (status.container_statuses or [])
-    ] if status else []
+    states = [cs.state.to_dict() if cs.state else None for cs in (status.container_statuses or [])] if status else []
     conditions = [(c.type, c.status, c.reason) for c in (status.conditions or [])] if status else []
-    return {"phase": status.phase if status else None, "node": pod.spec.node_name if pod.spec else None,
-            "states": states, "conditions": conditions}
+    return {
+        "phase": status.phase if status else None,
+        "node": pod.spec.node_name if pod.spec else None,
+        "states": states,
+        "conditions": conditions,
+    }
 
 
 def wait_terminated(
@@ -162,9 +168,7 @@ def wait_waiting(
     return wait_for(waiting, timeout=30, message=f"pod {namespace}/{name} waiting with reason in {sorted(reasons)}")
 
 
-def wait_condition(
-    core: client.CoreV1Api, namespace: str, name: str, ctype: str, status: str
-) -> client.V1PodCondition:
+def wait_condition(core: client.CoreV1Api, namespace: str, name: str, ctype: str, status: str) -> client.V1PodCondition:
     def has() -> client.V1PodCondition | NotYet:
         pod = read_or_none(core.read_namespaced_pod, name, namespace)
         for cond in (pod.status.conditions or []) if pod and pod.status else []:
@@ -259,10 +263,22 @@ def test_pod_failure_policy_fails_job_on_exit_65(
 ) -> None:
     claim("slot")  # empty home: the probe exits 65 (creds-missing)
     spec = pod_spec(probe_container(agent="codex"), claim="slot")
-    batch.create_namespaced_job(namespace, job_body("probe", spec, podFailurePolicy={"rules": [
-        {"action": "FailJob", "onExitCodes": {"containerName": "probe", "operator": "In", "values": [64, 65, 66]}},
-        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-    ]}))
+    batch.create_namespaced_job(
+        namespace,
+        job_body(
+            "probe",
+            spec,
+            podFailurePolicy={
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"containerName": "probe", "operator": "In", "values": [64, 65, 66]},
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+        ),
+    )
     failed = job_condition(batch, namespace, "probe", "Failed")
     assert failed.reason == "PodFailurePolicy"
     pods = job_pods(core, namespace, "probe")
@@ -276,8 +292,9 @@ def test_pod_failure_policy_fails_job_on_exit_65(
 def test_garbage_collector_deletes_job_and_kills_its_process(
     core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str
 ) -> None:
-    owner = core.create_namespaced_config_map(namespace, {"apiVersion": "v1", "kind": "ConfigMap",
-                                                          "metadata": {"name": "owner"}})
+    owner = core.create_namespaced_config_map(
+        namespace, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}}
+    )
     marker = uuid.uuid4().hex
     container = probe_container(with_claim=False, env={"AGENT_MODE": "idle", "NODESIM_TEST_MARKER": marker})
     body = job_body("worker", pod_spec(container))
@@ -288,8 +305,11 @@ def test_garbage_collector_deletes_job_and_kills_its_process(
     wait_for(lambda: marker_pids(marker), timeout=30, message="the Job's process to run")
 
     core.delete_namespaced_config_map("owner", namespace, propagation_policy="Background")
-    wait_for(lambda: read_or_none(batch.read_namespaced_job, "worker", namespace) is None, timeout=60,
-             message="the garbage collector to delete the Job")
+    wait_for(
+        lambda: read_or_none(batch.read_namespaced_job, "worker", namespace) is None,
+        timeout=60,
+        message="the garbage collector to delete the Job",
+    )
     wait_for(lambda: not marker_pids(marker), timeout=30, message="the Job's process to be killed")
 
     def pods_gone() -> bool | NotYet:
@@ -310,8 +330,11 @@ def test_ttl_after_finished_removes_job(
     batch.create_namespaced_job(namespace, job_body("done", pod_spec(container), ttlSecondsAfterFinished=ttl))
     if ttl > 0:
         job_condition(batch, namespace, "done", "Complete")
-    wait_for(lambda: read_or_none(batch.read_namespaced_job, "done", namespace) is None, timeout=60,
-             message=f"the TTL controller to delete the finished Job (ttl {ttl})")
+    wait_for(
+        lambda: read_or_none(batch.read_namespaced_job, "done", namespace) is None,
+        timeout=60,
+        message=f"the TTL controller to delete the finished Job (ttl {ttl})",
+    )
 
 
 # ----------------------------------------------------------------- (d) image pulls
@@ -400,15 +423,19 @@ CONTRACT_CASES = [
     pytest.param("claude", None, _claude_empty, {}, 66, "creds-invalid", id="claude-empty"),
     # uid 1000 wrote the files (0600); the probe runs as 10001. Readable directory:
     # the credentials are visibly there but unreadable -> 66 (NeedsReauth-class).
-    pytest.param("codex", None, _old_uid("codex", 0o755), {}, 66, "creds-invalid", id="codex-uid1000-file",
-                 marks=needs_root),
-    pytest.param("claude", None, _old_uid("claude", 0o755), {}, 66, "creds-invalid", id="claude-uid1000-file",
-                 marks=needs_root),
+    pytest.param(
+        "codex", None, _old_uid("codex", 0o755), {}, 66, "creds-invalid", id="codex-uid1000-file", marks=needs_root
+    ),
+    pytest.param(
+        "claude", None, _old_uid("claude", 0o755), {}, 66, "creds-invalid", id="claude-uid1000-file", marks=needs_root
+    ),
     # Directory 0700 owned by uid 1000: nothing under it is visible -> 65 (invisible because of uid mismatch).
-    pytest.param("codex", None, _old_uid("codex", 0o700), {}, 65, "creds-missing", id="codex-uid1000-dir",
-                 marks=needs_root),
-    pytest.param("claude", None, _old_uid("claude", 0o700), {}, 65, "creds-missing", id="claude-uid1000-dir",
-                 marks=needs_root),
+    pytest.param(
+        "codex", None, _old_uid("codex", 0o700), {}, 65, "creds-missing", id="codex-uid1000-dir", marks=needs_root
+    ),
+    pytest.param(
+        "claude", None, _old_uid("claude", 0o700), {}, 65, "creds-missing", id="claude-uid1000-dir", marks=needs_root
+    ),
     pytest.param("codex", "local/agent-shell:broken-cli", _codex_valid, {}, 64, "cli-broken", id="broken-cli"),
     pytest.param("codex", None, _codex_valid, {"SMOKE_TEST_CRASH": "1"}, 1, "error", id="crash"),
 ]
@@ -472,8 +499,9 @@ def test_read_only_claim_rejects_writes(
     home = claim("slot")
     write(home, "existing", "keep me\n", mode=0o644)
     before = snapshot(home)
-    container = probe_container(command=["python3", "-c", WRITE_ATTEMPTS, "/home/codex"],
-                                read_only=where == "volumeMount")
+    container = probe_container(
+        command=["python3", "-c", WRITE_ATTEMPTS, "/home/codex"], read_only=where == "volumeMount"
+    )
     create_pod(core, namespace, "writer", pod_spec(container, claim="slot", pvc_read_only=where == "pvcSource"))
     terminated = wait_terminated(core, namespace, "writer")
     assert terminated.exit_code == 0, terminated.message
@@ -513,8 +541,14 @@ def test_process_runs_with_requested_uid_gid(core: client.CoreV1Api, namespace: 
     assert terminated.exit_code == 0, terminated.message
     identity = json.loads(terminated.message)
     # As with container runtimes, the primary gid is among the supplementary groups.
-    assert identity == {"uid": 10001, "euid": 10001, "gid": 10005, "groups": [10003, 10005],
-                        "home": "/home/codex", "cwd": "/"}
+    assert identity == {
+        "uid": 10001,
+        "euid": 10001,
+        "gid": 10005,
+        "groups": [10003, 10005],
+        "home": "/home/codex",
+        "cwd": "/",
+    }
 
 
 def test_run_as_non_root_refuses_root(core: client.CoreV1Api, namespace: str) -> None:
@@ -536,7 +570,9 @@ def test_fallback_to_logs_on_error_carries_json_line(
     assert terminated.exit_code == 65
     if expect_json:
         assert result_line(terminated.message) == {
-            "status": "creds-missing", "agent": "codex", "detail": "~/.codex/auth.json does not exist"
+            "status": "creds-missing",
+            "agent": "codex",
+            "detail": "~/.codex/auth.json does not exist",
         }
         assert all(line.startswith("smoke-test: ") for line in terminated.message.splitlines()[:-1])
     else:
@@ -552,8 +588,9 @@ def test_job_active_deadline_kills_sleeping_probe(
     claim("slot")
     marker = uuid.uuid4().hex
     container = probe_container(env={"SMOKE_TEST_SLEEP": "600", "NODESIM_TEST_MARKER": marker})
-    batch.create_namespaced_job(namespace, job_body("slow", pod_spec(container, claim="slot"),
-                                                    activeDeadlineSeconds=4, backoffLimit=0))
+    batch.create_namespaced_job(
+        namespace, job_body("slow", pod_spec(container, claim="slot"), activeDeadlineSeconds=4, backoffLimit=0)
+    )
     wait_for(lambda: marker_pids(marker), timeout=30, message="the sleeping probe to run")
     failed = job_condition(batch, namespace, "slow", "Failed")
     assert failed.reason == "DeadlineExceeded"
@@ -577,8 +614,9 @@ def test_pod_active_deadline_marks_pod_failed(core: client.CoreV1Api, namespace:
 
 
 def test_required_node_affinity_places_pod(core: client.CoreV1Api, namespace: str) -> None:
-    create_pod(core, namespace, "pinned", pod_spec(probe_container(with_claim=False, command=["true"]),
-                                                   node="sim-node-b"))
+    create_pod(
+        core, namespace, "pinned", pod_spec(probe_container(with_claim=False, command=["true"]), node="sim-node-b")
+    )
     assert wait_terminated(core, namespace, "pinned").exit_code == 0
     assert core.read_namespaced_pod("pinned", namespace).spec.node_name == "sim-node-b"
 
@@ -597,7 +635,8 @@ def test_missing_claim_is_unschedulable_until_created(
     create_pod(core, namespace, "probe", pod_spec(probe_container(), claim="later"))
     cond = wait_condition(core, namespace, "probe", "PodScheduled", "False")
     assert (cond.reason, cond.message) == (
-        "Unschedulable", '0/2 nodes are available: persistentvolumeclaim "later" not found.'
+        "Unschedulable",
+        '0/2 nodes are available: persistentvolumeclaim "later" not found.',
     )
     # The waiting pod starts as soon as the claim is Bound: fill it before the PVC exists.
     claim("later", prepare=_codex_valid)
@@ -648,10 +687,22 @@ def test_simulator_shutdown_kills_its_containers(
         log = pathlib.Path(tmp) / "nodesim.log"
         with log.open("wb") as out:
             sim = subprocess.Popen(
-                [sys.executable, "-m", "devcluster.nodesim", f"--kubeconfig={kube_cluster.kubeconfig}",
-                 f"--volumes-dir={tmp}/volumes", f"--images-dir={cluster.REPO / 'devcluster' / 'images'}",
-                 f"--nodes={node}", f"--log-dir={tmp}/logs", f"--scheduler-name={scheduler}", "--no-provisioner"],
-                stdout=out, stderr=subprocess.STDOUT, cwd=cluster.REPO, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "devcluster.nodesim",
+                    f"--kubeconfig={kube_cluster.kubeconfig}",
+                    f"--volumes-dir={tmp}/volumes",
+                    f"--images-dir={cluster.REPO / 'devcluster' / 'images'}",
+                    f"--nodes={node}",
+                    f"--log-dir={tmp}/logs",
+                    f"--scheduler-name={scheduler}",
+                    "--no-provisioner",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cluster.REPO,
+                start_new_session=True,
                 env={**os.environ, "PYTHONPATH": str(cluster.REPO)},
             )
         try:
@@ -670,4 +721,3 @@ def test_simulator_shutdown_kills_its_containers(
             # Nothing plays kubelet for this node any more: remove its pod and the Node by hand.
             read_or_none(core.delete_namespaced_pod, "held", namespace, grace_period_seconds=0)
             read_or_none(core.delete_node, node)
-

@@ -28,7 +28,8 @@ def _valid_home(claim: Callable[..., pathlib.Path], name: str = "home", **kwargs
 
 
 def test_image_change_reprobes_and_ready_generation_follows(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     _valid_home(claim)
     operator()
     create_slot(api_client, namespace, "s", claim="home")
@@ -47,7 +48,8 @@ def test_image_change_reprobes_and_ready_generation_follows(
 
 
 def test_manual_request_reprobes_and_is_acknowledged(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     home = _valid_home(claim)
     operator()
     create_slot(api_client, namespace, "s", claim="home")
@@ -55,8 +57,13 @@ def test_manual_request_reprobes_and_is_acknowledged(
 
     (home / ".codex" / "auth.json").write_text("")  # credentials went bad between probes
     patch_slot(api_client, namespace, "s", {"metadata": {"annotations": {"woved.dev/probe-requested-at": "t-1"}}})
-    slot = wait_slot(api_client, namespace, "s",
-                     lambda s: (s.get("status") or {}).get("lastHandledProbeRequest") == "t-1", message="ack t-1")
+    slot = wait_slot(
+        api_client,
+        namespace,
+        "s",
+        lambda s: (s.get("status") or {}).get("lastHandledProbeRequest") == "t-1",
+        message="ack t-1",
+    )
 
     assert slot["status"]["phase"] == "NeedsReauth"
     assert slot["status"]["lastProbe"]["trigger"] == "manual"
@@ -66,12 +73,18 @@ def test_manual_request_reprobes_and_is_acknowledged(
 
 
 def test_operator_restart_adopts_running_probe(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     _valid_home(claim)
     first = operator()
     create_slot(api_client, namespace, "s", claim="home", env=[{"name": "SMOKE_TEST_SLEEP", "value": "6"}])
-    wait_slot(api_client, namespace, "s", lambda s: condition(s, "Reconciling").get("reason") == "Probing",
-              message="probe running")
+    wait_slot(
+        api_client,
+        namespace,
+        "s",
+        lambda s: condition(s, "Reconciling").get("reason") == "Probing",
+        message="probe running",
+    )
     wait_for(lambda: len(slots.probe_jobs(api_client, namespace)) == 1, timeout=30, message="one probe Job")
     running_job = slots.probe_jobs(api_client, namespace)[0].metadata.name
 
@@ -84,7 +97,8 @@ def test_operator_restart_adopts_running_probe(
 
 
 def test_interval_is_computed_from_status_across_restarts(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     _valid_home(claim)
     first = operator()
     create_slot(api_client, namespace, "s", claim="home", interval="1h")
@@ -97,34 +111,49 @@ def test_interval_is_computed_from_status_across_restarts(
     first.stop()
     past = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     client.CustomObjectsApi(api_client).patch_namespaced_custom_object_status(
-        slots.GROUP, slots.VERSION, namespace, slots.PLURAL, "s", {"status": {"nextProbeTime": past}})
+        slots.GROUP, slots.VERSION, namespace, slots.PLURAL, "s", {"status": {"nextProbeTime": past}}
+    )
     operator()
 
-    slot = wait_slot(api_client, namespace, "s",
-                     lambda s: (s["status"].get("lastProbe") or {}).get("trigger") == "interval"
-                     and s["status"]["nextProbeTime"] > past, message="interval re-probe")
+    slot = wait_slot(
+        api_client,
+        namespace,
+        "s",
+        lambda s: (
+            (s["status"].get("lastProbe") or {}).get("trigger") == "interval" and s["status"]["nextProbeTime"] > past
+        ),
+        message="interval re-probe",
+    )
     assert slot["status"]["phase"] == "Ready"
     assert len(slots.probe_jobs(api_client, namespace)) == 2
 
 
 def test_deleting_slot_mid_probe_removes_its_job(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     _valid_home(claim)
     operator()
     create_slot(api_client, namespace, "s", claim="home", env=[{"name": "SMOKE_TEST_SLEEP", "value": "120"}])
     wait_for(lambda: len(slots.probe_jobs(api_client, namespace)) == 1, timeout=30, message="probe Job")
 
     client.CustomObjectsApi(api_client).delete_namespaced_custom_object(
-        slots.GROUP, slots.VERSION, namespace, slots.PLURAL, "s")
+        slots.GROUP, slots.VERSION, namespace, slots.PLURAL, "s"
+    )
 
     # No finalizer holds the Slot; the garbage collector takes its Job (and the Job's pod).
     wait_for(lambda: not slots.probe_jobs(api_client, namespace), timeout=60, message="Job garbage-collected")
-    wait_for(lambda: not client.CoreV1Api(api_client).list_namespaced_pod(
-        namespace, label_selector=slots.PROBE_SELECTOR).items, timeout=60, message="probe pod gone")
+    wait_for(
+        lambda: (
+            not client.CoreV1Api(api_client).list_namespaced_pod(namespace, label_selector=slots.PROBE_SELECTOR).items
+        ),
+        timeout=60,
+        message="probe pod gone",
+    )
 
 
 def test_concurrency_cap_holds_and_every_slot_gets_a_verdict(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     for index in range(10):
         _valid_home(claim, f"home-{index}")
     active: dict[str, bool] = {}
@@ -135,11 +164,13 @@ def test_concurrency_cap_holds_and_every_slot_gets_a_verdict(
         nonlocal peak
         jobs_api = client.BatchV1Api(api_client)
         while not stop.is_set():
-            for event in watch.Watch().stream(jobs_api.list_namespaced_job, namespace,
-                                              label_selector=slots.PROBE_SELECTOR, timeout_seconds=2):
+            for event in watch.Watch().stream(
+                jobs_api.list_namespaced_job, namespace, label_selector=slots.PROBE_SELECTOR, timeout_seconds=2
+            ):
                 job = event["object"]
-                finished = any(c.type in ("Complete", "Failed") and c.status == "True"
-                               for c in (job.status.conditions or ()))
+                finished = any(
+                    c.type in ("Complete", "Failed") and c.status == "True" for c in (job.status.conditions or ())
+                )
                 active[job.metadata.name] = event["type"] != "DELETED" and not finished
                 peak = max(peak, sum(active.values()))
 
@@ -147,8 +178,9 @@ def test_concurrency_cap_holds_and_every_slot_gets_a_verdict(
     watcher.start()
     operator("--max-concurrent-probes=2")
     for index in range(10):
-        create_slot(api_client, namespace, f"s-{index}", claim=f"home-{index}",
-                    env=[{"name": "SMOKE_TEST_SLEEP", "value": "1"}])
+        create_slot(
+            api_client, namespace, f"s-{index}", claim=f"home-{index}", env=[{"name": "SMOKE_TEST_SLEEP", "value": "1"}]
+        )
 
     for index in range(10):
         wait_verdict(api_client, namespace, f"s-{index}", "Ready", timeout=180)
@@ -160,17 +192,21 @@ def test_concurrency_cap_holds_and_every_slot_gets_a_verdict(
 
 
 def test_queued_slots_show_queued_reason(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     for index in range(3):
         _valid_home(claim, f"home-{index}")
     operator("--max-concurrent-probes=1")
     for index in range(3):
-        create_slot(api_client, namespace, f"s-{index}", claim=f"home-{index}",
-                    env=[{"name": "SMOKE_TEST_SLEEP", "value": "3"}])
+        create_slot(
+            api_client, namespace, f"s-{index}", claim=f"home-{index}", env=[{"name": "SMOKE_TEST_SLEEP", "value": "3"}]
+        )
 
     def one_is_queued() -> bool:
-        return any(condition(get_slot(api_client, namespace, f"s-{i}"), "Reconciling").get("reason") == "Queued"
-                   for i in range(3))
+        return any(
+            condition(get_slot(api_client, namespace, f"s-{i}"), "Reconciling").get("reason") == "Queued"
+            for i in range(3)
+        )
 
     wait_for(one_is_queued, timeout=60, message="a Slot reports Reconciling=True/Queued")
     queued = [get_slot(api_client, namespace, f"s-{i}") for i in range(3)]
@@ -183,8 +219,12 @@ def test_queued_slots_show_queued_reason(
 
 
 def test_rwo_claim_in_use_is_probed_on_the_same_node(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any,
-        worker_pod: Callable[..., Any]) -> None:
+    api_client: client.ApiClient,
+    namespace: str,
+    claim: Callable[..., pathlib.Path],
+    operator: Any,
+    worker_pod: Callable[..., Any],
+) -> None:
     _valid_home(claim, access_modes=("ReadWriteOnce",))
     worker_pod("worker", claim="home", node="sim-node-b")
     operator()
@@ -200,15 +240,24 @@ def test_rwo_claim_in_use_is_probed_on_the_same_node(
 
 
 def test_rwop_claim_in_use_is_not_probed(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any,
-        worker_pod: Callable[..., Any]) -> None:
+    api_client: client.ApiClient,
+    namespace: str,
+    claim: Callable[..., pathlib.Path],
+    operator: Any,
+    worker_pod: Callable[..., Any],
+) -> None:
     _valid_home(claim, access_modes=("ReadWriteOncePod",))
     worker_pod("worker", claim="home", node="sim-node-a")
     operator()
     create_slot(api_client, namespace, "s", claim="home")
 
-    slot = wait_slot(api_client, namespace, "s",
-                     lambda s: condition(s, "ProbeSucceeded").get("reason") == "ClaimInUse", message="ClaimInUse")
+    slot = wait_slot(
+        api_client,
+        namespace,
+        "s",
+        lambda s: condition(s, "ProbeSucceeded").get("reason") == "ClaimInUse",
+        message="ClaimInUse",
+    )
     assert "worker" in condition(slot, "ProbeSucceeded")["message"]
     assert not slots.probe_jobs(api_client, namespace)
     assert slot["status"]["nextProbeTime"]  # retried later
@@ -231,23 +280,30 @@ def test_invalid_spec_rejected_naming_the_field(field: str, api_client: client.A
 
     with pytest.raises(client.ApiException) as caught:
         client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-            slots.GROUP, slots.VERSION, namespace, slots.PLURAL, body)
+            slots.GROUP, slots.VERSION, namespace, slots.PLURAL, body
+        )
 
     assert caught.value.status == 422
     assert field in json.loads(caught.value.body)["message"]
 
 
 def test_negative_timeout_rejected(api_client: client.ApiClient, namespace: str) -> None:
-    body = {"apiVersion": f"{slots.GROUP}/{slots.VERSION}", "kind": "Slot", "metadata": {"name": "bad"},
-            "spec": {"agent": "codex", "claimName": "home", "image": slots.CODEX_IMAGE, "timeout": "-5s"}}
+    body = {
+        "apiVersion": f"{slots.GROUP}/{slots.VERSION}",
+        "kind": "Slot",
+        "metadata": {"name": "bad"},
+        "spec": {"agent": "codex", "claimName": "home", "image": slots.CODEX_IMAGE, "timeout": "-5s"},
+    }
     with pytest.raises(client.ApiException) as caught:
         client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-            slots.GROUP, slots.VERSION, namespace, slots.PLURAL, body)
+            slots.GROUP, slots.VERSION, namespace, slots.PLURAL, body
+        )
     assert "spec.timeout" in json.loads(caught.value.body)["message"]
 
 
 def test_metrics_report_phases(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     _valid_home(claim, "good")
     claim("empty")
     instance = operator()
@@ -270,7 +326,8 @@ def test_metrics_report_phases(
 
 
 def test_no_kopf_bookkeeping_on_the_users_object(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     _valid_home(claim)
     operator()
     create_slot(api_client, namespace, "s", claim="home")
@@ -278,3 +335,51 @@ def test_no_kopf_bookkeeping_on_the_users_object(
 
     assert not slot["metadata"].get("finalizers")
     assert not any("kopf" in key for key in (slot["metadata"].get("annotations") or {}))
+
+
+def test_spec_change_mid_probe_supersedes_the_running_probe(
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
+    _valid_home(claim)
+    operator()
+    create_slot(api_client, namespace, "s", claim="home", env=[{"name": "SMOKE_TEST_SLEEP", "value": "300"}])
+    wait_for(lambda: len(slots.probe_jobs(api_client, namespace)) == 1, timeout=30, message="first probe Job")
+    stale = slots.probe_jobs(api_client, namespace)[0].metadata.name
+
+    patch_slot(api_client, namespace, "s", {"spec": {"env": None}})  # generation 2, a quick probe
+
+    slot = wait_verdict(api_client, namespace, "s", "Ready", generation=2)
+    assert slot["status"]["lastProbe"]["generation"] == 2
+    assert slot["status"]["lastProbe"]["jobName"] != stale
+    # The generation-1 probe is stopped rather than left to run for its 300 s.
+    wait_for(
+        lambda: stale not in {job.metadata.name for job in slots.probe_jobs(api_client, namespace)},
+        timeout=30,
+        message="superseded probe Job deleted",
+    )
+
+
+def test_spec_the_schema_cannot_reject_is_reported_in_conditions(
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
+    _valid_home(claim)
+    operator()
+    # HOME is set by the operator (it is the slot mount): the schema accepts the entry, the operator cannot.
+    create_slot(api_client, namespace, "s", claim="home", env=[{"name": "HOME", "value": "/root"}])
+
+    slot = wait_slot(
+        api_client,
+        namespace,
+        "s",
+        lambda s: condition(s, "Stalled").get("reason") == "InvalidSpec",
+        message="InvalidSpec",
+    )
+    assert condition(slot, "Stalled")["status"] == "True"
+    assert "spec.env" in condition(slot, "Stalled")["message"]
+    assert condition(slot, "ProbeSucceeded")["reason"] == "InvalidSpec"
+    assert not slots.probe_jobs(api_client, namespace)
+    assert any(e.reason == "InvalidSpec" and e.type == "Warning" for e in slots.slot_events(api_client, namespace, "s"))
+
+    patch_slot(api_client, namespace, "s", {"spec": {"env": None}})
+    fixed = wait_verdict(api_client, namespace, "s", "Ready", generation=2)
+    assert condition(fixed, "Stalled")["status"] == "False"

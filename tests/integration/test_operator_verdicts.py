@@ -72,8 +72,9 @@ CASES: dict[str, tuple[str, str, Callable[[pathlib.Path], None], str, int]] = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_exit_code_gives_phase_conditions_and_event(case: str, api_client: client.ApiClient, namespace: str,
-                                                    claim: Callable[..., pathlib.Path], operator: Any) -> None:
+def test_exit_code_gives_phase_conditions_and_event(
+    case: str, api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     agent, image, prepare, phase, exit_code = CASES[case]
     home = claim("home")
     prepare(home)
@@ -103,13 +104,15 @@ def test_exit_code_gives_phase_conditions_and_event(case: str, api_client: clien
         # The probe's own JSON line, carried by FallbackToLogsOnError, names what it found.
         assert status["lastProbe"]["result"] in {"cli-broken", "creds-missing", "creds-invalid"}
     events = slot_events(api_client, namespace, "s")
-    assert any(e.reason == phase and e.type == ("Normal" if phase == "Ready" else "Warning") for e in events), \
-        [(e.type, e.reason) for e in events]
+    assert any(e.reason == phase and e.type == ("Normal" if phase == "Ready" else "Warning") for e in events), [
+        (e.type, e.reason) for e in events
+    ]
     assert slots.snapshot(home) == before, "the probe changed the slot volume"
 
 
 def test_unpullable_image_is_image_broken_without_waiting_for_the_deadline(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     _codex_valid(claim("home"))
     operator()
     create_slot(api_client, namespace, "s", claim="home", image="local/agent-shell:does-not-exist", timeout="10m")
@@ -125,13 +128,19 @@ def test_unpullable_image_is_image_broken_without_waiting_for_the_deadline(
 
 
 def test_probe_crash_reports_probe_failure_and_keeps_phase(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     _codex_valid(claim("home"))
     operator()
     create_slot(api_client, namespace, "s", claim="home", env=[{"name": "SMOKE_TEST_CRASH", "value": "1"}])
 
-    slot = wait_slot(api_client, namespace, "s",
-                     lambda s: condition(s, "ProbeSucceeded").get("status") == "False", message="probe failure")
+    slot = wait_slot(
+        api_client,
+        namespace,
+        "s",
+        lambda s: condition(s, "ProbeSucceeded").get("status") == "False",
+        message="probe failure",
+    )
 
     assert slot["status"]["phase"] == "Pending"
     assert condition(slot, "ProbeSucceeded")["reason"] == "ProbeCrashed"
@@ -143,14 +152,20 @@ def test_probe_crash_reports_probe_failure_and_keeps_phase(
 
 
 def test_failed_probe_retries_with_growing_backoff(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     _codex_valid(claim("home"))
     operator("--retry-base=1s", "--retry-max=4s")
     create_slot(api_client, namespace, "s", claim="home", env=[{"name": "SMOKE_TEST_CRASH", "value": "1"}])
 
-    slot = wait_slot(api_client, namespace, "s",
-                     lambda s: (s.get("status") or {}).get("consecutiveProbeFailures", 0) >= 3,
-                     timeout=120, message="three failed attempts")
+    slot = wait_slot(
+        api_client,
+        namespace,
+        "s",
+        lambda s: (s.get("status") or {}).get("consecutiveProbeFailures", 0) >= 3,
+        timeout=120,
+        message="three failed attempts",
+    )
 
     # The retry is scheduled from status: nextProbeTime lies after the last attempt.
     assert slot["status"]["nextProbeTime"] >= slot["status"]["lastProbe"]["completionTime"]
@@ -158,28 +173,41 @@ def test_failed_probe_retries_with_growing_backoff(
 
 
 def test_deadline_gives_probe_timed_out(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     _codex_valid(claim("home"))
     operator()
-    create_slot(api_client, namespace, "s", claim="home", timeout="5s",
-                env=[{"name": "SMOKE_TEST_SLEEP", "value": "300"}])
+    create_slot(
+        api_client, namespace, "s", claim="home", timeout="5s", env=[{"name": "SMOKE_TEST_SLEEP", "value": "300"}]
+    )
 
-    slot = wait_slot(api_client, namespace, "s",
-                     lambda s: condition(s, "ProbeSucceeded").get("reason") == "ProbeTimedOut", timeout=90,
-                     message="deadline")
+    slot = wait_slot(
+        api_client,
+        namespace,
+        "s",
+        lambda s: condition(s, "ProbeSucceeded").get("reason") == "ProbeTimedOut",
+        timeout=90,
+        message="deadline",
+    )
 
     assert slot["status"]["phase"] == "Pending"
     assert condition(slot, "ProbeSucceeded")["status"] == "False"
 
 
 def test_missing_claim_then_claim_appears(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     operator("--retry-base=10m", "--retry-max=10m")  # only the claim's arrival can trigger the next probe
     create_slot(api_client, namespace, "s", claim="late")
 
-    slot = wait_slot(api_client, namespace, "s",
-                     lambda s: condition(s, "ProbeSucceeded").get("reason") == "ClaimNotFound", timeout=60,
-                     message="ClaimNotFound")
+    slot = wait_slot(
+        api_client,
+        namespace,
+        "s",
+        lambda s: condition(s, "ProbeSucceeded").get("reason") == "ClaimNotFound",
+        timeout=60,
+        message="ClaimNotFound",
+    )
     assert not slots.probe_jobs(api_client, namespace)
     assert "late" in condition(slot, "ProbeSucceeded")["message"]
 
@@ -189,26 +217,39 @@ def test_missing_claim_then_claim_appears(
 
 
 def test_unschedulable_probe_reports_quickly(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     _codex_valid(claim("home"))
     operator()
-    create_slot(api_client, namespace, "s", claim="home", timeout="10m",
-                nodeSelector={"kubernetes.io/hostname": "no-such-node"})
+    create_slot(
+        api_client, namespace, "s", claim="home", timeout="10m", nodeSelector={"kubernetes.io/hostname": "no-such-node"}
+    )
 
-    slot = wait_slot(api_client, namespace, "s",
-                     lambda s: condition(s, "ProbeSucceeded").get("reason") == "Unschedulable", timeout=60,
-                     message="Unschedulable")
+    slot = wait_slot(
+        api_client,
+        namespace,
+        "s",
+        lambda s: condition(s, "ProbeSucceeded").get("reason") == "Unschedulable",
+        timeout=60,
+        message="Unschedulable",
+    )
     assert slot["status"]["phase"] == "Pending"
 
 
 def test_suspended_slot_is_not_probed(
-        api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any) -> None:
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
     _codex_valid(claim("home"))
     operator()
     create_slot(api_client, namespace, "s", claim="home", suspend=True)
 
-    slot = wait_slot(api_client, namespace, "s",
-                     lambda s: condition(s, "Reconciling").get("reason") == "Suspended", message="Suspended")
+    slot = wait_slot(
+        api_client,
+        namespace,
+        "s",
+        lambda s: condition(s, "Reconciling").get("reason") == "Suspended",
+        message="Suspended",
+    )
     assert not slots.probe_jobs(api_client, namespace)
     assert slot["status"]["phase"] == "Pending"
 

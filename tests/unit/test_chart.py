@@ -394,9 +394,10 @@ def test_strategy_follows_replicas(rendered: dict[str, list[dict[str, Any]]]) ->
 
 def test_default_args_map_values(rendered: dict[str, list[dict[str, Any]]]) -> None:
     (container,) = deployment(rendered["default"])["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == "ghcr.io/woved/slot-operator:" + yaml.safe_load((CHART / "Chart.yaml").read_text())[
-        "appVersion"
-    ]
+    assert (
+        container["image"]
+        == "ghcr.io/woved/slot-operator:" + yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    )
     assert "command" not in container, "without peering the image's ENTRYPOINT runs as is"
     assert container["args"] == [
         "--default-interval=6h", "--default-timeout=2m", "--max-concurrent-probes=10", "--job-ttl=1h",

@@ -56,8 +56,15 @@ def home() -> Iterator[pathlib.Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-def put(home: pathlib.Path, rel: str, content: str | bytes, *, owner: int = SLOT_UID, mode: int = 0o600,
-        dir_mode: int = 0o755) -> pathlib.Path:
+def put(
+    home: pathlib.Path,
+    rel: str,
+    content: str | bytes,
+    *,
+    owner: int = SLOT_UID,
+    mode: int = 0o600,
+    dir_mode: int = 0o755,
+) -> pathlib.Path:
     """Write `home/rel` and missing parents owned by `owner` (when root), as the agent would have."""
     path = home / rel
     for parent in reversed(pathlib.PurePosixPath(rel).parents[:-1]):
@@ -148,28 +155,31 @@ def _codex_directory(home: pathlib.Path) -> None:
 
 
 CASES = [
-    pytest.param("codex", lambda h: put(h, ".codex/auth.json", '{"tokens": {"refresh_token": "r"}}'), 0, "ok",
-                 id="codex-valid"),
+    pytest.param(
+        "codex", lambda h: put(h, ".codex/auth.json", '{"tokens": {"refresh_token": "r"}}'), 0, "ok", id="codex-valid"
+    ),
     pytest.param("codex", _nothing, 65, "creds-missing", id="codex-none"),
     pytest.param("codex", lambda h: (h / ".codex").mkdir(), 65, "creds-missing", id="codex-dir-without-auth"),
     pytest.param("codex", _codex_dangling_symlink, 65, "creds-missing", id="codex-dangling-symlink"),
     pytest.param("codex", lambda h: put(h, ".codex/auth.json", ""), 66, "creds-invalid", id="codex-empty"),
     pytest.param("codex", lambda h: put(h, ".codex/auth.json", " \n\t"), 66, "creds-invalid", id="codex-whitespace"),
-    pytest.param("codex", lambda h: put(h, ".codex/auth.json", '{"tokens": '), 66, "creds-invalid",
-                 id="codex-corrupt"),
-    pytest.param("codex", lambda h: put(h, ".codex/auth.json", b"\xff\xfe{}"), 66, "creds-invalid",
-                 id="codex-not-utf8"),
+    pytest.param("codex", lambda h: put(h, ".codex/auth.json", '{"tokens": '), 66, "creds-invalid", id="codex-corrupt"),
+    pytest.param(
+        "codex", lambda h: put(h, ".codex/auth.json", b"\xff\xfe{}"), 66, "creds-invalid", id="codex-not-utf8"
+    ),
     pytest.param("codex", lambda h: put(h, ".codex/auth.json", "[1, 2]"), 66, "creds-invalid", id="codex-json-array"),
     pytest.param("codex", _codex_directory, 66, "creds-invalid", id="codex-auth-is-directory"),
     pytest.param("claude", _nothing, 65, "creds-missing", id="claude-none"),
     pytest.param("claude", _claude_baseline, 65, "creds-missing", id="claude-baseline-only"),
     pytest.param("claude", _claude_symlink_only, 65, "creds-missing", id="claude-symlink-not-counted"),
-    pytest.param("claude", _claude_with(".claude/.credentials.json", '{"claudeAiOauth": {}}'), 0, "ok",
-                 id="claude-valid"),
+    pytest.param(
+        "claude", _claude_with(".claude/.credentials.json", '{"claudeAiOauth": {}}'), 0, "ok", id="claude-valid"
+    ),
     pytest.param("claude", _claude_with(".claude/statsig/cache", "data"), 0, "ok", id="claude-nested-file"),
     pytest.param("claude", _claude_with(".claude/.credentials.json", ""), 66, "creds-invalid", id="claude-empty"),
-    pytest.param("claude", _claude_with(".claude/.credentials.json", "\n"), 66, "creds-invalid",
-                 id="claude-whitespace"),
+    pytest.param(
+        "claude", _claude_with(".claude/.credentials.json", "\n"), 66, "creds-invalid", id="claude-whitespace"
+    ),
 ]
 
 
@@ -193,8 +203,9 @@ def test_result_detail_names_the_file_without_contents(home: pathlib.Path) -> No
     ("agent", "path", "extra", "detail"),
     [
         pytest.param(None, IMAGE_PATH, {}, "WOVED_TASK_AGENT is not set", id="agent-unset"),
-        pytest.param("gemini", IMAGE_PATH, {}, "WOVED_TASK_AGENT='gemini' is not one of claude, codex",
-                     id="agent-unknown"),
+        pytest.param(
+            "gemini", IMAGE_PATH, {}, "WOVED_TASK_AGENT='gemini' is not one of claude, codex", id="agent-unknown"
+        ),
         pytest.param("codex", BROKEN_PATH, {}, "codex CLI not found on PATH", id="cli-missing"),
         pytest.param("claude", BROKEN_PATH, {}, "claude CLI not found on PATH", id="claude-cli-missing"),
         pytest.param("codex", IMAGE_PATH, {"FAKE_CLI_FAIL": "1"}, "`codex --version` exited 1", id="cli-fails"),
@@ -267,8 +278,13 @@ def _read_stderr_line(proc: subprocess.Popen[str], *, timeout: float) -> str:
 
 
 def test_sleep_hook_keeps_probe_running_until_killed(home: pathlib.Path) -> None:
-    proc = subprocess.Popen([str(ENTRYPOINT)], env=probe_env(home, "codex", SMOKE_TEST_SLEEP="600"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(ENTRYPOINT)],
+        env=probe_env(home, "codex", SMOKE_TEST_SLEEP="600"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert "sleeping 600s" in _read_stderr_line(proc, timeout=30)
         assert proc.poll() is None
@@ -281,8 +297,13 @@ def test_sleep_hook_keeps_probe_running_until_killed(home: pathlib.Path) -> None
 
 def test_idle_mode_holds_until_sigterm(home: pathlib.Path) -> None:
     started = time.monotonic()
-    proc = subprocess.Popen([str(ENTRYPOINT)], env={"PATH": IMAGE_PATH, "HOME": str(home), "AGENT_MODE": "idle"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(ENTRYPOINT)],
+        env={"PATH": IMAGE_PATH, "HOME": str(home), "AGENT_MODE": "idle"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert "idle" in _read_stderr_line(proc, timeout=30)
         assert proc.poll() is None
@@ -295,17 +316,30 @@ def test_idle_mode_holds_until_sigterm(home: pathlib.Path) -> None:
 
 
 def test_unknown_mode_is_refused(home: pathlib.Path) -> None:
-    proc = subprocess.run([str(ENTRYPOINT)], env={"PATH": IMAGE_PATH, "HOME": str(home), "AGENT_MODE": "serve"},
-                          capture_output=True, text=True, timeout=30, check=False)
+    proc = subprocess.run(
+        [str(ENTRYPOINT)],
+        env={"PATH": IMAGE_PATH, "HOME": str(home), "AGENT_MODE": "serve"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert proc.returncode == 2
     assert "unknown AGENT_MODE" in proc.stderr
 
 
-@pytest.mark.parametrize(("name", "version"), [("codex", "codex-cli 0.0.0-fake"),
-                                               ("claude", "0.0.0-fake (Claude Code)")])
+@pytest.mark.parametrize(
+    ("name", "version"), [("codex", "codex-cli 0.0.0-fake"), ("claude", "0.0.0-fake (Claude Code)")]
+)
 def test_fake_cli_answers_version(name: str, version: str) -> None:
-    proc = subprocess.run([str(ROOTFS / "cli" / name), "--version"], env={"PATH": SYSTEM_PATH},
-                          capture_output=True, text=True, timeout=30, check=False)
+    proc = subprocess.run(
+        [str(ROOTFS / "cli" / name), "--version"],
+        env={"PATH": SYSTEM_PATH},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert (proc.returncode, proc.stdout.strip()) == (0, version)
 
 

@@ -42,9 +42,17 @@ def test_parse_reference(reference: str, expected: tuple[str, str]) -> None:
 def test_store_resolves_and_rejects(tmp_path: pathlib.Path) -> None:
     image_dir = tmp_path / "ghcr.io" / "example" / "agent" / "v1"
     (image_dir / "rootfs" / "bin").mkdir(parents=True)
-    (image_dir / "image.json").write_text(json.dumps({
-        "entrypoint": ["run"], "cmd": ["--x"], "env": {"A": "1"}, "user": "10001:10002", "path": ["bin"],
-    }))
+    (image_dir / "image.json").write_text(
+        json.dumps(
+            {
+                "entrypoint": ["run"],
+                "cmd": ["--x"],
+                "env": {"A": "1"},
+                "user": "10001:10002",
+                "path": ["bin"],
+            }
+        )
+    )
     store = ImageStore(tmp_path)
     image = store.resolve("ghcr.io/example/agent:v1@sha256:" + "b" * 64)
     assert (image.uid, image.gid, image.entrypoint, image.cmd) == (10001, 10002, ("run",), ("--x",))
@@ -64,8 +72,11 @@ def _pod(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _affinity(*terms: dict[str, Any]) -> dict[str, Any]:
-    return {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": list(terms)}}}}
+    return {
+        "affinity": {
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": list(terms)}}
+        }
+    }
 
 
 @pytest.mark.parametrize(
@@ -74,16 +85,35 @@ def _affinity(*terms: dict[str, Any]) -> dict[str, Any]:
         ({}, True),
         ({"nodeSelector": {"kubernetes.io/hostname": "sim-node-b"}}, True),
         ({"nodeSelector": {"kubernetes.io/hostname": "sim-node-a"}}, False),
-        (_affinity({"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In",
-                                          "values": ["sim-node-b"]}]}), True),
-        (_affinity({"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In",
-                                          "values": ["nope"]}]}), False),
+        (
+            _affinity(
+                {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["sim-node-b"]}]}
+            ),
+            True,
+        ),
+        (
+            _affinity({"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["nope"]}]}),
+            False,
+        ),
         # Terms are ORed, expressions within a term ANDed.
-        (_affinity({"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["nope"]}]},
-                   {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "Exists"}]}), True),
-        (_affinity({"matchExpressions": [{"key": "kubernetes.io/os", "operator": "Exists"},
-                                         {"key": "kubernetes.io/hostname", "operator": "NotIn",
-                                          "values": ["sim-node-b"]}]}), False),
+        (
+            _affinity(
+                {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["nope"]}]},
+                {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "Exists"}]},
+            ),
+            True,
+        ),
+        (
+            _affinity(
+                {
+                    "matchExpressions": [
+                        {"key": "kubernetes.io/os", "operator": "Exists"},
+                        {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["sim-node-b"]},
+                    ]
+                }
+            ),
+            False,
+        ),
         (_affinity({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["sim-node-b"]}]}), True),
         (_affinity({}), False),  # an empty term matches nothing
     ],
@@ -139,5 +169,10 @@ def test_container_status_shapes() -> None:
     cr.state, cr.exit_code, cr.reason, cr.message = "terminated", 65, "Error", "msg"
     cr.started_at, cr.finished_at, cr.image_id = "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", "img@sha256:x"
     terminated = cr.status("img")["state"]["terminated"]
-    assert terminated == {"exitCode": 65, "reason": "Error", "message": "msg",
-                          "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:01Z"}
+    assert terminated == {
+        "exitCode": 65,
+        "reason": "Error",
+        "message": "msg",
+        "startedAt": "2026-01-01T00:00:00Z",
+        "finishedAt": "2026-01-01T00:00:01Z",
+    }

@@ -145,3 +145,13 @@ def test_spec_is_immutable() -> None:
     spec = _parse()
     with pytest.raises(AttributeError):
         spec.image = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("path", ["/tmp", "/tmp/"])
+def test_mount_path_cannot_hide_the_scratch_directory(path: str) -> None:
+    with pytest.raises(InvalidSpec, match=r"spec\.mountPath"):
+        parse_spec(
+            {"agent": "codex", "claimName": "c", "image": "i", "mountPath": path},
+            default_interval=datetime.timedelta(hours=6),
+            default_timeout=datetime.timedelta(minutes=2),
+        )

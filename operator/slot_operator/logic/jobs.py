@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from slot_operator.logic.outcome import PROBE_CONTAINER
-from slot_operator.logic.spec import SlotSpec
+from slot_operator.logic.spec import SCRATCH_PATH, SlotSpec
 from slot_operator.logic.verdict import VERDICT_EXIT_CODES
 
 GROUP = "woved.dev"
@@ -81,7 +81,7 @@ def build_probe_job(
         "env": env,
         "volumeMounts": [
             {"name": SLOT_VOLUME, "mountPath": spec.mount_path, "readOnly": True},
-            {"name": TMP_VOLUME, "mountPath": "/tmp"},
+            {"name": TMP_VOLUME, "mountPath": SCRATCH_PATH},
         ],
         "resources": copy.deepcopy(dict(spec.resources) or DEFAULT_RESOURCES),
         "terminationMessagePolicy": "FallbackToLogsOnError",

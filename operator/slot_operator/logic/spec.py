@@ -16,6 +16,8 @@ from slot_operator.logic import durations
 AGENTS = ("claude", "codex")
 # Set by the operator on every probe: a user's env entry cannot replace them.
 RESERVED_ENV = frozenset({"AGENT_MODE", "WOVED_TASK_AGENT", "HOME"})
+# The probe's writable scratch directory (its root filesystem is read-only).
+SCRATCH_PATH = "/tmp"
 MIN_TIMEOUT = datetime.timedelta(seconds=5)
 MAX_TIMEOUT = datetime.timedelta(hours=1)
 MIN_INTERVAL = datetime.timedelta(minutes=1)
@@ -81,6 +83,8 @@ def parse_spec(
     mount_path = spec.get("mountPath") or f"/home/{agent}"
     if not isinstance(mount_path, str) or not mount_path.startswith("/") or mount_path == "/":
         raise InvalidSpec(f"spec.mountPath: must be an absolute path other than '/', got {mount_path!r}")
+    if mount_path.rstrip("/") == SCRATCH_PATH:
+        raise InvalidSpec(f"spec.mountPath: {SCRATCH_PATH} is the probe's scratch space, choose another path")
     env = tuple(spec.get("env") or ())
     clashes = sorted({str(entry.get("name")) for entry in env} & RESERVED_ENV)
     if clashes:
