@@ -136,13 +136,3 @@ def write_file(
 def _chown(path: pathlib.Path, uid: int, gid: int) -> None:
     if os.geteuid() == 0:
         os.chown(path, uid, gid)
-
-
-def snapshot(root: pathlib.Path) -> dict[str, tuple[int, int, int, bytes | None]]:
-    """Every path under `root` with (uid, gid, mode, content) — to prove probes changed nothing."""
-    result: dict[str, tuple[int, int, int, bytes | None]] = {}
-    for path in sorted([root, *root.rglob("*")]):
-        info = path.lstat()
-        content = path.read_bytes() if path.is_file() and not path.is_symlink() else None
-        result[str(path.relative_to(root))] = (info.st_uid, info.st_gid, info.st_mode, content)
-    return result

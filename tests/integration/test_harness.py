@@ -9,7 +9,6 @@ fake agent image giving the section-1 contract's exit code from real files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -26,6 +25,7 @@ import pytest
 from kubernetes import client
 
 from devcluster import cluster
+from devcluster.claimdirs import snapshot
 from tests.integration.kubewait import NotYet, read_or_none, wait_for
 
 pytestmark = pytest.mark.integration
@@ -210,18 +210,6 @@ def result_line(message: str | None) -> dict[str, Any]:
     lines = [line for line in (message or "").splitlines() if line.strip()]
     assert lines, f"no termination message: {message!r}"
     return dict(json.loads(lines[-1]))
-
-
-def snapshot(root: pathlib.Path) -> dict[str, tuple[Any, ...]]:
-    """Everything the probe must not change: names, types, modes, owners, sizes, mtimes, contents."""
-    result: dict[str, tuple[Any, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [".", *dirnames, *filenames]:
-            path = pathlib.Path(dirpath) / name
-            st = path.lstat()
-            digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() and not path.is_symlink() else ""
-            result[str(path.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, digest)
-    return result
 
 
 def write(home: pathlib.Path, rel: str, content: str, *, owner: int = SLOT_UID, mode: int = 0o600) -> None:

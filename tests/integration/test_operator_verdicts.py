@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from devcluster.claimdirs import snapshot
 from tests.integration import slots
 from tests.integration.kubewait import wait_for
 from tests.integration.slots import condition, create_slot, slot_events, wait_slot, wait_verdict, write_file
@@ -78,7 +79,7 @@ def test_exit_code_gives_phase_conditions_and_event(
     agent, image, prepare, phase, exit_code = CASES[case]
     home = claim("home")
     prepare(home)
-    before = slots.snapshot(home)
+    before = snapshot(home)
     operator()
     create_slot(api_client, namespace, "s", claim="home", agent=agent, image=image)
 
@@ -107,7 +108,7 @@ def test_exit_code_gives_phase_conditions_and_event(
     assert any(e.reason == phase and e.type == ("Normal" if phase == "Ready" else "Warning") for e in events), [
         (e.type, e.reason) for e in events
     ]
-    assert slots.snapshot(home) == before, "the probe changed the slot volume"
+    assert snapshot(home) == before, "the probe changed the slot volume"
 
 
 def test_unpullable_image_is_image_broken_without_waiting_for_the_deadline(

@@ -8,7 +8,6 @@ not running as root.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -28,6 +27,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `devcluster` imports from the repo root however pytest is invoked
     sys.path.insert(0, str(REPO))
 
+from devcluster.claimdirs import snapshot  # noqa: E402
 from devcluster.imagestore import ImageStore  # noqa: E402
 
 IMAGE = REPO / "devcluster" / "images" / "local" / "agent-shell"
@@ -79,17 +79,6 @@ def put(
     if os.geteuid() == 0:
         os.chown(path, owner, owner)
     return path
-
-
-def snapshot(root: pathlib.Path) -> dict[str, tuple[Any, ...]]:
-    result: dict[str, tuple[Any, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [".", *dirnames, *filenames]:
-            path = pathlib.Path(dirpath) / name
-            st = path.lstat()
-            digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() and not path.is_symlink() else ""
-            result[str(path.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, digest)
-    return result
 
 
 def probe_env(home: pathlib.Path | None, agent: str | None, *, path: str = IMAGE_PATH, **extra: str) -> dict[str, str]:

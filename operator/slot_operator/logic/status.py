@@ -144,23 +144,20 @@ def invalid_spec(status: Mapping[str, Any], *, generation: int, message: str, no
 
 def _last_probe(
     probe: ProbeRef | None,
+    outcome: Verdict | NoVerdict,
     *,
     generation: int,
     trigger: str,
-    now: datetime.datetime,
-    exit_code: int | None,
     result: str | None,
-    reason: str,
-    message: str,
-    finished: datetime.datetime | None,
+    now: datetime.datetime,
 ) -> dict[str, Any]:
     data: dict[str, Any] = probe.to_status() if probe else {"generation": generation, "trigger": trigger}
     data.pop("request", None)
-    data["completionTime"] = timestamps.format_time(finished or now)
-    data["reason"] = reason
-    data["message"] = safe_message(message)
-    if exit_code is not None:
-        data["exitCode"] = exit_code
+    data["completionTime"] = timestamps.format_time(outcome.finished or now)
+    data["reason"] = str(outcome.reason)
+    data["message"] = safe_message(outcome.message)
+    if outcome.exit_code is not None:
+        data["exitCode"] = outcome.exit_code
     if result:
         data["result"] = result
     return data
@@ -187,17 +184,7 @@ def verdict(
         else None
     )
     new["phase"] = phase.value
-    new["lastProbe"] = _last_probe(
-        probe,
-        generation=generation,
-        trigger=probe.trigger,
-        now=now,
-        exit_code=outcome.exit_code,
-        result=result,
-        reason=outcome.reason,
-        message=outcome.message,
-        finished=outcome.finished,
-    )
+    new["lastProbe"] = _last_probe(probe, outcome, generation=generation, trigger=probe.trigger, result=result, now=now)
     new["consecutiveProbeFailures"] = 0
     new["nextProbeTime"] = timestamps.format_time(now + interval)
     if probe.request is not None:
@@ -246,17 +233,7 @@ def no_verdict(
     new = _base(status, generation, now)
     new.pop("currentProbe", None)
     result = outcome.result.status if outcome.result else None
-    new["lastProbe"] = _last_probe(
-        probe,
-        generation=generation,
-        trigger=trigger,
-        now=now,
-        exit_code=outcome.exit_code,
-        result=result,
-        reason=outcome.reason,
-        message=outcome.message,
-        finished=outcome.finished,
-    )
+    new["lastProbe"] = _last_probe(probe, outcome, generation=generation, trigger=trigger, result=result, now=now)
     new["consecutiveProbeFailures"] = int(status.get("consecutiveProbeFailures") or 0) + 1
     new["nextProbeTime"] = timestamps.format_time(retry_at)
     handled = probe.request if probe else request
