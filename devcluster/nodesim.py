@@ -113,6 +113,19 @@ container_path=${PATH-}
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 stage=$1 workdir=$2
 shift 2
+# Every host path this script needs (its stage, each volume's source) is opened first and used
+# through /proc/self/fd: a container mount over an ancestor (an emptyDir at /tmp, say) would
+# otherwise hide paths that later mounts still need. `mount -c` keeps those paths as given.
+exec {stage_fd}<"$stage"
+stage=/proc/self/fd/$stage_fd
+declare -a sources=()
+ops=("$@")
+i=0
+while [ "${ops[$i]}" != -- ]; do
+  exec {fd}<"${ops[$((i + 1))]}"
+  sources+=("/proc/self/fd/$fd")
+  i=$((i + 4))
+done
 n=0
 shadowed=
 die() { echo "nodesim: $*" >&2; exit 128; }
@@ -121,16 +134,16 @@ die() { echo "nodesim: $*" >&2; exit 128; }
 shadow() {
   n=$((n + 1)); t=$stage/shadow$n
   mkdir -p "$t"
-  mount -t tmpfs -o "mode=$(stat -c %a "$1")" nodesim-shadow "$t"
+  mount -c -t tmpfs -o "mode=$(stat -c %a "$1")" nodesim-shadow "$t"
   chown "$(stat -c %u:%g "$1")" "$t"
   for e in "$1"/* "$1"/.[!.]* "$1"/..?*; do
     [ -e "$e" ] || [ -L "$e" ] || continue
     b=${e##*/}
     if [ -L "$e" ]; then ln -s "$(readlink "$e")" "$t/$b"
-    elif [ -d "$e" ]; then mkdir "$t/$b"; mount --rbind "$e" "$t/$b"
-    else : >"$t/$b"; mount --bind "$e" "$t/$b"; fi
+    elif [ -d "$e" ]; then mkdir "$t/$b"; mount -c --rbind "$e" "$t/$b"
+    else : >"$t/$b"; mount -c --bind "$e" "$t/$b"; fi
   done
-  mount --move "$t" "$1"
+  mount -c --move "$t" "$1"
   shadowed="$shadowed
 $1"
 }
@@ -138,18 +151,18 @@ $1"
 container_dev() {
   n=$((n + 1)); t=$stage/dev$n
   mkdir -p "$t"
-  mount -t tmpfs -o mode=755,nosuid nodesim-dev "$t"
+  mount -c -t tmpfs -o mode=755,nosuid nodesim-dev "$t"
   for d in null zero full random urandom tty ptmx; do
     [ -e "/dev/$d" ] || continue
-    : >"$t/$d"; mount --bind "/dev/$d" "$t/$d"
+    : >"$t/$d"; mount -c --bind "/dev/$d" "$t/$d"
   done
   for d in pts shm mqueue; do
     [ -d "/dev/$d" ] || continue
-    mkdir "$t/$d"; mount --rbind "/dev/$d" "$t/$d"
+    mkdir "$t/$d"; mount -c --rbind "/dev/$d" "$t/$d"
   done
   ln -s /proc/self/fd "$t/fd"; ln -s /proc/self/fd/0 "$t/stdin"
   ln -s /proc/self/fd/1 "$t/stdout"; ln -s /proc/self/fd/2 "$t/stderr"
-  mount --move "$t" /dev
+  mount -c --move "$t" /dev
   shadowed="$shadowed
 /dev"
 }
@@ -177,15 +190,21 @@ $a
   if [ "$1" = dir ]; then mkdir -p "$2"; else mkdir -p "${2%/*}"; : >"$2"; fi
 }
 container_dev
+k=0
 while [ "$1" != -- ]; do
-  kind=$1 src=$2 dst=$3 mode=$4
+  kind=$1 dst=$3 mode=$4
   shift 4
   mount_point "$kind" "$dst"
-  mount --bind "$src" "$dst"
-  if [ "$mode" = ro ]; then mount -o remount,bind,ro "$dst"; fi
+  mount -c --bind "${sources[$k]}" "$dst"
+  if [ "$mode" = ro ]; then mount -c -o remount,bind,ro "$dst"; fi
+  k=$((k + 1))
 done
 shift
 if [ ! -d "$workdir" ]; then mount_point dir "$workdir"; fi
+# Close every host fd: the container must not reach the writable originals behind its mounts.
+for src in "${sources[@]}" "$stage"; do
+  eval "exec ${src##*/}<&-"
+done
 cd "$workdir"
 PATH=$container_path
 exec "$@"
@@ -1225,7 +1244,7 @@ class Simulator:
             "--propagation",
             "private",
             "--",
-            "/bin/sh",
+            "/bin/bash",  # bash, not sh: the script allocates file descriptors with {var}<
             "-c",
             CONTAINER_SETUP_SCRIPT,
             "nodesim-container",

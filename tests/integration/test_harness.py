@@ -500,6 +500,25 @@ def test_read_only_claim_rejects_writes(
 
 
 @needs_root
+def test_mount_over_the_simulators_own_directories(
+    kube_cluster: cluster.Cluster, core: client.CoreV1Api, namespace: str, claim: ClaimFactory
+) -> None:
+    """An emptyDir laid over the directory holding the claims and the simulator's scratch (as /tmp can be,
+    when the repository lives under /tmp) must not hide the claim, the termination-log file or the stage."""
+    home = claim("slot")
+    write(home, ".codex/auth.json", '{"tokens": {}}')
+    container = probe_container()
+    container["volumeMounts"].append({"name": "scratch", "mountPath": str(kube_cluster.root)})
+    spec = pod_spec(container, claim="slot")
+    spec["volumes"].append({"name": "scratch", "emptyDir": {}})
+    create_pod(core, namespace, "overlaid", spec)
+
+    terminated = wait_terminated(core, namespace, "overlaid")
+
+    assert terminated.exit_code == 0, terminated.message
+
+
+@needs_root
 def test_read_write_claim_is_the_real_directory(core: client.CoreV1Api, namespace: str, claim: ClaimFactory) -> None:
     home = claim("slot")
     script = "import os, sys; open(os.path.join(sys.argv[1], 'hello'), 'w').write(str(os.getuid()))"
