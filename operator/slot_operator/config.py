@@ -29,8 +29,11 @@ class Config:
     metrics_port: int = 8080
     health_port: int = 8081
     log_format: Literal["text", "json"] = "text"
-    peering: str | None = None
-    priority: int = 0
+    # Several replicas: one Lease holder runs the operator, the others wait (kopf's peering would only pause
+    # kopf's watches, not this operator's own reconcile workers and timers).
+    leader_elect: bool = False
+    leader_elect_namespace: str | None = None
+    leader_elect_lease: str = "slot-operator"
     workers: int = 8
 
 
@@ -56,6 +59,16 @@ def _int(name: str, text: str, *, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ConfigError(f"--{name}: {value} is outside {low}..{high}")
     return value
+
+
+def _flag(name: str, value: bool | None, fallback: str) -> bool:
+    if value is not None:
+        return value
+    if fallback.lower() in ("1", "true", "yes"):
+        return True
+    if fallback.lower() in ("", "0", "false", "no"):
+        return False
+    raise ConfigError(f"--{name}: expected true or false, got {fallback!r}")
 
 
 def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
@@ -113,11 +126,21 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     )
     parser.add_argument("--log-format", default=env("log-format", "text"), choices=["text", "json"])
     parser.add_argument(
-        "--peering",
-        default=env("peering", "") or None,
-        help="kopf peering name for several replicas (one active); default standalone",
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run only while holding a Lease, for several replicas (env SLOT_OPERATOR_LEADER_ELECT=true)",
     )
-    parser.add_argument("--priority", default=env("priority", "0"), help="peering priority (default 0)")
+    parser.add_argument(
+        "--leader-elect-namespace",
+        default=env("leader-elect-namespace", "") or None,
+        help="namespace of the Lease (default: $POD_NAMESPACE, else the pod's service-account namespace)",
+    )
+    parser.add_argument(
+        "--leader-elect-lease",
+        default=env("leader-elect-lease", "slot-operator"),
+        help="Lease name (default slot-operator)",
+    )
     parser.add_argument(
         "--workers", default=env("workers", str(defaults.workers)), help="Slots reconciled concurrently (default 8)"
     )
@@ -145,7 +168,8 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         metrics_port=_int("metrics-port", args.metrics_port, low=0, high=65535),
         health_port=_int("health-port", args.health_port, low=0, high=65535),
         log_format=log_format,
-        peering=args.peering or None,
-        priority=_int("priority", args.priority, low=-(2**31), high=2**31 - 1),
+        leader_elect=_flag("leader-elect", args.leader_elect, env("leader-elect", "false")),
+        leader_elect_namespace=args.leader_elect_namespace or environ.get("POD_NAMESPACE") or None,
+        leader_elect_lease=args.leader_elect_lease,
         workers=_int("workers", args.workers, low=1, high=256),
     )

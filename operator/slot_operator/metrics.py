@@ -59,6 +59,9 @@ class Metrics:
             f"{_PREFIX}_probe_queue_depth", "Slots due for a probe and waiting for the concurrency cap.", registry=r
         )
         self.running = prometheus_client.Gauge(f"{_PREFIX}_probes_running", "Probe Jobs currently running.", registry=r)
+        self.leader = prometheus_client.Gauge(
+            f"{_PREFIX}_leader", "1 when this replica runs the operator (holds the Lease, or runs alone).", registry=r
+        )
 
     def observe_slot(
         self,

@@ -383,3 +383,30 @@ def test_spec_the_schema_cannot_reject_is_reported_in_conditions(
     patch_slot(api_client, namespace, "s", {"spec": {"env": None}})
     fixed = wait_verdict(api_client, namespace, "s", "Ready", generation=2)
     assert condition(fixed, "Stalled")["status"] == "False"
+
+
+def test_queue_moves_on_when_a_waiting_slot_is_deleted(
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
+    for index in range(3):
+        _valid_home(claim, f"home-{index}")
+    operator("--max-concurrent-probes=1")
+    create_slot(api_client, namespace, "s-0", claim="home-0", env=[{"name": "SMOKE_TEST_SLEEP", "value": "3"}])
+    wait_for(lambda: len(slots.probe_jobs(api_client, namespace)) == 1, timeout=30, message="s-0 probing")
+    for index in (1, 2):
+        create_slot(api_client, namespace, f"s-{index}", claim=f"home-{index}")
+        wait_slot(
+            api_client,
+            namespace,
+            f"s-{index}",
+            lambda s: condition(s, "Reconciling").get("reason") == "Queued",
+            message=f"s-{index} queued",
+        )
+
+    # The first in line leaves the queue before its turn: the next one must still get the place.
+    client.CustomObjectsApi(api_client).delete_namespaced_custom_object(
+        slots.GROUP, slots.VERSION, namespace, slots.PLURAL, "s-1"
+    )
+
+    wait_verdict(api_client, namespace, "s-0", "Ready")
+    wait_verdict(api_client, namespace, "s-2", "Ready")

@@ -23,8 +23,9 @@ def test_defaults() -> None:
         metrics_port=8080,
         health_port=8081,
         log_format="text",
-        peering=None,
-        priority=0,
+        leader_elect=False,
+        leader_elect_namespace=None,
+        leader_elect_lease="slot-operator",
         workers=8,
     )
     assert config == Config()
@@ -45,8 +46,9 @@ ENV = {
     "SLOT_OPERATOR_METRICS_PORT": "9090",
     "SLOT_OPERATOR_HEALTH_PORT": "0",
     "SLOT_OPERATOR_LOG_FORMAT": "json",
-    "SLOT_OPERATOR_PEERING": "slot-operator",
-    "SLOT_OPERATOR_PRIORITY": "-5",
+    "SLOT_OPERATOR_LEADER_ELECT": "true",
+    "SLOT_OPERATOR_LEADER_ELECT_NAMESPACE": "ops",
+    "SLOT_OPERATOR_LEADER_ELECT_LEASE": "slots-lease",
     "SLOT_OPERATOR_WORKERS": "16",
 }
 
@@ -63,8 +65,9 @@ def test_environment_fallbacks() -> None:
         metrics_port=9090,
         health_port=0,
         log_format="json",
-        peering="slot-operator",
-        priority=-5,
+        leader_elect=True,
+        leader_elect_namespace="ops",
+        leader_elect_lease="slots-lease",
         workers=16,
     )
 
@@ -83,8 +86,9 @@ def test_flags_win_over_environment() -> None:
         "--metrics-port=0",
         "--health-port=18081",
         "--log-format=text",
-        "--peering=other",
-        "--priority=100",
+        "--no-leader-elect",
+        "--leader-elect-namespace=other-ns",
+        "--leader-elect-lease=other",
         "--workers=1",
     ]
     assert parse(argv, ENV) == Config(
@@ -98,8 +102,9 @@ def test_flags_win_over_environment() -> None:
         metrics_port=0,
         health_port=18081,
         log_format="text",
-        peering="other",
-        priority=100,
+        leader_elect=False,
+        leader_elect_namespace="other-ns",
+        leader_elect_lease="other",
         workers=1,
     )
 
@@ -110,9 +115,9 @@ def test_one_flag_overrides_only_its_setting() -> None:
     assert config.default_interval == td(minutes=30)
 
 
-def test_empty_peering_is_standalone() -> None:
-    assert parse([], {"SLOT_OPERATOR_PEERING": ""}).peering is None
-    assert parse(["--peering="], {"SLOT_OPERATOR_PEERING": "p"}).peering is None
+def test_lease_namespace_defaults_to_the_pods_namespace() -> None:
+    assert parse(["--leader-elect"], {"POD_NAMESPACE": "slot-system"}).leader_elect_namespace == "slot-system"
+    assert parse([], {}).leader_elect_namespace is None
 
 
 @pytest.mark.parametrize(
@@ -138,7 +143,7 @@ def test_empty_peering_is_standalone() -> None:
         (["--metrics-port=-1"], {}, "--metrics-port"),
         ([], {"SLOT_OPERATOR_HEALTH_PORT": "http"}, "--health-port"),
         ([], {"SLOT_OPERATOR_LOG_FORMAT": "xml"}, "--log-format"),
-        (["--priority=2147483648"], {}, "--priority"),
+        ([], {"SLOT_OPERATOR_LEADER_ELECT": "maybe"}, "--leader-elect"),
         (["--workers=0"], {}, "--workers"),
         (["--workers=257"], {}, "--workers"),
     ],
@@ -159,7 +164,6 @@ def test_config_error_is_a_value_error() -> None:
         (["--retry-base=10s", "--retry-max=10s"], "retry_max", td(seconds=10)),
         (["--max-concurrent-probes=10000"], "max_concurrent_probes", 10000),
         (["--metrics-port=65535"], "metrics_port", 65535),
-        (["--priority=-2147483648"], "priority", -(2**31)),
         (["--workers=256"], "workers", 256),
         (["--default-interval=1m"], "default_interval", td(minutes=1)),
         (["--default-timeout=5s"], "default_timeout", td(seconds=5)),

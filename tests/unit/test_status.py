@@ -512,3 +512,14 @@ def test_diff_applied_as_merge_patch_reproduces_every_transition() -> None:
         assert server == new
     assert "exitCode" not in server["lastProbe"]
     assert "request" not in server.get("currentProbe", {})
+
+
+def test_fixing_an_invalid_spec_clears_stalled() -> None:
+    now = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
+    broken = st.invalid_spec({}, generation=1, message="spec.env: HOME is set by the operator", now=now)
+    assert find(broken["conditions"], "Stalled")["status"] == "True"
+
+    queued = st.queued(broken, generation=2, position=1, now=now)
+
+    stalled = find(queued["conditions"], "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("False", "AwaitingProbe")

@@ -66,6 +66,7 @@ def test_failure_reason_api_strings() -> None:
         "ClaimInUse",
         "InvalidSpec",
         "ProbeJobLost",
+        "ProbeJobRejected",
     }
 
 

@@ -29,14 +29,11 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kop
     settings.watching.label_selectors["jobs"] = jobs.PROBE_SELECTOR
     settings.watching.label_selectors["pods"] = jobs.PROBE_SELECTOR
 
-    metrics = Metrics()
-    if config.metrics_port:
-        metrics.serve(config.metrics_port)
-        logger.info("metrics on :%d/metrics", config.metrics_port)
+    metrics: Metrics = memo.metrics
     store = KubeStore(await new_api_client())
     controller = Controller(store=store, config=config, metrics=metrics)
     await controller.start()
-    memo.store, memo.metrics, memo.controller = store, metrics, controller
+    memo.store, memo.controller = store, controller
 
 
 @kopf.on.cleanup()

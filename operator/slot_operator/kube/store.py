@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import aiohttp
+import pydantic
 from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
 
@@ -23,6 +24,10 @@ from slot_operator.logic import jobs, timestamps
 logger = logging.getLogger(__name__)
 
 SLOT_PLURAL = "slots"
+
+
+class JobRejected(RuntimeError):
+    """The API server (or the client's model) refused a probe Job: the message says why."""
 
 
 class ApiError(RuntimeError):
@@ -80,7 +85,13 @@ class KubeStore:
             )
         )
 
-    async def patch_slot_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+    async def patch_slot_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any], *, resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """Merge-patch status; with `resource_version`, only if the Slot is still that version (else 409)."""
+        body: dict[str, Any] = {"status": dict(patch)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         return await _json(
             self._custom.patch_namespaced_custom_object_status_without_preload_content(
                 jobs.GROUP,
@@ -88,7 +99,7 @@ class KubeStore:
                 namespace,
                 SLOT_PLURAL,
                 name,
-                {"status": dict(patch)},
+                body,
                 _content_type="application/merge-patch+json",
             )
         )
@@ -119,14 +130,18 @@ class KubeStore:
     async def create_job(self, manifest: Mapping[str, Any]) -> bool:
         """Create a probe Job; False when one of that name already exists (it is the same probe)."""
         try:
+            body = kclient.V1Job.model_validate(manifest)
+        except pydantic.ValidationError as exc:
+            raise JobRejected(f"invalid probe Job: {exc.errors()[0].get('msg')}") from None
+        try:
             await _json(
-                self._batch.create_namespaced_job_without_preload_content(
-                    manifest["metadata"]["namespace"], kclient.V1Job.model_validate(manifest)
-                )
+                self._batch.create_namespaced_job_without_preload_content(manifest["metadata"]["namespace"], body)
             )
         except ApiError as exc:
             if exc.status == 409:
                 return False
+            if 400 <= exc.status < 500 and exc.status not in (401, 429):
+                raise JobRejected(str(exc)) from None
             raise
         return True
 

@@ -82,6 +82,10 @@ def _base(status: Mapping[str, Any], generation: int, now: datetime.datetime) ->
         RECONCILING: ("False", "Idle", ""),
         PROBE_SUCCEEDED: ("Unknown", "AwaitingProbe", "no probe has finished yet"),
     }
+    stalled = conditions.find(conds, STALLED)
+    if stalled is not None and stalled.get("reason") == FailureReason.INVALID_SPEC:
+        # The spec parses again (invalid_spec() sets it back when it does not): no longer stuck on it.
+        conds = [c for c in conds if c.get("type") != STALLED]
     for kind, (state, reason, message) in defaults.items():
         if conditions.find(conds, kind) is None:
             conds = conditions.set_condition(

@@ -43,6 +43,7 @@ class FailureReason(enum.StrEnum):
     CLAIM_IN_USE = "ClaimInUse"
     INVALID_SPEC = "InvalidSpec"
     JOB_LOST = "ProbeJobLost"
+    JOB_REJECTED = "ProbeJobRejected"
 
 
 def phase_for_exit(code: int) -> Phase | None:

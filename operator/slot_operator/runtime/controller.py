@@ -16,7 +16,7 @@ from typing import Any
 
 from slot_operator import metrics as metrics_module
 from slot_operator.config import Config
-from slot_operator.kube.store import ApiError, KubeStore
+from slot_operator.kube.store import ApiError, JobRejected, KubeStore
 from slot_operator.logic import jobs, schedule, timestamps
 from slot_operator.logic import status as status_logic
 from slot_operator.logic.conditions import READY, find
@@ -133,15 +133,25 @@ class Controller:
                 self._errors.pop(key, None)
             except asyncio.CancelledError:
                 raise
+            except ApiError as exc:
+                if exc.status != 409:
+                    self._retry_later(key, exc)
+                else:  # the Slot changed under us: read it again now
+                    logger.debug("slot %s/%s changed during reconcile; again", *key)
+                    self.queue.add(key)
             except Exception as exc:
-                failures = self._errors.get(key, 0) + 1
-                self._errors[key] = failures
-                delay = min(ERROR_RETRY_BASE * 2 ** (failures - 1), ERROR_RETRY_MAX)
-                log = logger.warning if isinstance(exc, ApiError | OSError) else logger.exception
-                log("reconcile of slot %s/%s failed (retry in %.0fs): %s", *key, delay, exc)
-                self.queue.add_after(key, delay)
+                self._retry_later(key, exc)
             finally:
                 self.queue.done(key)
+
+    def _retry_later(self, key: SlotKey, exc: Exception) -> None:
+        """An API error or a bug: try this Slot again with a per-Slot exponential delay."""
+        failures = self._errors.get(key, 0) + 1
+        self._errors[key] = failures
+        delay = min(ERROR_RETRY_BASE * 2 ** (failures - 1), ERROR_RETRY_MAX)
+        log = logger.warning if isinstance(exc, ApiError | OSError) else logger.exception
+        log("reconcile of slot %s/%s failed (retry in %.0fs): %s", *key, delay, exc)
+        self.queue.add_after(key, delay)
 
     # Cap bookkeeping
     def _reserve(self, key: SlotKey, now: datetime.datetime) -> int | None:
@@ -160,8 +170,17 @@ class Controller:
         return ahead + 1
 
     def _release(self, key: SlotKey) -> None:
-        if self._running.pop(key, None) is None:
-            return
+        """Give up `key`'s place under the cap (if it held one)."""
+        self._running.pop(key, None)
+        self._wake_waiters()
+
+    def _unqueue(self, key: SlotKey) -> None:
+        """`key` no longer waits (not due, suspended, invalid, adopted, gone)."""
+        self._waiting.pop(key, None)
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """Enqueue the first waiters that fit under the cap; cheap and idempotent, so called on every change."""
         free = self._config.max_concurrent_probes - len(self._running)
         for waiting in sorted(self._waiting, key=lambda k: (self._waiting[k], k))[: max(free, 0)]:
             self.queue.add(waiting)
@@ -223,7 +242,12 @@ class _Step:
         await self._schedule_next(spec)
 
     async def _invalid(self, message: str) -> None:
-        self.c._waiting.pop(self.key, None)
+        self.c._unqueue(self.key)
+        # A probe of a spec that is no longer valid answers nothing useful: stop it and free its place.
+        job = schedule.current_job(self.status, await self.c._store.list_slot_jobs(self.key[0], self.uid))
+        if job is not None and not is_finished(job):
+            await self.c._store.delete_job(self.key[0], str(job["metadata"]["name"]))
+        self.c._release(self.key)
         was_invalid = (self.status.get("lastProbe") or {}).get("reason") == FailureReason.INVALID_SPEC or any(
             c.get("reason") == FailureReason.INVALID_SPEC for c in self.status.get("conditions") or ()
         )
@@ -249,14 +273,18 @@ class _Step:
                     recorded,
                     NoVerdict(
                         reason=FailureReason.JOB_LOST,
-                        message=f"probe Job {recorded.job_name} disappeared before reporting a result",
+                        message=f"probe Job {recorded.job_name} not found: never created, or deleted before it "
+                        "reported",
                     ),
                     spec,
                 )
             return False
         job_name = str(job["metadata"]["name"])
         if (status.get("lastProbe") or {}).get("jobName") == job_name and recorded is None:
-            self.c._release(self.key)  # outcome already in status
+            # Outcome already in status; a Job we meant to stop (image pull failure, unschedulable) may linger.
+            if not is_finished(job):
+                await store.delete_job(namespace, job_name)
+            self.c._release(self.key)
             return False
         probe = recorded if recorded is not None and recorded.job_name == job_name else _adopted(job)
         if probe.generation < self.generation and not is_finished(job):
@@ -271,7 +299,7 @@ class _Step:
             return False
         outcome: Outcome = classify(job, await store.list_job_pods(namespace, job_name))
         if isinstance(outcome, Running):
-            self.c._waiting.pop(self.key, None)
+            self.c._unqueue(self.key)
             self.c._running[self.key] = job_name
             self.c._update_gauges()
             await self._write(status_logic.probing(status, generation=self.generation, probe=probe, now=self.now))
@@ -294,7 +322,7 @@ class _Step:
             status, generation=self.generation, request=request, claim_exists=claim_exists, now=self.now
         )
         if spec.suspend or trigger is None:
-            self.c._waiting.pop(self.key, None)
+            self.c._unqueue(self.key)
             self.c._update_gauges()
             await self._write(
                 status_logic.idle(status, generation=self.generation, suspended=spec.suspend, now=self.now)
@@ -326,7 +354,11 @@ class _Step:
             self.c._release(self.key)
             await self._record(None, placement, spec, trigger=trigger)
             return
-        name = jobs.job_name(self.key[1], self.uid, f"{self.generation}/{self.now.isoformat()}/{trigger.kind}")
+        # Deterministic: two operators deciding the same probe from the same status pick the same name (409).
+        previous = (self.status.get("lastProbe") or {}).get("jobName") or ""
+        failures = int(self.status.get("consecutiveProbeFailures") or 0)
+        token = f"{previous}/{self.generation}/{trigger.kind}/{trigger.request or ''}/{failures}"
+        name = jobs.job_name(self.key[1], self.uid, token)
         probe = ProbeRef(
             job_name=name,
             image=spec.image,
@@ -348,7 +380,15 @@ class _Step:
             node=placement.node,
             ttl=self.c._config.job_ttl,
         )
-        created = await store.create_job(manifest)
+        try:
+            created = await store.create_job(manifest)
+        except JobRejected as exc:
+            # The API server refused the Job (invalid resources, quota, admission): say so in conditions.
+            self.c._release(self.key)
+            await self._record(
+                None, NoVerdict(reason=FailureReason.JOB_REJECTED, message=str(exc)), spec, trigger=trigger
+            )
+            return
         self.c._running[self.key] = name
         self.c._update_gauges()
         logger.info(
@@ -417,7 +457,10 @@ class _Step:
         """Patch only what changed (watch replays and no-op reconciles cost no write)."""
         patch = status_logic.diff(self.status, new)
         if patch:
-            self.slot = await self.c._store.patch_slot_status(self.key[0], self.key[1], patch)
+            # Conditional on the version read: a concurrent writer makes this fail (409) and the Slot re-reconcile.
+            self.slot = await self.c._store.patch_slot_status(
+                self.key[0], self.key[1], patch, resource_version=str(self.slot["metadata"]["resourceVersion"])
+            )
         self._observe_metrics()
 
     def _observe_metrics(self) -> None:
