@@ -410,3 +410,29 @@ def test_queue_moves_on_when_a_waiting_slot_is_deleted(
 
     wait_verdict(api_client, namespace, "s-0", "Ready")
     wait_verdict(api_client, namespace, "s-2", "Ready")
+
+
+def test_leader_election_keeps_one_replica_active(
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
+    _valid_home(claim, "home-1")
+    _valid_home(claim, "home-2")
+    lease = [f"--leader-elect-namespace={namespace}", "--leader-elect-lease=slot-operator", "--leader-elect"]
+    first = operator(*lease)
+    wait_for(lambda: "slot_operator_leader 1.0" in first.metrics(), timeout=30, message="first replica leads")
+    second = operator(*lease)
+    assert "slot_operator_leader 0.0" in second.metrics()
+
+    create_slot(api_client, namespace, "s-1", claim="home-1")
+    wait_verdict(api_client, namespace, "s-1", "Ready")
+    assert len(slots.probe_jobs(api_client, namespace)) == 1  # the standby did not probe too
+
+    first.kill()  # no clean hand-over: the standby waits for the Lease to expire
+    wait_for(lambda: "slot_operator_leader 1.0" in second.metrics(), timeout=60, message="standby takes over")
+    create_slot(api_client, namespace, "s-2", claim="home-2")
+    wait_verdict(api_client, namespace, "s-2", "Ready")
+    assert len(slots.probe_jobs(api_client, namespace)) == 2
+
+    third = operator(*lease)
+    second.stop()  # a clean stop releases the Lease: no wait for it to expire
+    wait_for(lambda: "slot_operator_leader 1.0" in third.metrics(), timeout=10, message="hand-over on clean stop")

@@ -4,29 +4,31 @@ kopf's own peering pauses only kopf's watch streams; this operator also has its 
 reconcile workers and timers, so the whole operator runs under the Lease instead.
 Losing the Lease stops the operator (the pod restarts and queues up again), the
 standard behaviour of Kubernetes controllers; a clean shutdown hands the Lease over.
+
+The algorithm is client-go's: a candidate takes the Lease when it is free or when its
+holder has not renewed it for `LEASE_DURATION` as measured on the candidate's own
+clock (since it last saw the record change), so clock skew between nodes does not
+matter; every write is conditional on the resourceVersion read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import pathlib
 import socket
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from kubernetes.aio import client as kclient
-from kubernetes.aio.leaderelection import electionconfig, leaderelection
-from kubernetes.aio.leaderelection.resourcelock import leaselock
-
-from slot_operator.kube.store import new_api_client
+from slot_operator.kube.store import ApiError, KubeStore, new_api_client
 
 logger = logging.getLogger(__name__)
 
-# client-go's defaults: a dead leader is replaced within ~15 s.
-LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 15.0, 10.0, 2.0
+LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 15, 10, 2  # seconds; client-go's defaults
 _SERVICE_ACCOUNT_NAMESPACE = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -47,66 +49,91 @@ def identity(pod_name: str | None) -> str:
     return pod_name or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
 
+def _micro_time() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Candidate:
+    """One candidate's view of one Lease object."""
+
+    def __init__(self, store: KubeStore, *, namespace: str, name: str, holder: str) -> None:
+        self._store = store
+        self.namespace, self.name, self.holder = namespace, name, holder
+        self._seen: tuple[Any, ...] | None = None  # (holder, renewTime) last observed ...
+        self._seen_at = 0.0  # ... and when, on our monotonic clock
+
+    async def try_acquire_or_renew(self) -> bool:
+        lease = await self._store.get_lease(self.namespace, self.name)
+        now = _micro_time()
+        if lease is None:
+            lease = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": {"leaseTransitions": 0},
+            }
+        spec = dict(lease.get("spec") or {})
+        record = (spec.get("holderIdentity"), spec.get("renewTime"))
+        if record != self._seen:
+            self._seen, self._seen_at = record, time.monotonic()
+        holder = spec.get("holderIdentity")
+        duration = int(spec.get("leaseDurationSeconds") or LEASE_DURATION)
+        if holder and holder != self.holder and time.monotonic() - self._seen_at < duration:
+            return False  # held by a live candidate
+        if holder != self.holder:
+            spec["acquireTime"] = now
+            if holder:  # taken over from an expired holder
+                spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
+        spec.update(holderIdentity=self.holder, renewTime=now, leaseDurationSeconds=LEASE_DURATION)
+        return await self._store.write_lease({**lease, "spec": spec})
+
+    async def release(self) -> None:
+        """Hand the Lease over at once on a clean stop, instead of making the next leader wait for it to expire."""
+        lease = await self._store.get_lease(self.namespace, self.name)
+        if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.holder:
+            return
+        await self._store.write_lease({**lease, "spec": {**lease["spec"], "holderIdentity": None, "renewTime": None}})
+
+
 async def run_as_leader(
     run: Callable[[], Coroutine[Any, Any, None]], *, namespace: str, lease: str, holder: str
 ) -> None:
     """Wait for the Lease, then `run()` while renewing it; raise LeadershipLost if renewal fails."""
-    api = await new_api_client()
-    acquired = asyncio.Event()
-
-    async def started() -> None:
-        acquired.set()
-
-    async def stopped() -> None:
-        logger.error("lost Lease %s/%s", namespace, lease)
-
-    election = leaderelection.LeaderElection(
-        electionconfig.Config(
-            leaselock.LeaseLock(lease, namespace, holder, api),
-            lease_duration=LEASE_DURATION,
-            renew_deadline=RENEW_DEADLINE,
-            retry_period=RETRY_PERIOD,
-            onstarted_leading=started,
-            onstopped_leading=stopped,
-        )
-    )
-    logger.info("waiting for Lease %s/%s as %s", namespace, lease, holder)
-    renewing = asyncio.create_task(election.run(), name="leader-election")
+    store = KubeStore(await new_api_client())
+    candidate = _Candidate(store, namespace=namespace, name=lease, holder=holder)
     try:
-        waiting = asyncio.create_task(acquired.wait())
-        await asyncio.wait({renewing, waiting}, return_when=asyncio.FIRST_COMPLETED)
-        waiting.cancel()
-        if renewing.done():
-            renewing.result()
-            raise LeadershipLost(f"leader election for Lease {namespace}/{lease} ended before it was acquired")
+        logger.info("waiting for Lease %s/%s as %s", namespace, lease, holder)
+        while not await _attempt(candidate):  # noqa: ASYNC110 - polling a remote Lease, nothing local to await
+            await asyncio.sleep(RETRY_PERIOD)
         logger.info("acquired Lease %s/%s", namespace, lease)
         working = asyncio.create_task(run(), name="operator")
-        await asyncio.wait({renewing, working}, return_when=asyncio.FIRST_COMPLETED)
+        renewing = asyncio.create_task(_renew(candidate), name="lease-renewal")
+        await asyncio.wait({working, renewing}, return_when=asyncio.FIRST_COMPLETED)
+        renewing.cancel()
         if not working.done():
             working.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await working
-            raise LeadershipLost(f"lost Lease {namespace}/{lease}")
+            raise LeadershipLost(f"could not renew Lease {namespace}/{lease} within {RENEW_DEADLINE}s")
         working.result()
-    finally:
-        renewing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewing
-        await _release(api, namespace=namespace, lease=lease, holder=holder)
-        await api.close()  # type: ignore[no-untyped-call]
-
-
-async def _release(api: kclient.ApiClient, *, namespace: str, lease: str, holder: str) -> None:
-    """Hand the Lease over at once on a clean stop, instead of making the next leader wait for it to expire."""
-    leases = kclient.CoordinationV1Api(api)
-    try:
-        current = await leases.read_namespaced_lease(lease, namespace)
-        if current.spec is None or current.spec.holder_identity != holder:
-            return
-        current.spec.holder_identity = None
-        current.spec.renew_time = None
-        current.spec.acquire_time = None
-        await leases.replace_namespaced_lease(lease, namespace, current)
+        await candidate.release()
         logger.info("released Lease %s/%s", namespace, lease)
-    except Exception as exc:  # best effort: the Lease expires anyway
-        logger.warning("could not release Lease %s/%s: %s", namespace, lease, exc)
+    finally:
+        await store.close()
+
+
+async def _attempt(candidate: _Candidate) -> bool:
+    try:
+        return await candidate.try_acquire_or_renew()
+    except (ApiError, OSError) as exc:
+        logger.warning("Lease %s/%s: %s", candidate.namespace, candidate.name, exc)
+        return False
+
+
+async def _renew(candidate: _Candidate) -> None:
+    """Returns when the Lease could not be renewed for RENEW_DEADLINE seconds."""
+    last = time.monotonic()
+    while time.monotonic() - last < RENEW_DEADLINE:
+        await asyncio.sleep(RETRY_PERIOD)
+        if await _attempt(candidate):
+            last = time.monotonic()

@@ -73,6 +73,7 @@ class KubeStore:
         self._core = kclient.CoreV1Api(api)
         self._batch = kclient.BatchV1Api(api)
         self._custom = kclient.CustomObjectsApi(api)
+        self._coordination = kclient.CoordinationV1Api(api)
 
     async def close(self) -> None:
         await self._api.close()  # type: ignore[no-untyped-call]
@@ -208,3 +209,26 @@ class KubeStore:
             logger.warning(
                 "could not post event %s on slot %s/%s: %s", reason, meta.get("namespace"), meta.get("name"), exc
             )
+
+    # Leases (leader election)
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await _optional(self._coordination.read_namespaced_lease_without_preload_content(name, namespace))
+
+    async def write_lease(self, lease: Mapping[str, Any]) -> bool:
+        """Create (no resourceVersion) or replace (conditional on it) a Lease; False when another writer won."""
+        meta = lease["metadata"]
+        body = kclient.V1Lease.model_validate(lease)
+        try:
+            if meta.get("resourceVersion"):
+                await _json(
+                    self._coordination.replace_namespaced_lease_without_preload_content(
+                        meta["name"], meta["namespace"], body
+                    )
+                )
+            else:
+                await _json(self._coordination.create_namespaced_lease_without_preload_content(meta["namespace"], body))
+        except ApiError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
