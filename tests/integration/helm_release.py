@@ -87,19 +87,15 @@ def server_version(kubeconfig: pathlib.Path) -> str:
 
 
 def ensure_chart_crds(kubeconfig: pathlib.Path) -> None:
-    """The chart's crds/ exist and are Established (what `helm install` does before templates).
+    """The chart's crds/ (the Slot CRD only) exist and are Established, as `helm install` leaves them.
 
-    The Slot CRD is only created when absent (the devcluster owns it); kopf's peering
-    CRDs are applied server-side.
+    The Slot CRD is only created when absent (the devcluster owns it).
     """
     existing = set(kubectl(kubeconfig, "get", "crd", "-o", "name").split())
     slot_crd = CHART / "crds" / "slots.woved.dev.yaml"
     if "customresourcedefinition.apiextensions.k8s.io/slots.woved.dev" not in existing:
         kubectl(kubeconfig, "create", "-f", str(slot_crd))
-    peering = CHART / "crds" / "kopf-peering.yaml"
-    kubectl(kubeconfig, "apply", "--server-side", "--field-manager=slot-operator-tests", "-f", str(peering))
-    for path in (slot_crd, peering):
-        kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(path))
+    kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(slot_crd))
 
 
 @dataclass(frozen=True)
@@ -108,6 +104,14 @@ class Release:
     namespace: str
     service_account: str
     manifest: list[dict[str, Any]]
+
+    @property
+    def lease(self) -> str | None:
+        """The leader-election Lease the Deployment names (--leader-elect-lease); None without leader election."""
+        (deployment,) = [d for d in self.manifest if d["kind"] == "Deployment"]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        names = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--leader-elect-lease=")]
+        return names[0] if names else None
 
 
 @contextlib.contextmanager

@@ -100,6 +100,17 @@ def can_i(
     return answer == "yes"
 
 
+def lease_holder(kubeconfig: pathlib.Path, namespace: str, lease: str) -> str:
+    """The Lease's holderIdentity ("" when the Lease does not exist or nobody holds it)."""
+    try:
+        return kubectl(kubeconfig, "get", LEASES, lease, "--namespace", namespace,
+                       "-o", "jsonpath={.spec.holderIdentity}").strip()  # fmt: skip
+    except CommandError as exc:
+        if "NotFound" in str(exc):
+            return ""
+        raise
+
+
 def eventually(check: Callable[[], bool], *, timeout: float = 30, what: str) -> None:
     """Poll a condition: new (Cluster)RoleBindings reach the authorizer's informer cache asynchronously."""
     wait_for(check, timeout=timeout, message=what)
@@ -117,15 +128,47 @@ def assert_never_secrets_or_claim_writes(kubeconfig: pathlib.Path, release: Rele
         assert not can_i(kubeconfig, release, "get", "configmaps", ns)
 
 
+LEASES = "leases.coordination.k8s.io"
+
+
+def assert_lease_access(kubeconfig: pathlib.Path, release: Release, elsewhere: list[str]) -> None:
+    """Leader election: the chart's Lease in the release namespace, and no other Lease access anywhere."""
+    lease = release.lease
+    assert lease is not None, "the Deployment passes no --leader-elect-lease"
+    eventually(lambda: can_i(kubeconfig, release, "create", LEASES, release.namespace),
+               what="the leader-election RoleBinding to reach the authorizer")  # fmt: skip
+    # In the release namespace: create (RBAC cannot limit create to a name), get and update the chart's Lease.
+    assert can_i(kubeconfig, release, "create", LEASES, release.namespace)
+    for verb in ("get", "update"):
+        assert can_i(kubeconfig, release, verb, f"{LEASES}/{lease}", release.namespace), verb
+        assert not can_i(kubeconfig, release, verb, f"{LEASES}/kube-scheduler", release.namespace), verb
+    for verb in ("list", "watch", "patch", "delete", "deletecollection"):
+        assert not can_i(kubeconfig, release, verb, LEASES, release.namespace), verb
+    # Nowhere else: not in other (watched or unwatched) namespaces, not across namespaces.
+    for ns in [*elsewhere, "kube-system", "kube-node-lease", None]:
+        assert not can_i(kubeconfig, release, "create", LEASES, ns), ns
+        for verb in ("get", "update"):
+            assert not can_i(kubeconfig, release, verb, f"{LEASES}/{lease}", ns), (verb, ns)
+
+
+def assert_no_lease_access(kubeconfig: pathlib.Path, release: Release, namespaces: list[str]) -> None:
+    assert release.lease is None
+    for ns in [*namespaces, None]:
+        for verb in ("get", "create", "update", "list"):
+            assert not can_i(kubeconfig, release, verb, LEASES, ns), (verb, ns)
+
+
 # --- server-side validation of the rendered chart ---------------------------------------------
 
 RENDER_SCENARIOS: dict[str, Callable[[list[str]], dict[str, Any]]] = {
     "default": lambda _: {},
     "namespaced": lambda ns: {"watchNamespaces": ns},
-    "peering-2-replicas": lambda _: {"replicas": 2, "peering": {"enabled": True}},
-    "namespaced-peering": lambda ns: {"replicas": 2, "watchNamespaces": ns, "peering": {"enabled": True}},
+    "2-replicas": lambda _: {"replicas": 2},
+    "namespaced-2-replicas": lambda ns: {"replicas": 2, "watchNamespaces": ns},
+    "no-leader-election": lambda _: {"leaderElection": {"enabled": False}},
     "servicemonitor-custom": lambda _: {
         "serviceMonitor": {"enabled": True}, "metrics": {"port": 9090}, "operator": {"logFormat": "text"},
+        "leaderElection": {"leaseName": "slots.example"},
     },
 }  # fmt: skip
 
@@ -152,7 +195,7 @@ def test_rendered_chart_passes_server_side_dry_run(
 
 def test_cluster_wide_install(helm: Helm, kubeconfig: pathlib.Path, namespace: Any, watched: list[str]) -> None:
     ns = _ns_name(namespace)
-    with installed_chart(helm, _unique("cw"), ns, {"peering": {"enabled": True}}) as release:
+    with installed_chart(helm, _unique("cw"), ns) as release:
         eventually(lambda: can_i(kubeconfig, release, "create", "jobs.batch", watched[0]),
                    what="the ClusterRoleBinding to reach the authorizer")  # fmt: skip
         for where in [ns, *watched, None]:
@@ -163,19 +206,20 @@ def test_cluster_wide_install(helm: Helm, kubeconfig: pathlib.Path, namespace: A
             assert can_i(kubeconfig, release, "list", "persistentvolumeclaims", where)
             assert can_i(kubeconfig, release, "create", "events", where)
         assert can_i(kubeconfig, release, "watch", "customresourcedefinitions.apiextensions.k8s.io", None)
-        assert can_i(kubeconfig, release, "patch", "clusterkopfpeerings.kopf.dev", None)
         assert not can_i(kubeconfig, release, "list", "namespaces", None)
         assert_never_secrets_or_claim_writes(kubeconfig, release, [ns, *watched])
+        # Leader election is on by default; its Lease is in the release namespace only.
+        assert release.lease == f"{release.name}-slot-operator"
+        assert_lease_access(kubeconfig, release, elsewhere=watched)
+        assert not [d for d in release.manifest if d["apiVersion"].startswith("kopf.dev/")]
 
-        (peering,) = [d for d in release.manifest if d["kind"] == "ClusterKopfPeering"]
-        kubectl(kubeconfig, "get", "clusterkopfpeering", peering["metadata"]["name"])
         (deployment,) = [d for d in release.manifest if d["kind"] == "Deployment"]
         assert deployment["spec"]["replicas"] == 0
 
 
 def test_namespaced_install(helm: Helm, kubeconfig: pathlib.Path, namespace: Any, watched: list[str]) -> None:
     ns = _ns_name(namespace)
-    values = {"watchNamespaces": watched, "peering": {"enabled": True}}
+    values = {"watchNamespaces": watched, "leaderElection": {"enabled": True, "leaseName": "slots-leader"}}
     with installed_chart(helm, _unique("nsd"), ns, values) as release:
         for where in watched:
             eventually(lambda where=where: can_i(kubeconfig, release, "create", "jobs.batch", where),
@@ -184,18 +228,18 @@ def test_namespaced_install(helm: Helm, kubeconfig: pathlib.Path, namespace: Any
             assert can_i(kubeconfig, release, "create", "jobs.batch", where)
             assert can_i(kubeconfig, release, "list", "slots.woved.dev", where)
             assert can_i(kubeconfig, release, "patch", "slots.woved.dev", where, subresource="status")
-            assert can_i(kubeconfig, release, "patch", "kopfpeerings.kopf.dev", where)
-            kubectl(kubeconfig, "get", "kopfpeering", "--namespace", where, "-o", "name")
         # Not in the release namespace (not watched), not elsewhere, not across namespaces.
         for where in (ns, "default", None):
             assert not can_i(kubeconfig, release, "list", "slots.woved.dev", where), where
             assert not can_i(kubeconfig, release, "create", "jobs.batch", where), where
             assert not can_i(kubeconfig, release, "list", "pods", where), where
-        assert not can_i(kubeconfig, release, "patch", "clusterkopfpeerings.kopf.dev", None)
         assert can_i(kubeconfig, release, "list", "customresourcedefinitions.apiextensions.k8s.io", None)
         assert can_i(kubeconfig, release, "watch", "namespaces", None)  # kopf's namespace observer
         assert not can_i(kubeconfig, release, "get", "namespaces", None)
         assert_never_secrets_or_claim_writes(kubeconfig, release, [ns, *watched])
+        # The Lease is in the release namespace, which is not watched; none in the watched namespaces.
+        assert release.lease == "slots-leader"
+        assert_lease_access(kubeconfig, release, elsewhere=watched)
 
 
 def test_service_account_kubeconfig_has_only_the_chart_permissions(
@@ -218,7 +262,9 @@ def test_service_account_kubeconfig_has_only_the_chart_permissions(
         eventually(lists_slots, what="the SA kubeconfig to list slots in the watched namespace")
         for forbidden in (["get", "secrets", "--namespace", watched[0]],
                           ["get", "slots", "--namespace", watched[1]],
-                          ["get", "slots", "--all-namespaces"]):  # fmt: skip
+                          ["get", "slots", "--all-namespaces"],
+                          ["get", "leases", "--namespace", ns],  # list: the Lease is read by name only
+                          ["get", "leases", "--namespace", watched[0]]):  # fmt: skip
             with pytest.raises(CommandError, match=r"(?i)forbidden"):
                 kubectl(sa_config, *forbidden)
 
@@ -251,11 +297,15 @@ def test_every_phase_with_only_the_chart_permissions(
     api_client: Any,
     tmp_path: pathlib.Path,
 ) -> None:
-    """The operator, holding only a token of the chart's ServiceAccount, gives every phase, with Events."""
+    """The operator, holding only a token of the chart's ServiceAccount, gives every phase, with Events.
+
+    Namespaced mode runs with leader election, as the chart's Deployment would (the Lease in
+    the release namespace, named by the chart); cluster-wide mode runs without it, on a
+    release that grants nothing on Leases.
+    """
     release_name = _unique("e2e")
-    values: dict[str, Any] = {"peering": {"enabled": True}} if mode == "namespaced" else {}
-    if mode == "namespaced":
-        values["watchNamespaces"] = [namespace]
+    values: dict[str, Any] = {"watchNamespaces": [namespace]} if mode == "namespaced" else {}
+    values["leaderElection"] = {"enabled": mode == "namespaced"}
     with installed_chart(helm, release_name, namespace, values) as release:
         sa_config = write_sa_kubeconfig(kubeconfig, namespace, release.service_account, tmp_path / "sa.kubeconfig")
         eventually(lambda: can_i(kubeconfig, release, "create", "jobs.batch", namespace),
@@ -265,11 +315,19 @@ def test_every_phase_with_only_the_chart_permissions(
         write_file(claim("corrupt"), ".codex/auth.json", "{")
         args = ["--retry-base=1m"]
         if mode == "namespaced":
-            args.append(f"--peering={release_name}-slot-operator")
+            assert release.lease == f"{release_name}-slot-operator"
+            assert_lease_access(kubeconfig, release, elsewhere=["default"])
+            args += ["--leader-elect", f"--leader-elect-namespace={namespace}", f"--leader-elect-lease={release.lease}"]
+        else:
+            assert_no_lease_access(kubeconfig, release, [namespace])
         operator = OperatorProcess(kubeconfig=sa_config, namespaces=[namespace] if mode == "namespaced" else [],
                                    log_path=tmp_path / "operator.log", args=args)  # fmt: skip
         operator.start()
         try:
+            if mode == "namespaced":
+                # /healthz answers before the Lease is taken (a standby is alive too); wait for the Lease.
+                wait_for(lambda: lease_holder(kubeconfig, namespace, str(release.lease)), timeout=60,
+                         message=f"the operator to take Lease {namespace}/{release.lease}")  # fmt: skip
             for name, (claim_name, image, extra, _, _) in SCENARIO.items():
                 create_slot(api_client, namespace, name, claim=claim_name, image=image, **extra)
             for name, (_, _, _, phase, probed) in SCENARIO.items():

@@ -71,8 +71,12 @@ def render(tmp: Path, values: dict[str, Any] | None = None) -> list[dict[str, An
 SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
     "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
-    "peering-2-replicas": {"replicas": 2, "peering": {"enabled": True}},
-    "namespaced-peering": {"replicas": 3, "watchNamespaces": ["team-a", "team-b"], "peering": {"enabled": True}},
+    "2-replicas": {"replicas": 2},
+    "namespaced-3-replicas": {"replicas": 3, "watchNamespaces": ["team-a", "team-b"]},
+    # The release namespace is watched too: its Role and the leader-election Role must not collide.
+    "namespaced-incl-release-ns": {"watchNamespaces": [NAMESPACE, "team-a"]},
+    "no-leader-election": {"leaderElection": {"enabled": False}},
+    "namespaced-no-leader-election": {"watchNamespaces": ["team-a"], "leaderElection": {"enabled": False}},
     "servicemonitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     "metrics-off": {"metrics": {"port": 0}},
     "no-replicas": {"replicas": 0},
@@ -80,7 +84,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "image": {"repository": "registry.example/so", "digest": "sha256:" + "a" * 64, "pullPolicy": "Always"},
         "operator": {"defaultInterval": "12h", "defaultTimeout": "90s", "maxConcurrentProbes": 3, "jobTTL": "30m",
                      "logFormat": "text", "workers": 2, "extraArgs": ["--retry-base=5s"]},
-        "peering": {"enabled": True, "name": "slots", "priority": 100},
+        "leaderElection": {"enabled": True, "leaseName": "slots"},
         "metrics": {"port": 9090}, "health": {"port": 9091},
         "nodeSelector": {"kubernetes.io/os": "linux"}, "podAnnotations": {"a": "b"},
         "tolerations": [{"key": "k", "operator": "Exists"}],
@@ -113,6 +117,7 @@ class Grant:
     group: str
     resource: str
     verb: str
+    name: str | None = None  # None: any object (no resourceNames)
 
 
 def operator_grants(docs: list[dict[str, Any]]) -> set[Grant]:
@@ -132,17 +137,22 @@ def operator_grants(docs: list[dict[str, Any]]) -> set[Grant]:
         role_ns = scope if ref["kind"] == "Role" else None
         role = roles[(ref["kind"], role_ns, ref["name"])]
         for rule in role["rules"]:
+            names: list[str | None] = list(rule.get("resourceNames") or [None])
             for group in rule.get("apiGroups", []):
                 for resource in rule.get("resources", []):
                     for verb in rule["verbs"]:
-                        grants.add(Grant(scope, group, resource, verb))
+                        grants.update(Grant(scope, group, resource, verb, name) for name in names)
     return grants
 
 
-def can(grants: set[Grant], verb: str, group: str, resource: str, namespace: str | None) -> bool:
+def can(
+    grants: set[Grant], verb: str, group: str, resource: str, namespace: str | None, name: str | None = None
+) -> bool:
+    """Like the RBAC authorizer: a grant limited to resourceNames only matches a request for that name."""
     return any(
         g.group in (group, "*") and g.resource in (resource, "*") and g.verb in (verb, "*")
         and (g.namespace is None or g.namespace == namespace)
+        and (g.name is None or g.name == name)
         for g in grants
     )  # fmt: skip
 
@@ -159,30 +169,39 @@ NAMESPACED_RULES = {
 CLUSTER_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
 # Namespaced mode only: kopf's namespace observer (without it: ~1 min of 403 retries at start).
 NAMESPACE_READ = {("", "namespaces"): {"list", "watch"}}
-PEERING_VERBS = {"get", "list", "watch", "patch"}
+LEASES = ("coordination.k8s.io", "leases")
+
+
+def lease_name(values: dict[str, Any]) -> str:
+    return values.get("leaderElection", {}).get("leaseName") or f"{RELEASE}-slot-operator"
+
+
+def leader_election(values: dict[str, Any]) -> bool:
+    return bool(values.get("leaderElection", {}).get("enabled", True))
 
 
 def expected_grants(values: dict[str, Any]) -> set[Grant]:
     """The least-privilege contract, written out independently of the templates."""
     namespaces = values.get("watchNamespaces") or []
-    peering = values.get("peering", {}).get("enabled", False)
     table: dict[str | None, dict[tuple[str, str], set[str]]] = {}
     if not namespaces:
         table[None] = {**NAMESPACED_RULES, **CLUSTER_READ}
-        if peering:
-            table[None][("kopf.dev", "clusterkopfpeerings")] = PEERING_VERBS
     else:
         table[None] = {**CLUSTER_READ, **NAMESPACE_READ}
         for ns in namespaces:
             table[ns] = dict(NAMESPACED_RULES)
-            if peering:
-                table[ns][("kopf.dev", "kopfpeerings")] = PEERING_VERBS
-    return {
+    grants = {
         Grant(ns, group, resource, verb)
         for ns, rules in table.items()
         for (group, resource), verbs in rules.items()
         for verb in verbs
     }
+    if leader_election(values):
+        # The Lease, in the release namespace only: create (RBAC cannot name-limit create),
+        # read and renew only the chart's own Lease. Nothing else on Leases, anywhere.
+        grants.add(Grant(NAMESPACE, *LEASES, "create"))
+        grants |= {Grant(NAMESPACE, *LEASES, verb, lease_name(values)) for verb in ("get", "update")}
+    return grants
 
 
 # --- tests that need no helm -----------------------------------------------------------------
@@ -195,11 +214,19 @@ def test_chart_crd_is_a_byte_copy_of_the_single_source() -> None:
     )
 
 
-def test_chart_crds_dir_holds_only_known_files() -> None:
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == ["kopf-peering.yaml", "slots.woved.dev.yaml"]
-    peering = list(yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text()))
-    assert {d["metadata"]["name"] for d in peering} == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
-    assert {d["spec"]["scope"] for d in peering} == {"Cluster", "Namespaced"}
+def test_chart_crds_dir_holds_only_the_slot_crd() -> None:
+    # kopf's peering CRDs are gone with peering (leader election uses the built-in Lease).
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == ["slots.woved.dev.yaml"]
+
+
+def test_no_peering_left_in_the_chart() -> None:
+    for path in CHART.rglob("*"):
+        if path.is_file() and path.suffix in (".yaml", ".tpl", ".txt", ".json", ".md"):
+            text = path.read_text()
+            for word in ("kopf.dev", "peering.", "--peering", "--priority", "POD_ID"):
+                if path.name == "README.md" and word in ("peering.", "kopf.dev"):
+                    continue  # the upgrade notes name what was removed
+                assert word not in text, f"{path.relative_to(CHART)} mentions {word}"
 
 
 def _schema_paths(schema: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -247,8 +274,11 @@ def test_helm_lint_strict(scenario: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"replicas": 2}, "needs peering.enabled"),
-        ({"replicas": 2, "peering": {"enabled": True, "priority": 5}}, "distinct peering priorities"),
+        ({"replicas": 2, "leaderElection": {"enabled": False}}, "replicas > 1 needs leaderElection.enabled=true"),
+        ({"replicas": 5, "leaderElection": {"enabled": False}}, "replicas > 1 needs leaderElection.enabled=true"),
+        ({"peering": {"enabled": True}}, "additional properties 'peering' not allowed"),
+        ({"leaderElection": {"enabled": True, "name": "x"}}, "additional properties 'name' not allowed"),
+        ({"leaderElection": {"leaseName": "Slot_Lease"}}, "does not match pattern"),
         ({"serviceMonitor": {"enabled": True}, "metrics": {"port": 0}}, "needs metrics"),
         ({"metrics": {"port": 8081}}, "must differ"),
         ({"unknownKey": 1}, "additional properties"),
@@ -281,7 +311,7 @@ def test_rbac_is_least_privilege(scenario: str, rendered: dict[str, list[dict[st
     assert operator_grants(docs) == expected_grants(SCENARIOS[scenario])
 
 
-@pytest.mark.parametrize("scenario", ["default", "namespaced", "namespaced-peering"])
+@pytest.mark.parametrize("scenario", ["default", "namespaced", "namespaced-3-replicas", "no-leader-election"])
 def test_operator_permissions_as_a_user_would_ask(scenario: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
     grants = operator_grants(rendered[scenario])
     namespaced = bool(SCENARIOS[scenario].get("watchNamespaces"))
@@ -300,6 +330,40 @@ def test_operator_permissions_as_a_user_would_ask(scenario: str, rendered: dict[
     assert can(grants, "watch", "", "namespaces", None) is namespaced
     assert not can(grants, "get", "", "namespaces", None)
     assert can(grants, "create", "batch", "jobs", "elsewhere") is not namespaced
+    lease, electing = lease_name(SCENARIOS[scenario]), leader_election(SCENARIOS[scenario])
+    for verb in ("get", "create", "update"):
+        assert can(grants, verb, *LEASES, NAMESPACE, lease) is electing, verb
+    for ns in (inside, "kube-system", "team-b", None):
+        for verb in ("get", "create", "update", "list", "watch", "patch", "delete"):
+            assert not can(grants, verb, *LEASES, ns, lease), (verb, ns)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_leases_only_in_the_release_namespace_and_only_with_leader_election(
+    scenario: str, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    values = SCENARIOS[scenario]
+    lease_grants = {g for g in operator_grants(rendered[scenario]) if (g.group, g.resource) == LEASES}
+    if not leader_election(values):
+        assert lease_grants == set()
+        assert not [d for d in rendered[scenario] if d["metadata"]["name"].endswith("-leader-election")]
+        return
+    assert {g.namespace for g in lease_grants} == {NAMESPACE}
+    assert {(g.verb, g.name) for g in lease_grants} == {
+        ("create", None),  # the authorizer sees no name on create
+        ("get", lease_name(values)),
+        ("update", lease_name(values)),
+    }
+    lease_rules = [
+        (role["kind"], role["metadata"].get("namespace"), rule)
+        for role in kinds(rendered[scenario], "Role") + kinds(rendered[scenario], "ClusterRole")
+        for rule in role["rules"]
+        if "coordination.k8s.io" in rule.get("apiGroups", []) or "leases" in rule["resources"]
+    ]
+    assert lease_rules
+    assert all(kind == "Role" and ns == NAMESPACE for kind, ns, _ in lease_rules)
+    assert all(rule["apiGroups"] == ["coordination.k8s.io"] and rule["resources"] == ["leases"]
+               for _, _, rule in lease_rules)  # fmt: skip
 
 
 def test_user_facing_roles_aggregate_slots_only(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -385,11 +449,14 @@ def test_probes_hit_kopf_health_endpoint(scenario: str, rendered: dict[str, list
 
 
 def test_strategy_follows_replicas(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    assert deployment(rendered["default"])["spec"]["strategy"] == {"type": "Recreate"}
+    for scenario in ("default", "no-leader-election", "no-replicas"):
+        assert deployment(rendered[scenario])["spec"]["strategy"] == {"type": "Recreate"}, scenario
     assert deployment(rendered["no-replicas"])["spec"]["replicas"] == 0
-    peered = deployment(rendered["peering-2-replicas"])["spec"]
-    assert peered["replicas"] == 2
-    assert peered["strategy"]["type"] == "RollingUpdate"
+    for scenario, replicas in (("2-replicas", 2), ("namespaced-3-replicas", 3)):
+        spec = deployment(rendered[scenario])["spec"]
+        assert spec["replicas"] == replicas
+        # An old pod goes only once a new one is Ready: a standby is always there to take the Lease.
+        assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 
 
 def test_default_args_map_values(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -398,13 +465,41 @@ def test_default_args_map_values(rendered: dict[str, list[dict[str, Any]]]) -> N
         container["image"]
         == "ghcr.io/woved/slot-operator:" + yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     )
-    assert "command" not in container, "without peering the image's ENTRYPOINT runs as is"
     assert container["args"] == [
         "--default-interval=6h", "--default-timeout=2m", "--max-concurrent-probes=10", "--job-ttl=1h",
         "--retry-base=10s", "--retry-max=10m", "--workers=8", "--metrics-port=8080", "--health-port=8081",
         "--log-format=json",
+        "--leader-elect", f"--leader-elect-namespace={NAMESPACE}", f"--leader-elect-lease={RELEASE}-slot-operator",
     ]  # fmt: skip
-    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+    assert container["env"] == [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_image_entrypoint_runs_as_is(scenario: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """No shell wrapper (the random kopf peering priority is gone): the image's ENTRYPOINT, the chart's args."""
+    (container,) = deployment(rendered[scenario])["spec"]["template"]["spec"]["containers"]
+    assert "command" not in container
+    assert not any(a.startswith(("--peering", "--priority")) for a in container["args"])
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_leader_election_args_follow_values(scenario: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    values = SCENARIOS[scenario]
+    (container,) = deployment(rendered[scenario])["spec"]["template"]["spec"]["containers"]
+    elect = [a for a in container["args"] if a.startswith("--leader-elect")]
+    if leader_election(values):
+        # The Lease is in the release namespace, whatever namespaces are watched.
+        assert elect == ["--leader-elect", f"--leader-elect-namespace={NAMESPACE}",
+                         f"--leader-elect-lease={lease_name(values)}"]  # fmt: skip
+    else:
+        assert elect == []
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert "POD_ID" not in env
 
 
 def test_custom_args_map_values(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -412,10 +507,9 @@ def test_custom_args_map_values(rendered: dict[str, list[dict[str, Any]]]) -> No
     (container,) = pod["spec"]["containers"]
     assert container["image"] == "registry.example/so@sha256:" + "a" * 64
     assert container["imagePullPolicy"] == "Always"
-    assert "command" not in container, "a fixed priority needs no wrapper"
     for arg in ("--default-interval=12h", "--default-timeout=90s", "--max-concurrent-probes=3", "--job-ttl=30m",
                 "--log-format=text", "--workers=2", "--metrics-port=9090", "--health-port=9091",
-                "--peering=slots", "--priority=100", "--retry-base=5s"):  # fmt: skip
+                "--leader-elect-lease=slots", "--retry-base=5s"):  # fmt: skip
         assert arg in container["args"], arg
     assert pod["metadata"]["annotations"] == {"a": "b"}
     assert pod["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
@@ -430,28 +524,20 @@ def test_namespaced_args(rendered: dict[str, list[dict[str, Any]]]) -> None:
         "--namespace=team-a",
         "--namespace=team-b",
     ]
-    assert not any(a.startswith("--peering") for a in container["args"])
+    assert f"--leader-elect-namespace={NAMESPACE}" in container["args"]
 
 
-def test_peered_replicas_get_distinct_priorities(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    (container,) = deployment(rendered["peering-2-replicas"])["spec"]["template"]["spec"]["containers"]
-    assert f"--peering={RELEASE}-slot-operator" in container["args"]
-    shell, flag, script, argv0 = container["command"]
-    assert (shell, flag, argv0) == ("/bin/sh", "-c", "slot-operator")
-    assert script.startswith("exec slot-operator --priority=")
-    assert '"$@"' in script
-    assert "shuf" in script
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_no_kopf_peering_objects(scenario: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    assert not [d for d in rendered[scenario] if d["apiVersion"].startswith("kopf.dev/")]
 
 
-def test_peering_objects(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    for scenario in ("default", "namespaced", "servicemonitor"):
-        assert not [d for d in rendered[scenario] if d["apiVersion"].startswith("kopf.dev/")]
-    (cluster_peering,) = kinds(rendered["peering-2-replicas"], "ClusterKopfPeering")
-    assert cluster_peering["metadata"]["name"] == f"{RELEASE}-slot-operator"
-    assert not kinds(rendered["peering-2-replicas"], "KopfPeering")
-    namespaced = kinds(rendered["namespaced-peering"], "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in namespaced) == ["team-a", "team-b"]
-    assert not kinds(rendered["namespaced-peering"], "ClusterKopfPeering")
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_rendered_objects_are_unique(scenario: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """helm install fails on two objects with one identity (e.g. two Roles in a watched release namespace)."""
+    ids = [(d["apiVersion"], d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"])
+           for d in rendered[scenario]]  # fmt: skip
+    assert len(ids) == len(set(ids)), sorted(ids)
 
 
 def test_metrics_service_and_servicemonitor(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -473,7 +559,7 @@ def test_metrics_service_and_servicemonitor(rendered: dict[str, list[dict[str, A
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_namespaced_objects_carry_their_namespace(scenario: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding"}
     for doc in rendered[scenario]:
         has_ns = "namespace" in doc["metadata"]
         assert has_ns is (doc["kind"] not in cluster_scoped), (doc["kind"], doc["metadata"]["name"])
@@ -491,12 +577,16 @@ def test_rendered_args_are_accepted_by_the_operator_cli(
     """The chart speaks the CLI's language: its args parse with the operator's own parser."""
     config = pytest.importorskip("slot_operator.config")
     (container,) = deployment(rendered[scenario])["spec"]["template"]["spec"]["containers"]
-    args = list(container["args"])
-    if "command" in container:  # the peering wrapper adds a random --priority
-        args.append("--priority=12345")
-    parsed = config.parse(args, {})
+    assert "command" not in container
+    # The pod's env as the downward API fills it in (extraEnv is not used by these scenarios).
+    pod_env = {"POD_NAME": f"{RELEASE}-slot-operator-abc12-xyz34", "POD_NAMESPACE": NAMESPACE}
+    assert {e["name"] for e in container["env"]} == set(pod_env)
+    parsed = config.parse(list(container["args"]), pod_env)
     values = SCENARIOS[scenario]
     assert parsed.namespaces == tuple(sorted(values.get("watchNamespaces", [])))
     assert parsed.metrics_port == values.get("metrics", {}).get("port", 8080)
     assert parsed.health_port == values.get("health", {}).get("port", 8081)
-    assert (parsed.peering is not None) is values.get("peering", {}).get("enabled", False)
+    assert parsed.leader_elect is leader_election(values)
+    if leader_election(values):
+        assert parsed.leader_elect_namespace == NAMESPACE
+        assert parsed.leader_elect_lease == lease_name(values)

@@ -52,8 +52,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{- define "slot-operator.peeringName" -}}
-{{- default (include "slot-operator.fullname" .) .Values.peering.name }}
+{{/* Name of the leader-election Lease (in the release namespace). */}}
+{{- define "slot-operator.leaseName" -}}
+{{- default (include "slot-operator.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
 {{- define "slot-operator.image" -}}
@@ -66,11 +67,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* Cross-field checks the JSON schema cannot express. Included by the Deployment. */}}
 {{- define "slot-operator.validate" -}}
-{{- if and (gt (int .Values.replicas) 1) (not .Values.peering.enabled) }}
-{{- fail "replicas > 1 needs peering.enabled=true: kopf has no leader election, every replica would act" }}
-{{- end }}
-{{- if and (gt (int .Values.replicas) 1) (not (kindIs "invalid" .Values.peering.priority)) }}
-{{- fail "replicas > 1 needs distinct peering priorities: leave peering.priority empty (random per pod)" }}
+{{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "replicas > 1 needs leaderElection.enabled=true: without a Lease every replica would probe and write status" }}
 {{- end }}
 {{- if and .Values.serviceMonitor.enabled (eq (int .Values.metrics.port) 0) }}
 {{- fail "serviceMonitor.enabled needs metrics (metrics.port > 0)" }}
