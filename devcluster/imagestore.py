@@ -40,6 +40,7 @@ class Image:
     working_dir: str
     uid: int
     gid: int
+    rootfs: pathlib.Path
     path_dirs: tuple[pathlib.Path, ...]
 
     @property
@@ -149,5 +150,6 @@ class ImageStore:
             working_dir=working_dir,
             uid=uid,
             gid=gid,
+            rootfs=rootfs,
             path_dirs=path_dirs,
         )

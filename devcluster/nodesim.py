@@ -1217,6 +1217,9 @@ class Simulator:
             )
 
         ops = self._mount_ops(pod, rt, c)
+        # The image's files are host paths here (no chroot): lay them back over any container mount that
+        # hides them (an emptyDir at /tmp when the repository is under /tmp), read-only like an image layer.
+        ops += ["dir", str(image.rootfs), str(image.rootfs), "ro"]
         term_file = state / "termination-log"
         term_file.write_bytes(b"")
         term_file.chmod(0o666)  # any uid may write its message, as with a kubelet

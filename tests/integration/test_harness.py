@@ -500,15 +500,13 @@ def test_read_only_claim_rejects_writes(
 
 
 @needs_root
-def test_mount_over_the_simulators_own_directories(
-    kube_cluster: cluster.Cluster, core: client.CoreV1Api, namespace: str, claim: ClaimFactory
-) -> None:
-    """An emptyDir laid over the directory holding the claims and the simulator's scratch (as /tmp can be,
-    when the repository lives under /tmp) must not hide the claim, the termination-log file or the stage."""
+def test_mount_over_the_simulators_own_directories(core: client.CoreV1Api, namespace: str, claim: ClaimFactory) -> None:
+    """An emptyDir laid over the repository (as a probe's /tmp is, when the repository lives under /tmp) must
+    not hide the claim, the simulator's scratch (termination-log, stage) or the image store."""
     home = claim("slot")
     write(home, ".codex/auth.json", '{"tokens": {}}')
     container = probe_container()
-    container["volumeMounts"].append({"name": "scratch", "mountPath": str(kube_cluster.root)})
+    container["volumeMounts"].append({"name": "scratch", "mountPath": str(cluster.REPO)})
     spec = pod_spec(container, claim="slot")
     spec["volumes"].append({"name": "scratch", "emptyDir": {}})
     create_pod(core, namespace, "overlaid", spec)

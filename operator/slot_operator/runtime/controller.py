@@ -323,7 +323,6 @@ class _Step:
         )
         if spec.suspend or trigger is None:
             self.c._unqueue(self.key)
-            self.c._update_gauges()
             await self._write(
                 status_logic.idle(status, generation=self.generation, suspended=spec.suspend, now=self.now)
             )
