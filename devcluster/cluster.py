@@ -167,9 +167,12 @@ def _write_kubeconfig(root: pathlib.Path, api_url: str) -> None:
 
 
 def _kubectl(root: pathlib.Path, *args: str) -> str:
-    proc = subprocess.run(
-        ["kubectl", "--kubeconfig", str(root / "kubeconfig"), *args], capture_output=True, text=True, check=False
-    )
+    try:
+        proc = subprocess.run(
+            ["kubectl", "--kubeconfig", str(root / "kubeconfig"), *args], capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        raise ClusterError("kubectl is not on PATH (it applies the CRDs); install kubectl >= 1.31") from None
     if proc.returncode != 0:
         raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
     return proc.stdout
