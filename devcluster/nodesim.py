@@ -194,6 +194,11 @@ k=0
 while [ "$1" != -- ]; do
   kind=$1 dst=$3 mode=$4
   shift 4
+  if [ "$kind" = image ]; then
+    # Only when a volume hides it; the shadow this needs then stands over that volume's directory.
+    if [ -d "$dst" ]; then k=$((k + 1)); continue; fi
+    kind=dir
+  fi
   mount_point "$kind" "$dst"
   mount -c --bind "${sources[$k]}" "$dst"
   if [ "$mode" = ro ]; then mount -c -o remount,bind,ro "$dst"; fi
@@ -722,6 +727,10 @@ class Simulator:
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.volumes_dir.mkdir(parents=True, exist_ok=True)
+        if self.isolated:
+            # Containers reach claims only through their mounts: without a chroot the host path would
+            # otherwise lead a container to the writable original behind a read-only mount.
+            self.volumes_dir.chmod(0o700)
         if not self.isolated:
             LOG.warning(
                 "not isolating containers (not root or no mount namespaces): containers run as uid %d without "
@@ -1219,7 +1228,7 @@ class Simulator:
         ops = self._mount_ops(pod, rt, c)
         # The image's files are host paths here (no chroot): lay them back over any container mount that
         # hides them (an emptyDir at /tmp when the repository is under /tmp), read-only like an image layer.
-        ops += ["dir", str(image.rootfs), str(image.rootfs), "ro"]
+        ops += ["image", str(image.rootfs), str(image.rootfs), "ro"]
         term_file = state / "termination-log"
         term_file.write_bytes(b"")
         term_file.chmod(0o666)  # any uid may write its message, as with a kubelet

@@ -516,6 +516,34 @@ def test_mount_over_the_simulators_own_directories(core: client.CoreV1Api, names
     assert terminated.exit_code == 0, terminated.message
 
 
+REACH_HOST_PATH = r"""
+import sys
+try:
+    open(sys.argv[1], "a").write("x")
+    outcome = "wrote"
+except OSError as exc:
+    outcome = type(exc).__name__
+open("/dev/termination-log", "w").write(outcome)
+"""
+
+
+@needs_root
+def test_read_only_claim_is_not_writable_through_its_host_path(
+    core: client.CoreV1Api, namespace: str, claim: ClaimFactory
+) -> None:
+    """No chroot: the claim's host directory must not be a way around its read-only mount."""
+    home = claim("slot")
+    write(home, "shared", "keep me\n", mode=0o666)  # even a world-writable file
+    before = snapshot(home)
+    container = probe_container(command=["python3", "-c", REACH_HOST_PATH, str(home / "shared")])
+    create_pod(core, namespace, "escape", pod_spec(container, claim="slot"))
+
+    terminated = wait_terminated(core, namespace, "escape")
+
+    assert terminated.message == "PermissionError"
+    assert snapshot(home) == before
+
+
 @needs_root
 def test_read_write_claim_is_the_real_directory(core: client.CoreV1Api, namespace: str, claim: ClaimFactory) -> None:
     home = claim("slot")

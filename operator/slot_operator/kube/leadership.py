@@ -24,6 +24,8 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import aiohttp
+
 from slot_operator.kube.store import ApiError, KubeStore, new_api_client
 
 logger = logging.getLogger(__name__)
@@ -87,12 +89,14 @@ class _Candidate:
         spec.update(holderIdentity=self.holder, renewTime=now, leaseDurationSeconds=LEASE_DURATION)
         return await self._store.write_lease({**lease, "spec": spec})
 
-    async def release(self) -> None:
+    async def release(self) -> bool:
         """Hand the Lease over at once on a clean stop, instead of making the next leader wait for it to expire."""
         lease = await self._store.get_lease(self.namespace, self.name)
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.holder:
-            return
-        await self._store.write_lease({**lease, "spec": {**lease["spec"], "holderIdentity": None, "renewTime": None}})
+            return False
+        return await self._store.write_lease(
+            {**lease, "spec": {**lease["spec"], "holderIdentity": None, "renewTime": None}}
+        )
 
 
 async def run_as_leader(
@@ -103,37 +107,44 @@ async def run_as_leader(
     candidate = _Candidate(store, namespace=namespace, name=lease, holder=holder)
     try:
         logger.info("waiting for Lease %s/%s as %s", namespace, lease, holder)
-        while not await _attempt(candidate):  # noqa: ASYNC110 - polling a remote Lease, nothing local to await
+        while not await _attempt(candidate, within=RENEW_DEADLINE):  # noqa: ASYNC110 - polling a remote Lease
             await asyncio.sleep(RETRY_PERIOD)
         logger.info("acquired Lease %s/%s", namespace, lease)
         working = asyncio.create_task(run(), name="operator")
         renewing = asyncio.create_task(_renew(candidate), name="lease-renewal")
         await asyncio.wait({working, renewing}, return_when=asyncio.FIRST_COMPLETED)
         renewing.cancel()
+        await asyncio.gather(renewing, return_exceptions=True)  # no renewal in flight while releasing below
         if not working.done():
             working.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await working
             raise LeadershipLost(f"could not renew Lease {namespace}/{lease} within {RENEW_DEADLINE}s")
         working.result()
-        await candidate.release()
-        logger.info("released Lease %s/%s", namespace, lease)
+        if await candidate.release():
+            logger.info("released Lease %s/%s", namespace, lease)
     finally:
         await store.close()
 
 
-async def _attempt(candidate: _Candidate) -> bool:
+async def _attempt(candidate: _Candidate, *, within: float) -> bool:
+    """One read-and-write of the Lease, bounded in time: a hung call must not outlive the renew deadline."""
     try:
-        return await candidate.try_acquire_or_renew()
-    except (ApiError, OSError) as exc:
-        logger.warning("Lease %s/%s: %s", candidate.namespace, candidate.name, exc)
+        async with asyncio.timeout(within):
+            return await candidate.try_acquire_or_renew()
+    except (ApiError, OSError, aiohttp.ClientError, TimeoutError) as exc:
+        logger.warning("Lease %s/%s: %s", candidate.namespace, candidate.name, exc or type(exc).__name__)
         return False
 
 
 async def _renew(candidate: _Candidate) -> None:
-    """Returns when the Lease could not be renewed for RENEW_DEADLINE seconds."""
+    """Returns once the Lease has not been renewed for RENEW_DEADLINE seconds (then another may take it)."""
     last = time.monotonic()
-    while time.monotonic() - last < RENEW_DEADLINE:
+    while True:
         await asyncio.sleep(RETRY_PERIOD)
-        if await _attempt(candidate):
-            last = time.monotonic()
+        remaining = last + RENEW_DEADLINE - time.monotonic()
+        if remaining <= 0:
+            return
+        started = time.monotonic()  # a renewal counts from when it was sent, not when it was answered
+        if await _attempt(candidate, within=remaining):
+            last = started

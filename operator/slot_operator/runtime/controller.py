@@ -354,7 +354,8 @@ class _Step:
             await self._record(None, placement, spec, trigger=trigger)
             return
         # Deterministic: two operators deciding the same probe from the same status pick the same name (409).
-        previous = (self.status.get("lastProbe") or {}).get("jobName") or ""
+        last = self.status.get("lastProbe") or {}
+        previous = last.get("jobName") or last.get("completionTime") or ""  # failures without a Job have no name
         failures = int(self.status.get("consecutiveProbeFailures") or 0)
         token = f"{previous}/{self.generation}/{trigger.kind}/{trigger.request or ''}/{failures}"
         name = jobs.job_name(self.key[1], self.uid, token)
