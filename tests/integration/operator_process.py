@@ -20,6 +20,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class _PortTaken(Exception):
+    pass
+
+
 class OperatorProcess:
     """One operator instance watching `namespaces`; `kill()` is SIGKILL (a crash), `stop()` a clean SIGTERM."""
 
@@ -33,12 +37,24 @@ class OperatorProcess:
         self.metrics_port = _free_port()
         self.health_port = _free_port()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
 
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self) -> OperatorProcess:
+        # A port found free can be taken by another process before the operator binds it: pick again.
+        for _ in range(3):
+            self._launch()
+            try:
+                wait_for(self._healthy, timeout=60, message=f"operator health endpoint (log: {self.log_path})")
+                return self
+            except _PortTaken:
+                self.metrics_port, self.health_port = _free_port(), _free_port()
+        raise AssertionError(f"operator could not bind its ports three times; log: {self.log_path}")
+
+    def _launch(self) -> None:
         command = [
             sys.executable,
             "-m",
@@ -49,13 +65,14 @@ class OperatorProcess:
             *self.args,
         ]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        wait_for(self._healthy, timeout=60, message=f"operator health endpoint (log: {self.log_path})")
-        return self
 
     def _healthy(self) -> bool:
         if self._proc is not None and self._proc.poll() is not None:
+            if b"address already in use" in self.log_path.read_bytes()[self._log_offset :]:
+                raise _PortTaken
             raise AssertionError(f"operator exited with {self._proc.returncode}; log:\n{self.log()[-3000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as response:

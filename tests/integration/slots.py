@@ -136,3 +136,17 @@ def write_file(
 def _chown(path: pathlib.Path, uid: int, gid: int) -> None:
     if os.geteuid() == 0:
         os.chown(path, uid, gid)
+
+
+def wait_event(api: client.ApiClient, namespace: str, name: str, *, reason: str, kind: str) -> None:
+    """Wait for an Event on the Slot: the operator posts it just after the status write a test waits on."""
+
+    def posted() -> bool:
+        return any(e.reason == reason and e.type == kind for e in slot_events(api, namespace, name))
+
+    wait_for(
+        posted,
+        timeout=30,
+        message=f"{kind} event {reason} on slot {namespace}/{name}",
+        describe=lambda: [(e.type, e.reason) for e in slot_events(api, namespace, name)],
+    )

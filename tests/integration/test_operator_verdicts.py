@@ -14,7 +14,7 @@ from kubernetes import client
 from devcluster.claimdirs import snapshot
 from tests.integration import slots
 from tests.integration.kubewait import wait_for
-from tests.integration.slots import condition, create_slot, slot_events, wait_slot, wait_verdict, write_file
+from tests.integration.slots import condition, create_slot, wait_slot, wait_verdict, write_file
 
 pytestmark = pytest.mark.integration
 
@@ -104,10 +104,7 @@ def test_exit_code_gives_phase_conditions_and_event(
         assert "lastReadyTime" not in status
         # The probe's own JSON line, carried by FallbackToLogsOnError, names what it found.
         assert status["lastProbe"]["result"] in {"cli-broken", "creds-missing", "creds-invalid"}
-    events = slot_events(api_client, namespace, "s")
-    assert any(e.reason == phase and e.type == ("Normal" if phase == "Ready" else "Warning") for e in events), [
-        (e.type, e.reason) for e in events
-    ]
+    slots.wait_event(api_client, namespace, "s", reason=phase, kind="Normal" if phase == "Ready" else "Warning")
     assert snapshot(home) == before, "the probe changed the slot volume"
 
 
@@ -149,7 +146,7 @@ def test_probe_crash_reports_probe_failure_and_keeps_phase(
     assert condition(slot, "Stalled")["status"] == "False"
     assert slot["status"]["lastProbe"]["exitCode"] == 1
     assert slot["status"]["consecutiveProbeFailures"] >= 1
-    assert any(e.reason == "ProbeCrashed" and e.type == "Warning" for e in slot_events(api_client, namespace, "s"))
+    slots.wait_event(api_client, namespace, "s", reason="ProbeCrashed", kind="Warning")
 
 
 def test_failed_probe_retries_with_growing_backoff(
