@@ -315,9 +315,10 @@ class _Step:
     async def _schedule_next(self, spec: SlotSpec) -> None:
         status = self.status
         request = schedule.manual_request((self.slot.get("metadata") or {}).get("annotations"))
-        claim_exists = None
+        claim_exists, claim = None, None
         if (status.get("lastProbe") or {}).get("reason") == FailureReason.CLAIM_NOT_FOUND:
-            claim_exists = await self.c._store.get_claim(self.key[0], spec.claim_name) is not None
+            claim = await self.c._store.get_claim(self.key[0], spec.claim_name)
+            claim_exists = claim is not None
         trigger, due_at = schedule.due(
             status, generation=self.generation, request=request, claim_exists=claim_exists, now=self.now
         )
@@ -334,14 +335,15 @@ class _Step:
             await self._write(status_logic.queued(status, generation=self.generation, position=position, now=self.now))
             return
         try:
-            await self._start(spec, trigger)
+            await self._start(spec, trigger, claim)
         except BaseException:
             self.c._release(self.key)
             raise
 
-    async def _start(self, spec: SlotSpec, trigger: schedule.Trigger) -> None:
+    async def _start(self, spec: SlotSpec, trigger: schedule.Trigger, claim: dict[str, Any] | None) -> None:
         store, namespace = self.c._store, self.key[0]
-        claim = await store.get_claim(namespace, spec.claim_name)
+        if claim is None:  # not read yet by this reconcile
+            claim = await store.get_claim(namespace, spec.claim_name)
         modes = set(((claim or {}).get("spec") or {}).get("accessModes") or ())
         users = (
             schedule.claim_users(await store.list_pods(namespace), spec.claim_name)
