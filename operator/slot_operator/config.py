@@ -88,61 +88,33 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         default=None,
         help="namespace to watch (repeatable; env SLOT_OPERATOR_NAMESPACES, comma-separated); default: all namespaces",
     )
-    parser.add_argument(
-        "--default-interval",
-        default=env("default-interval", "6h"),
-        help="re-probe period for Slots without spec.interval (default 6h)",
+    # Valued flags: (name, built-in default as text, help). Defaults come from Config: one source of truth.
+    fmt = durations.format_duration
+    valued = (
+        ("default-interval", fmt(defaults.default_interval), "re-probe period for Slots without spec.interval"),
+        ("default-timeout", fmt(defaults.default_timeout), "probe deadline for Slots without spec.timeout"),
+        (
+            "max-concurrent-probes",
+            str(defaults.max_concurrent_probes),
+            "probe Jobs running at once across all Slots; the rest queue",
+        ),
+        ("job-ttl", fmt(defaults.job_ttl), "how long finished probe Jobs are kept (ttlSecondsAfterFinished)"),
+        ("retry-base", fmt(defaults.retry_base), "first retry delay after a probe gave no verdict; doubles each time"),
+        ("retry-max", fmt(defaults.retry_max), "longest retry delay"),
+        ("metrics-port", str(defaults.metrics_port), "Prometheus /metrics port, 0 disables"),
+        ("health-port", str(defaults.health_port), "liveness endpoint port (/healthz), 0 disables"),
+        ("leader-elect-namespace", "", "namespace of the Lease (default: $POD_NAMESPACE, else the pod's namespace)"),
+        ("leader-elect-lease", defaults.leader_elect_lease, "Lease name"),
+        ("workers", str(defaults.workers), "Slots reconciled concurrently"),
     )
-    parser.add_argument(
-        "--default-timeout",
-        default=env("default-timeout", "2m"),
-        help="probe deadline for Slots without spec.timeout (default 2m)",
-    )
-    parser.add_argument(
-        "--max-concurrent-probes",
-        default=env("max-concurrent-probes", "10"),
-        help="probe Jobs running at once across all Slots; the rest queue (default 10)",
-    )
-    parser.add_argument(
-        "--job-ttl",
-        default=env("job-ttl", "1h"),
-        help="how long finished probe Jobs are kept (ttlSecondsAfterFinished, default 1h)",
-    )
-    parser.add_argument(
-        "--retry-base",
-        default=env("retry-base", "10s"),
-        help="first retry delay after a probe gave no verdict; doubles each time (default 10s)",
-    )
-    parser.add_argument("--retry-max", default=env("retry-max", "10m"), help="longest retry delay (default 10m)")
-    parser.add_argument(
-        "--metrics-port",
-        default=env("metrics-port", "8080"),
-        help="Prometheus /metrics port, 0 disables (default 8080)",
-    )
-    parser.add_argument(
-        "--health-port",
-        default=env("health-port", "8081"),
-        help="liveness endpoint port (/healthz), 0 disables (default 8081)",
-    )
-    parser.add_argument("--log-format", default=env("log-format", "text"), choices=["text", "json"])
+    for name, default, text in valued:
+        parser.add_argument(f"--{name}", default=env(name, default), help=f"{text} (default: %(default)s)")
+    parser.add_argument("--log-format", default=env("log-format", defaults.log_format), choices=["text", "json"])
     parser.add_argument(
         "--leader-elect",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="run only while holding a Lease, for several replicas (env SLOT_OPERATOR_LEADER_ELECT=true)",
-    )
-    parser.add_argument(
-        "--leader-elect-namespace",
-        default=env("leader-elect-namespace", "") or None,
-        help="namespace of the Lease (default: $POD_NAMESPACE, else the pod's service-account namespace)",
-    )
-    parser.add_argument(
-        "--leader-elect-lease",
-        default=env("leader-elect-lease", "slot-operator"),
-        help="Lease name (default slot-operator)",
-    )
-    parser.add_argument(
-        "--workers", default=env("workers", str(defaults.workers)), help="Slots reconciled concurrently (default 8)"
     )
     args = parser.parse_args(list(argv))
 
