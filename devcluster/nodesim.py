@@ -534,7 +534,6 @@ class Launch:
 @dataclasses.dataclass
 class ContainerRuntime:
     name: str
-    image_ref: str
     state: str = "waiting"  # waiting | running | terminated
     reason: str = "ContainerCreating"
     message: str = ""
@@ -654,7 +653,6 @@ class Simulator:
         self.runtimes: dict[str, PodRuntime] = {}
         self.unschedulable: dict[str, str] = {}  # pod uid -> message last written
         self.podgc_done: set[str] = set()
-        self.threads: list[threading.Thread] = []
         self.unshare = shutil.which("unshare")
         self.setpriv = shutil.which("setpriv")
         self.isolated = os.geteuid() == 0 and self._can_isolate()
@@ -756,7 +754,6 @@ class Simulator:
         )
         controller = threading.Thread(target=self._controller, name="controller", daemon=True)
         resync = threading.Thread(target=self._resync_loop, name="resync", daemon=True)
-        self.threads = [pvcs, pods, controller, resync]
         pvcs.start()
         pods.start()
         # Claims first: scheduling decisions need them.
@@ -1021,7 +1018,7 @@ class Simulator:
             rt.transitions[cond["type"]] = (cond.get("status", ""), cond.get("lastTransitionTime") or now_rfc3339())
         previous = {cs["name"]: cs for cs in status.get("containerStatuses") or []}
         for c in pod["spec"]["containers"]:
-            cr = ContainerRuntime(name=c["name"], image_ref=c.get("image", ""))
+            cr = ContainerRuntime(name=c["name"])
             state = (previous.get(c["name"]) or {}).get("state") or {}
             # Containers a previous simulator run started are gone with it: report them lost.
             if "terminated" in state:

@@ -162,7 +162,7 @@ def test_work_queue_wakes_on_add() -> None:
 
 
 def test_container_status_shapes() -> None:
-    cr = nodesim.ContainerRuntime(name="probe", image_ref="img")
+    cr = nodesim.ContainerRuntime(name="probe")
     waiting = cr.status("img")
     assert waiting["state"] == {"waiting": {"reason": "ContainerCreating"}}
     assert (waiting["ready"], waiting["started"], waiting["imageID"]) == (False, False, "")
