@@ -1,4 +1,4 @@
-"""Fixtures for integration tests against the local control plane (devcluster, DESIGN.md section 5).
+"""Fixtures for integration tests against the local control plane (devcluster, docs/design.md section 5).
 
 `kube_cluster` starts etcd + kube-apiserver + kube-controller-manager + the node
 simulator once per session (or reuses a running one, which it then leaves running);
@@ -28,7 +28,7 @@ from devcluster import cluster  # noqa: E402
 from tests.integration.kubewait import NotYet, read_or_none, wait_for  # noqa: E402
 from tests.integration.operator_process import OperatorProcess  # noqa: E402
 
-SLOT_UID = 10001  # the agent images' uid/gid (DESIGN.md section 1)
+SLOT_UID = 10001  # the agent images' uid/gid (docs/design.md section 1)
 SLOT_GID = 10001
 
 ClaimFactory = Callable[..., pathlib.Path]  # claim(name, *, access_modes=...) -> its directory

@@ -1,7 +1,7 @@
 """Proof that the test harness is real: real controllers act, the simulator runs real processes.
 
 Each test exercises one behaviour the operator's integration tests rely on
-(DESIGN.md section 5): the Job controller's podFailurePolicy, activeDeadlineSeconds
+(docs/design.md section 5): the Job controller's podFailurePolicy, activeDeadlineSeconds
 and ttlSecondsAfterFinished, the garbage collector, image pulls, scheduling by node
 affinity and claims, read-only claim mounts, uid/gid, termination messages, and the
 fake agent image giving the section-1 contract's exit code from real files.
@@ -31,12 +31,12 @@ from tests.integration.kubewait import NotYet, read_or_none, wait_for
 pytestmark = pytest.mark.integration
 
 AGENT_IMAGE = "local/agent-shell:{agent}"
-SLOT_UID = 10001  # the agent images' uid/gid (DESIGN.md section 1)
+SLOT_UID = 10001  # the agent images' uid/gid (docs/design.md section 1)
 SLOT_GID = 10001
 ClaimFactory = Callable[..., pathlib.Path]  # the `claim` fixture (conftest.py)
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="uid/gid switching and mounts need the simulator to run as root")
-OLD_UID = 1000  # the uid that wrote pre-migration slot PVCs (DESIGN.md section 1)
+OLD_UID = 1000  # the uid that wrote pre-migration slot PVCs (docs/design.md section 1)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -52,7 +52,7 @@ def probe_container(
     policy: str = "FallbackToLogsOnError",
     command: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A probe container shaped like the operator's (DESIGN.md section 3: restricted profile)."""
+    """A probe container shaped like the operator's (docs/design.md section 3: restricted profile)."""
     container: dict[str, Any] = {
         "name": "probe",
         "image": image or AGENT_IMAGE.format(agent=agent),

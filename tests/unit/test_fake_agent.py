@@ -1,4 +1,4 @@
-"""The fake agent image's probe (devcluster/images/local/agent-shell) against DESIGN.md section 1, no cluster.
+"""The fake agent image's probe (devcluster/images/local/agent-shell) against docs/design.md section 1, no cluster.
 
 The entrypoint runs as a subprocess with the image's PATH against temporary home
 directories holding each credential case. Cases that need another uid (files

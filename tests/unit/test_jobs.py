@@ -1,4 +1,4 @@
-"""The probe Job manifest and its name (logic/jobs.py) against DESIGN.md §3."""
+"""The probe Job manifest and its name (logic/jobs.py) against docs/design.md §3."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Slot status transitions (logic/status.py) against the table of DESIGN.md §2."""
+"""Slot status transitions (logic/status.py) against the table of docs/design.md §2."""
 
 from __future__ import annotations
 
