@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import os
 import pathlib
@@ -219,19 +220,25 @@ def build(component: Component) -> pathlib.Path:
 
 
 def ensure(names: list[str] | None = None) -> pathlib.Path:
-    """Build (or reuse) the named components and link them into `bin_dir()`."""
+    """Build (or reuse) the named components and link them into `bin_dir()`.
+
+    Serialised by a lock in the cache: two test runs starting on a fresh machine would
+    otherwise compile into the same work directory.
+    """
     out = bin_dir()
     out.mkdir(parents=True, exist_ok=True)
-    for name in names or list(COMPONENTS):
-        try:
-            component = COMPONENTS[name]
-        except KeyError:
-            raise BuildError(f"unknown component {name!r}; known: {', '.join(COMPONENTS)}") from None
-        path = build(component)
-        link = out / name
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(path)
+    with (cache_root() / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in names or list(COMPONENTS):
+            try:
+                component = COMPONENTS[name]
+            except KeyError:
+                raise BuildError(f"unknown component {name!r}; known: {', '.join(COMPONENTS)}") from None
+            path = build(component)
+            link = out / name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(path)
     return out
 
 
