@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv binaries cluster-up cluster-down cluster-env lint test test-unit test-integration demo dev bench clean
+.PHONY: all venv binaries image image-if-buildable cluster-up cluster-down cluster-env lint test test-unit test-integration demo dev bench clean
 
 all: test
 
@@ -21,6 +21,16 @@ venv: $(STAMP)
 
 binaries: $(STAMP)
 	$(PY) -m devcluster.build
+
+# The operator image: localhost/slot-operator:dev in the local store and dist/slot-operator_dev.oci.tar
+# (docker build with a Docker engine, else buildah; see tools/image.py).
+image: $(STAMP)
+	$(PY) -m tools.image
+
+# As `image`, but an ordinary user with neither buildah nor a Docker engine gets a warning, not a failure
+# (the tests that need the image then skip and say why); root installs what is missing.
+image-if-buildable: $(STAMP)
+	$(PY) -m tools.image --if-buildable
 
 cluster-up: binaries
 	$(PY) -m devcluster.cluster up
@@ -41,11 +51,11 @@ lint: $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: binaries
+test-integration: binaries image-if-buildable
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-# Lint, then every test (unit and integration) in one pytest run; the control plane starts inside it.
-test: lint binaries
+# Lint, build the image, then every test (unit and integration) in one pytest run; the control plane starts inside it.
+test: lint binaries image-if-buildable
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 demo: binaries
@@ -58,4 +68,4 @@ bench: binaries
 	$(PY) -m devcluster.bench
 
 clean: cluster-down
-	rm -rf .cluster
+	rm -rf .cluster dist

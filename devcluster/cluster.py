@@ -32,9 +32,12 @@ from devcluster import build, pki
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_ROOT = REPO / ".cluster"
 NODES = ("sim-node-a", "sim-node-b")
-# Only what probes need: Jobs, their pods' garbage collection, TTL cleanup, namespaces and service accounts.
+# What probes need (Jobs, their pods' garbage collection, TTL cleanup, namespaces and service accounts)
+# and what the chart's operator Deployment needs (rollouts through ReplicaSets).
 CONTROLLERS = (
     "job-controller",
+    "deployment-controller",
+    "replicaset-controller",
     "garbage-collector-controller",
     "ttl-after-finished-controller",
     "namespace-controller",

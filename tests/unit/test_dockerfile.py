@@ -1,35 +1,30 @@
-"""Invariants of the container image, checked statically on the Dockerfile.
+"""What only the Dockerfile's text can show: lint, pinned upstream bases, the build context, the lock.
 
-No Docker engine is needed: hadolint lints the file and a small parser checks what
-the image must guarantee (non-root uid/gid 10001, pinned bases, no compilers in the
-final image, read-only-root friendly, the console script as ENTRYPOINT). Each check
-is a function returning its violations, so the same code is also run against
-deliberately broken Dockerfiles to prove it can fail.
+Everything the built image must guarantee (uid/gid 10001, the console script as
+ENTRYPOINT, no installers or compilers, precompiled bytecode, labels) is checked on
+the real image that `make image` builds (tests/integration/test_image.py). What stays
+here cannot be seen in that image: the upstream base the Dockerfile pins (a build
+without access to its registry uses a stand-in), which files may enter the build
+context, and whether requirements.lock still matches the dev virtualenv. Each check
+is a function returning its violations, so it is also run against broken input.
 """
 
 from __future__ import annotations
 
-import json
+import importlib
 import re
 import shutil
 import subprocess
 import sys
-import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
-RUNTIME_UID_GID = "10001:10001"
-CONSOLE_SCRIPT = "slot-operator"
-
-# Build tooling that must never be installed in (or inherited by) the final stage.
-BUILD_TOOLS = re.compile(
-    r"(?<![\w.-])(gcc|g\+\+|cc|c\+\+|clang|make|cmake|build-essential|libc6?-dev|python3?-dev|"
-    r"linux-headers|musl-dev|rustc|cargo|apk add .*build-base)(?![\w.-])"
-)
 # A base image must carry an explicit x.y.z version in its tag (a digest is welcome on top).
 PINNED_TAG = re.compile(r"^[^:@\s]+:(?P<tag>[^@\s]*\d+\.\d+\.\d+[^@\s]*)(@sha256:[0-9a-f]{64})?$")
 
@@ -126,56 +121,7 @@ def check_bases_pinned(text: str) -> list[str]:
     return problems
 
 
-def check_final_user(text: str) -> list[str]:
-    _, stages = parse_dockerfile(text)
-    if not stages:
-        return ["no FROM"]
-    final = stages[-1]
-    users = [i for s in chain(stages, final) for i in s.instructions if i.keyword == "USER"]
-    problems = []
-    for instr in final.instructions:
-        if instr.keyword == "USER" and instr.args.split(":")[0] in {"root", "0"}:
-            problems.append(f"line {instr.line}: USER {instr.args} in the final stage")
-    if not users:
-        problems.append("the final stage never sets USER (it would run as root)")
-    elif users[-1].args != RUNTIME_UID_GID:
-        problems.append(f"the final USER is {users[-1].args!r}, must be numeric {RUNTIME_UID_GID!r}")
-    return problems
-
-
-def check_entrypoint(text: str) -> list[str]:
-    _, stages = parse_dockerfile(text)
-    entrypoints = [i for s in chain(stages, stages[-1]) for i in s.instructions if i.keyword == "ENTRYPOINT"]
-    if not entrypoints:
-        return ["no ENTRYPOINT in the final stage"]
-    try:
-        value = json.loads(entrypoints[-1].args)
-    except json.JSONDecodeError:
-        return [f"ENTRYPOINT {entrypoints[-1].args!r} is not in exec (JSON) form"]
-    if value != [CONSOLE_SCRIPT]:
-        return [f"ENTRYPOINT is {value!r}, expected [{CONSOLE_SCRIPT!r}]"]
-    return []
-
-
-def check_no_build_tools(text: str) -> list[str]:
-    _, stages = parse_dockerfile(text)
-    problems = []
-    for stage in chain(stages, stages[-1]):
-        for instr in stage.instructions:
-            if instr.keyword == "RUN" and (hit := BUILD_TOOLS.search(instr.args)):
-                problems.append(f"line {instr.line}: final image installs/uses build tool {hit.group(1)!r}")
-    return problems
-
-
-def check_read_only_friendly(text: str) -> list[str]:
-    _, stages = parse_dockerfile(text)
-    envs = " ".join(i.args for s in chain(stages, stages[-1]) for i in s.instructions if i.keyword == "ENV")
-    if not re.search(r"(?<!\w)PYTHONDONTWRITEBYTECODE=1(?!\w)", envs):
-        return ["PYTHONDONTWRITEBYTECODE=1 is not set for the final image"]
-    return []
-
-
-ALL_CHECKS = [check_bases_pinned, check_final_user, check_entrypoint, check_no_build_tools, check_read_only_friendly]
+ALL_CHECKS = [check_bases_pinned]
 
 
 # --- the real Dockerfile ---------------------------------------------------------------------------
@@ -222,30 +168,44 @@ def test_final_stage_is_built_on_a_pinned_slim_python() -> None:
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", expand(root.base, global_args))
 
 
-def test_oci_labels() -> None:
-    _, stages = parse_dockerfile(DOCKERFILE.read_text())
-    labels = " ".join(i.args for i in stages[-1].instructions if i.keyword == "LABEL")
-    for key in ("title", "description", "version", "revision", "source", "licenses", "created"):
-        assert f"org.opencontainers.image.{key}=" in labels
-
-
-def test_entrypoint_is_the_packaged_console_script() -> None:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"][CONSOLE_SCRIPT] == "slot_operator.cli:main"
+def _lock_module() -> Any:
+    sys.path.insert(0, str(ROOT / "hack"))
+    try:
+        return importlib.import_module("lock-requirements")
+    finally:
+        sys.path.remove(str(ROOT / "hack"))
 
 
 def test_runtime_lock_matches_dev_environment() -> None:
-    """requirements.lock pins exactly the runtime closure installed in the dev venv."""
-    sys.path.insert(0, str(ROOT / "hack"))
-    try:
-        import importlib
+    """requirements.lock pins exactly the runtime closure installed in the dev venv, each with its hashes."""
+    lock = _lock_module()
+    problems = lock.stale((ROOT / "requirements.lock").read_text(), lock.runtime_pins())
+    assert problems == [], "stale: run .venv/bin/python hack/lock-requirements.py"
 
-        lock = importlib.import_module("lock-requirements")
-    finally:
-        sys.path.remove(str(ROOT / "hack"))
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    expected = lock.render(lock.closure(list(project["dependencies"])))
-    assert (ROOT / "requirements.lock").read_text() == expected, "stale: run .venv/bin/python hack/lock-requirements.py"
+
+def test_build_lock_is_hashed() -> None:
+    entries = _lock_module().parse_lock((ROOT / "requirements-build.lock").read_text())
+    assert set(entries) == {"setuptools", "wheel"}
+    assert all(hashes for _, hashes in entries.values()), entries
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda text: text.replace("kopf==", "kopf==0.0.1\nunused=="), "kopf: locked 0.0.1"),
+        (lambda text: "\n".join(line for line in text.splitlines() if not line.startswith("kopf==")), "kopf=="),
+        (lambda text: text + "surplus==1.0 \\\n    --hash=sha256:" + "0" * 64 + "\n", "surplus is not"),
+        (
+            lambda text: re.sub(r"^(kopf==\S+) \\\n(\s+--hash=\S+ \\\n)*\s+--hash=\S+$", r"\1", text, flags=re.M),
+            "kopf has no --hash",
+        ),
+    ],
+)
+def test_lock_check_catches_stale_locks(edit: Callable[[str], str], needle: str) -> None:
+    lock = _lock_module()
+    pins = lock.runtime_pins()
+    problems = lock.stale(edit((ROOT / "requirements.lock").read_text()), pins)
+    assert any(needle in problem for problem in problems), problems
 
 
 def test_dockerignore_is_an_allow_list() -> None:
@@ -260,48 +220,27 @@ def test_dockerignore_is_an_allow_list() -> None:
 # --- the checks can fail --------------------------------------------------------------------------
 
 GOOD = """\
-FROM python:3.11.14-slim-bookworm AS base
-ENV PYTHONDONTWRITEBYTECODE=1
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+FROM ${BASE_IMAGE} AS base
 FROM base AS builder
-RUN apt-get install -y --no-install-recommends gcc
 FROM base
-USER 10001:10001
-ENTRYPOINT ["slot-operator"]
 """
 
 
 @pytest.mark.parametrize(
-    ("dockerfile", "check", "needle"),
+    "dockerfile",
     [
-        (GOOD.replace("3.11.14-slim-bookworm", "latest"), check_bases_pinned, "not pinned"),
-        (GOOD.replace("python:3.11.14-slim-bookworm", "python"), check_bases_pinned, "not pinned"),
-        (GOOD.replace("3.11.14-slim-bookworm", "3.11-slim"), check_bases_pinned, "not pinned"),
-        ("ARG PY=3.11\n" + GOOD.replace("3.11.14-slim-bookworm", "${PY}"), check_bases_pinned, "not pinned"),
-        (GOOD + "USER root\n", check_final_user, "USER root"),
-        (GOOD + "USER 0:0\n", check_final_user, "USER 0:0"),
-        (GOOD.replace("USER 10001:10001", "USER slot"), check_final_user, "must be numeric"),
-        (GOOD.replace("USER 10001:10001", "USER 10001"), check_final_user, "must be numeric"),
-        (GOOD.replace("USER 10001:10001\n", ""), check_final_user, "never sets USER"),
-        (GOOD.replace('["slot-operator"]', "slot-operator"), check_entrypoint, "exec (JSON) form"),
-        (GOOD.replace('["slot-operator"]', '["python", "-m", "kopf"]'), check_entrypoint, "expected"),
-        (GOOD + "RUN apt-get update && apt-get install -y \\\n    build-essential\n", check_no_build_tools, "build"),
-        (
-            GOOD.replace("FROM base AS builder", "FROM base AS b0\nRUN apk add gcc\nFROM b0 AS builder").replace(
-                "FROM base\n", "FROM b0\n"
-            ),
-            check_no_build_tools,
-            "gcc",
-        ),
-        (GOOD.replace("ENV PYTHONDONTWRITEBYTECODE=1", "ENV PYTHONUNBUFFERED=1"), check_read_only_friendly, "BYTECODE"),
+        GOOD.replace("3.11.14-slim-bookworm", "latest"),
+        GOOD.replace("python:3.11.14-slim-bookworm", "python"),
+        GOOD.replace("3.11.14-slim-bookworm", "3.11-slim"),
+        GOOD.replace("=python:3.11.14-slim-bookworm", ""),
+        GOOD.replace("FROM base AS builder", "FROM golang:latest AS builder"),
     ],
 )
-def test_checks_catch_violations(dockerfile: str, check: object, needle: str) -> None:
-    assert callable(check)
-    problems = check(dockerfile)
-    assert problems, f"{check} accepted a bad Dockerfile"
-    assert any(needle in p for p in problems), problems
+def test_unpinned_bases_are_caught(dockerfile: str) -> None:
+    problems = check_bases_pinned(dockerfile)
+    assert any("not pinned" in p for p in problems), problems
 
 
-def test_good_sample_passes_and_builder_compilers_are_allowed() -> None:
-    for check in ALL_CHECKS:
-        assert check(GOOD) == [], check.__name__
+def test_good_sample_passes() -> None:
+    assert check_bases_pinned(GOOD) == []

@@ -1,0 +1,38 @@
+"""tools/image.py: the stand-in base stays what the Dockerfile's pinned base is, and the build command says so."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+
+from tools import image
+
+LABELS = image.Labels(version="1.2.3", revision="abc", created="2026-01-01T00:00:00Z")
+
+
+def test_standin_has_the_upstream_debian_release_and_python_minor() -> None:
+    upstream = image.upstream_base(image.DOCKERFILE.read_text())
+    assert upstream.startswith(f"python:{image.STANDIN_PYTHON}.")
+    assert upstream.endswith(f"-slim-{image.STANDIN_SUITE}")
+    assert f"python{image.STANDIN_PYTHON}" in image.STANDIN_PACKAGES
+    assert f"--include={','.join(image.STANDIN_PACKAGES)}" in image.mmdebstrap_command(pathlib.Path("out.tar"))
+
+
+def test_a_dockerfile_without_a_base_argument_is_named() -> None:
+    with pytest.raises(image.ImageError, match="no `ARG BASE_IMAGE=<image>` line"):
+        image.upstream_base("FROM python:3.11.14-slim-bookworm\n")
+
+
+def test_build_command_passes_the_standin_and_the_host_ca_bundle_only_when_there_is_one() -> None:
+    plain = image.buildah_bud(base=None, labels=LABELS, ca_bundle=None)
+    assert not any(arg.startswith("BASE_IMAGE=") for arg in plain)
+    assert "--secret" not in plain
+    standin = image.buildah_bud(base="localhost/base:1", labels=LABELS, ca_bundle=pathlib.Path("/ca.crt"))
+    assert standin[standin.index("--secret") + 1] == "id=ca-bundle,src=/ca.crt"
+    assert "BASE_IMAGE=localhost/base:1" in standin
+    assert {"VERSION=1.2.3", "REVISION=abc", "CREATED=2026-01-01T00:00:00Z"} <= set(standin)
+    assert standin[-1] == str(image.REPO)
