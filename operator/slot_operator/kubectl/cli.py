@@ -1,0 +1,169 @@
+"""The `kubectl-slot` console script: `kubectl slot list|probe|why` (a kubectl plugin once on PATH)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+
+from slot_operator.kubectl import render
+from slot_operator.kubectl.client import ClientError, SlotClient
+from slot_operator.logic import durations, report
+
+# Exit codes besides a verdict's own (0 Ready, 64/65/66, see report.EXIT_FOR_PHASE).
+EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT = report.NOT_READY_EXIT, 2, 3
+
+
+def _connection_flags(parser: argparse.ArgumentParser, *, default: object) -> None:
+    """kubectl's own flags, accepted before or after the command (`default` SUPPRESS on the commands)."""
+    parser.add_argument("--kubeconfig", default=default, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
+    parser.add_argument("--context", default=default, help="kubeconfig context (default: the current context)")
+    parser.add_argument("-n", "--namespace", default=default, help="namespace (default: the context's, or default)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubectl slot", description="Look at Slots and probe them (slot-operator's kubectl plugin)."
+    )
+    _connection_flags(parser, default=None)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    listing = commands.add_parser(
+        "list", help="the fleet: phase, Ready on the current spec, verdict age, image, reason"
+    )
+    listing.add_argument("-A", "--all-namespaces", action="store_true", help="Slots in every namespace")
+    probe = commands.add_parser("probe", help="request a probe now; --wait for its verdict (exit 0 only when Ready)")
+    probe.add_argument("names", nargs="+", metavar="NAME")
+    probe.add_argument("--wait", action="store_true", help="wait for a verdict on the current spec")
+    probe.add_argument("--timeout", default="5m", help="how long --wait waits (Go duration, default 5m)")
+    why = commands.add_parser("why", help="the verdict, the probe's message, recent Events and the suggested fix")
+    why.add_argument("name", metavar="NAME")
+    for command in (listing, probe, why):
+        _connection_flags(command, default=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    timeout = None
+    if args.command == "probe":
+        try:
+            timeout = durations.parse_duration(args.timeout)
+        except ValueError as exc:
+            print(f"kubectl slot: --timeout: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        api = SlotClient(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
+    except ClientError as exc:
+        print(f"kubectl slot: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        if args.command == "list":
+            return _list(api, all_namespaces=args.all_namespaces)
+        if args.command == "why":
+            return _why(api, args.name)
+        assert timeout is not None
+        return _probe(api, args.names, wait=args.wait, timeout=timeout)
+    except ClientError as exc:
+        print(f"kubectl slot: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        api.close()
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _list(api: SlotClient, *, all_namespaces: bool) -> int:
+    slots = api.list_slots(None if all_namespaces else api.namespace).get("items") or []
+    if not slots:
+        where = "any namespace" if all_namespaces else f"{api.namespace} namespace"
+        print(f"No Slots found in {where}.", file=sys.stderr)
+        return 0
+    print(render.table(slots, all_namespaces=all_namespaces, now=_now()))
+    return 0
+
+
+def _why(api: SlotClient, name: str) -> int:
+    slot = api.get_slot(api.namespace, name)
+    if slot is None:
+        print(f'kubectl slot: slot "{name}" not found in namespace {api.namespace}', file=sys.stderr)
+        return EXIT_ERROR
+    print(render.why(slot, api.slot_events(slot), now=_now()))
+    return 0
+
+
+def _probe(api: SlotClient, names: Sequence[str], *, wait: bool, timeout: datetime.timedelta) -> int:
+    deadline = time.monotonic() + timeout.total_seconds()
+    # A fresh token per run: the operator echoes it once it has handled this very request.
+    token = f"kubectl-slot-{_now().strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+    answers: dict[str, report.Answer] = {}
+    for name in dict.fromkeys(names):
+        if api.get_slot(api.namespace, name) is None:
+            answers[name] = report.Answer(code=EXIT_ERROR, word="NotFound", message=f"no Slot in {api.namespace}")
+            continue
+        api.request_probe(api.namespace, name, token)
+        if not wait:
+            print(f"slot/{name}: probe requested (token {token})")
+    if wait:
+        pending = [name for name in dict.fromkeys(names) if name not in answers]
+        answers.update(_wait(api, pending, token=token, deadline=deadline))
+    code = 0
+    for name in dict.fromkeys(names):
+        answer = answers.get(name)
+        if answer is None:
+            continue
+        print(f"slot/{name}: {answer.word}" + (f": {answer.message}" if answer.message else ""))
+        code = code or answer.code
+    return code
+
+
+def _wait(api: SlotClient, names: list[str], *, token: str, deadline: float) -> dict[str, report.Answer]:
+    """Watch the Slots until each answers the request or the deadline passes."""
+    answers: dict[str, report.Answer] = {}
+    seen: dict[str, report.SlotView] = {}
+    # One Slot: watch only it; several: the namespace's Slots, filtered here.
+    selector = f"metadata.name={names[0]}" if len(names) == 1 else None
+
+    def take(slot: dict[str, object], *, deleted: bool) -> None:
+        view = report.view(slot)
+        if view.name not in names or view.name in answers:
+            return
+        if deleted:
+            answers[view.name] = report.Answer(code=EXIT_ERROR, word="Deleted", message="the Slot was deleted")
+            return
+        seen[view.name] = view
+        answer = report.probe_answer(view, token)
+        if answer is not None:
+            answers[view.name] = answer
+
+    while len(answers) < len(names):
+        listing = api.list_slots(api.namespace, field_selector=selector)
+        for slot in listing.get("items") or []:
+            take(slot, deleted=False)
+        for name in names:
+            if name not in seen and name not in answers:
+                answers[name] = report.Answer(code=EXIT_ERROR, word="Deleted", message="the Slot was deleted")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or len(answers) == len(names):
+            break
+        version = str((listing.get("metadata") or {}).get("resourceVersion") or "")
+        for kind, slot in api.watch_slots(
+            api.namespace, resource_version=version, timeout=int(remaining) + 1, field_selector=selector
+        ):
+            take(slot, deleted=kind == "DELETED")
+            if len(answers) == len(names) or time.monotonic() >= deadline:
+                break
+    for name in names:
+        if name not in answers:
+            view = seen[name]
+            answers[name] = report.Answer(
+                code=EXIT_TIMEOUT,
+                word="NoVerdict",
+                message=f"no verdict on the current spec in time (phase {view.phase.value}, {view.reason}"
+                + (f": {view.message})" if view.message else ")"),
+            )
+    return answers

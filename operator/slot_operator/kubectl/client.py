@@ -1,0 +1,138 @@
+"""Every API call `kubectl slot` makes, with the user's own kubeconfig and credentials."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from slot_operator.kube.store import SLOT_PLURAL
+from slot_operator.logic import jobs
+from slot_operator.logic.schedule import PROBE_REQUEST_ANNOTATION
+
+# Each call gives up after this long (seconds); a watch ends earlier by its own timeout.
+REQUEST_TIMEOUT = 30
+
+
+class ClientError(RuntimeError):
+    """A kubeconfig or API problem, said in one line for the terminal."""
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)
+
+
+class SlotClient:
+    def __init__(self, *, kubeconfig: str | None, context: str | None, namespace: str | None) -> None:
+        try:
+            self._api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context, persist_config=False
+            )
+            contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        except (config.ConfigException, OSError) as exc:
+            raise ClientError(f"kubeconfig: {exc}") from None
+        chosen = next((c for c in contexts if c.get("name") == context), active) if context else active
+        # Like kubectl: --namespace, else the context's namespace, else "default".
+        self.namespace = namespace or str((chosen or {}).get("context", {}).get("namespace") or "default")
+        self._custom = client.CustomObjectsApi(self._api)
+        self._core = client.CoreV1Api(self._api)
+
+    def close(self) -> None:
+        self._api.close()
+
+    def _call(self, function: Callable[..., object], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """One API call returning an object (a dict: custom objects come back as JSON)."""
+        try:
+            result = function(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        except ApiException as exc:
+            raise ClientError(f"{exc.status} {_message(exc)}") from None
+        except OSError as exc:
+            raise ClientError(f"cannot reach the API server: {exc}") from None
+        if not isinstance(result, dict):
+            raise ClientError(f"unexpected answer from the API server: {type(result).__name__}")
+        return result
+
+    def list_slots(self, namespace: str | None, *, field_selector: str | None = None) -> dict[str, Any]:
+        """A SlotList (items and metadata.resourceVersion); every namespace when `namespace` is None."""
+        if namespace is None:
+            return self._call(self._custom.list_cluster_custom_object, jobs.GROUP, jobs.VERSION, SLOT_PLURAL)
+        return self._call(
+            self._custom.list_namespaced_custom_object,
+            jobs.GROUP,
+            jobs.VERSION,
+            namespace,
+            SLOT_PLURAL,
+            field_selector=field_selector,
+        )
+
+    def get_slot(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call(self._custom.get_namespaced_custom_object, jobs.GROUP, jobs.VERSION, namespace,
+                              SLOT_PLURAL, name)  # fmt: skip
+        except ClientError as exc:
+            if str(exc).startswith("404 "):
+                return None
+            raise
+
+    def request_probe(self, namespace: str, name: str, token: str) -> dict[str, Any]:
+        """Set the probe-request annotation (docs/design.md: the operator echoes it in status)."""
+        patch = {"metadata": {"annotations": {PROBE_REQUEST_ANNOTATION: token}}}
+        return self._call(
+            self._custom.patch_namespaced_custom_object,
+            jobs.GROUP,
+            jobs.VERSION,
+            namespace,
+            SLOT_PLURAL,
+            name,
+            patch,
+            _content_type="application/merge-patch+json",
+        )
+
+    def watch_slots(
+        self, namespace: str, *, resource_version: str, timeout: int, field_selector: str | None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(event type, Slot) from `resource_version` on, for at most `timeout` seconds.
+
+        Ends early on 410 Gone (the version is too old): the caller lists again.
+        """
+        stream = watch.Watch()  # type: ignore[no-untyped-call]
+        try:
+            for event in stream.stream(  # type: ignore[no-untyped-call]
+                self._custom.list_namespaced_custom_object,
+                jobs.GROUP,
+                jobs.VERSION,
+                namespace,
+                SLOT_PLURAL,
+                resource_version=resource_version,
+                timeout_seconds=max(timeout, 1),
+                field_selector=field_selector,
+            ):
+                yield str(event["type"]), dict(event["raw_object"])
+        except ApiException as exc:
+            if exc.status != 410:
+                raise ClientError(f"{exc.status} {_message(exc)}") from None
+        finally:
+            stream.stop()  # type: ignore[no-untyped-call]
+
+    def slot_events(self, slot: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Events on this Slot (this object: a deleted namesake's are left out), oldest first."""
+        meta = slot.get("metadata") or {}
+        try:
+            listing = self._core.list_namespaced_event(
+                str(meta.get("namespace")),
+                field_selector=f"involvedObject.kind=Slot,involvedObject.name={meta.get('name')}",
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            raise ClientError(f"{exc.status} {_message(exc)}") from None
+        except OSError as exc:
+            raise ClientError(f"cannot reach the API server: {exc}") from None
+        items = [event.model_dump(by_alias=True, mode="json", exclude_none=True) for event in listing.items]
+        own = [e for e in items if (e.get("involvedObject") or {}).get("uid") in (None, meta.get("uid"))]
+        return sorted(own, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))

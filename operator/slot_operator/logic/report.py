@@ -1,0 +1,146 @@
+"""What a Slot's status says, read one way for the metrics and for `kubectl slot`.
+
+The contract's rule (docs/design.md): a verdict belongs to a generation, and only a verdict
+on the Slot's current generation answers for its current spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from slot_operator.logic import timestamps
+from slot_operator.logic.conditions import PROBE_SUCCEEDED, READY, RECONCILING, STALLED, find
+from slot_operator.logic.verdict import EXIT_PHASES, FailureReason, Phase
+
+# `kubectl slot probe --wait` exits with the probe's own code for a verdict (0 Ready, 64/65/66).
+EXIT_FOR_PHASE = {phase: code for code, phase in EXIT_PHASES.items()}
+_FAILURE_REASONS = frozenset(reason.value for reason in FailureReason)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SlotView:
+    namespace: str
+    name: str
+    generation: int
+    phase: Phase
+    verdict_generation: int | None  # the generation the latest verdict was made on; None before any verdict
+    suspended: bool
+    invalid_spec: bool  # Stalled=InvalidSpec on the current generation: no probe runs until the spec is fixed
+    image: str
+    last_probe: datetime.datetime | None  # the latest probe attempt finished (verdict or not)
+    last_probe_failed: bool  # ... without a verdict
+    verdict_time: datetime.datetime | None
+    last_ready: datetime.datetime | None
+    next_probe: datetime.datetime | None
+    failures: int  # consecutive probes without a verdict
+    handled_request: str | None
+    reason: str  # one word for what holds the Slot now
+    message: str
+
+    @property
+    def verdict_current(self) -> bool:
+        return self.verdict_generation == self.generation
+
+    @property
+    def ready(self) -> bool:
+        """Ready on the current spec: what `kubectl wait --for=condition=Ready` and kstatus wait for."""
+        return self.verdict_current and self.phase is Phase.READY
+
+
+def _phase(status: Mapping[str, Any]) -> Phase:
+    try:
+        return Phase(status.get("phase") or Phase.PENDING)
+    except ValueError:
+        return Phase.PENDING
+
+
+def view(slot: Mapping[str, Any]) -> SlotView:
+    meta = slot.get("metadata") or {}
+    spec = slot.get("spec") or {}
+    status = slot.get("status") or {}
+    generation = int(meta.get("generation") or 1)
+    conditions = status.get("conditions") or ()
+    ready = find(conditions, READY) or {}
+    stalled = find(conditions, STALLED) or {}
+    reconciling = find(conditions, RECONCILING) or {}
+    probe_ok = find(conditions, PROBE_SUCCEEDED) or {}
+    last = status.get("lastProbe") or {}
+    phase = _phase(status)
+    # Ready is True or False only from a verdict, stamped with the generation that verdict was made on.
+    verdict_generation = int(ready.get("observedGeneration") or 0) if ready.get("status") in ("True", "False") else None
+    last_failed = str(last.get("reason") or "") in _FAILURE_REASONS
+    last_time = timestamps.parse_time(last.get("completionTime"))
+    last_ready = timestamps.parse_time(status.get("lastReadyTime"))
+    if last and not last_failed:
+        verdict_time = last_time
+    elif phase is Phase.READY:
+        verdict_time = last_ready
+    else:  # later probes failed: the verdict dates from when the Slot entered its phase
+        verdict_time = timestamps.parse_time(ready.get("lastTransitionTime")) if verdict_generation else None
+    suspended = bool(spec.get("suspend", False))
+    invalid = stalled.get("status") == "True" and stalled.get("reason") == FailureReason.INVALID_SPEC
+    if suspended:
+        reason, message = "Suspended", "spec.suspend is true: no new probes"
+    elif invalid:
+        reason, message = FailureReason.INVALID_SPEC.value, str(stalled.get("message") or "")
+    elif reconciling.get("status") == "True":
+        reason, message = str(reconciling.get("reason") or ""), str(reconciling.get("message") or "")
+    elif probe_ok.get("status") == "False":
+        reason, message = str(probe_ok.get("reason") or ""), str(probe_ok.get("message") or "")
+    elif verdict_generation is not None and verdict_generation != generation:
+        reason, message = (
+            "AwaitingProbe",
+            f"the verdict is for generation {verdict_generation}, the spec is at {generation}",
+        )
+    else:
+        reason, message = str(ready.get("reason") or "AwaitingProbe"), str(ready.get("message") or "")
+    request = status.get("lastHandledProbeRequest")
+    return SlotView(
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta.get("name") or ""),
+        generation=generation,
+        phase=phase,
+        verdict_generation=verdict_generation,
+        suspended=suspended,
+        invalid_spec=invalid and int(stalled.get("observedGeneration") or 0) == generation,
+        image=str(spec.get("image") or ""),
+        last_probe=last_time,
+        last_probe_failed=last_failed,
+        verdict_time=verdict_time,
+        last_ready=last_ready,
+        next_probe=timestamps.parse_time(status.get("nextProbeTime")),
+        failures=int(status.get("consecutiveProbeFailures") or 0),
+        handled_request=str(request) if request is not None else None,
+        reason=reason,
+        message=message,
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Answer:
+    """The end of a wait for a requested probe: the exit code and what to print."""
+
+    code: int
+    word: str  # the phase, or why there is none
+    message: str
+
+
+NOT_READY_EXIT = 1  # suspended, invalid spec, gone: no verdict will come
+
+
+def probe_answer(slot: SlotView, token: str) -> Answer | None:
+    """The answer to the probe request `token`, or None while it is still coming.
+
+    Done when the operator has acknowledged the token, the latest probe gave a verdict (a probe
+    that could not decide is retried) and that verdict is on the current generation.
+    """
+    if slot.suspended:
+        return Answer(code=NOT_READY_EXIT, word="Suspended", message="spec.suspend is true: the operator runs no probe")
+    if slot.invalid_spec:
+        return Answer(code=NOT_READY_EXIT, word=FailureReason.INVALID_SPEC.value, message=slot.message)
+    if slot.handled_request != token or slot.last_probe_failed or not slot.verdict_current:
+        return None
+    return Answer(code=EXIT_FOR_PHASE.get(slot.phase, NOT_READY_EXIT), word=slot.phase.value, message=slot.message)
