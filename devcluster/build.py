@@ -28,6 +28,8 @@ KUBERNETES_VERSION = "v1.36.3"
 # The etcd release that KUBERNETES_VERSION's go.mod pins (go.etcd.io/etcd/*/v3).
 ETCD_VERSION = "v3.6.8"
 HELM_VERSION = "v3.22.0"
+# Prometheus 3.16.0: its Go module is tagged v0.316.0 (the v3 tags are not Go-module versions).
+PROMETHEUS_VERSION = "v0.316.0"
 
 
 class BuildError(RuntimeError):
@@ -41,6 +43,7 @@ class Component:
     version: str
     package: str
     ldflags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
     # Stamp the Kubernetes version helm reports as its default (`.Capabilities.KubeVersion`, deprecation lint)
     # from the client-go it is built with, as helm's own release build does; unstamped it claims v1.20.
     stamp_helm_kube_version: bool = False
@@ -68,6 +71,13 @@ def _kube_ldflags(version: str) -> tuple[str, ...]:
         f"-X {stamp}.gitTreeState=clean",
         f"-X {stamp}.buildDate=1970-01-01T00:00:00Z",
     )
+
+
+def _prometheus_release(module_version: str) -> str:
+    """v0.316.0 -> 3.16.0: Prometheus publishes release X.Y.Z as Go module v0.(100X+Y).Z."""
+    _, combined, patch = module_version.lstrip("v").split(".")
+    major, minor = divmod(int(combined), 100)
+    return f"{major}.{minor}.{patch}"
 
 
 COMPONENTS: dict[str, Component] = {
@@ -101,6 +111,16 @@ COMPONENTS: dict[str, Component] = {
             ldflags=(f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",),
             stamp_helm_kube_version=True,
             revision=2,
+        ),
+        # promtool checks and unit-tests the chart's alert rules (`promtool check rules`, `promtool test rules`).
+        # remove_all_sd leaves out every service-discovery plugin (cloud SDKs): promtool's rule commands need none.
+        Component(
+            name="promtool",
+            module="github.com/prometheus/prometheus",
+            version=PROMETHEUS_VERSION,
+            package="github.com/prometheus/prometheus/cmd/promtool",
+            ldflags=(f"-X github.com/prometheus/common/version.Version={_prometheus_release(PROMETHEUS_VERSION)}",),
+            tags=("remove_all_sd",),
         ),
     )
 }
@@ -203,6 +223,7 @@ def build(component: Component) -> pathlib.Path:
             "go",
             "build",
             "-trimpath",
+            *(("-tags", ",".join(component.tags)) if component.tags else ()),
             "-ldflags",
             " ".join(ldflags),
             "-o",
