@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -15,6 +16,8 @@ from slot_operator.logic.schedule import PROBE_REQUEST_ANNOTATION
 
 # Each call gives up after this long (seconds); a watch ends earlier by its own timeout.
 REQUEST_TIMEOUT = 30
+# No answer at all: refused, reset, DNS, TLS (urllib3 wraps some of them in its own errors).
+_UNREACHABLE = (OSError, urllib3.exceptions.HTTPError)
 
 
 class ClientError(RuntimeError):
@@ -26,6 +29,12 @@ def _message(exc: ApiException) -> str:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)
     except ValueError:
         return str(exc.reason)
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause: urllib3's retry error wraps the refused connection in two layers."""
+    reason = getattr(exc, "reason", None)
+    return _reason(reason) if isinstance(reason, BaseException) else str(exc)
 
 
 class SlotClient:
@@ -52,8 +61,8 @@ class SlotClient:
             result = function(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
         except ApiException as exc:
             raise ClientError(f"{exc.status} {_message(exc)}") from None
-        except OSError as exc:
-            raise ClientError(f"cannot reach the API server: {exc}") from None
+        except _UNREACHABLE as exc:
+            raise ClientError(f"cannot reach the API server: {_reason(exc)}") from None
         if not isinstance(result, dict):
             raise ClientError(f"unexpected answer from the API server: {type(result).__name__}")
         return result
@@ -117,6 +126,8 @@ class SlotClient:
         except ApiException as exc:
             if exc.status != 410:
                 raise ClientError(f"{exc.status} {_message(exc)}") from None
+        except _UNREACHABLE as exc:
+            raise ClientError(f"cannot reach the API server: {_reason(exc)}") from None
         finally:
             stream.stop()  # type: ignore[no-untyped-call]
 
@@ -131,8 +142,8 @@ class SlotClient:
             )
         except ApiException as exc:
             raise ClientError(f"{exc.status} {_message(exc)}") from None
-        except OSError as exc:
-            raise ClientError(f"cannot reach the API server: {exc}") from None
+        except _UNREACHABLE as exc:
+            raise ClientError(f"cannot reach the API server: {_reason(exc)}") from None
         items = [event.model_dump(by_alias=True, mode="json", exclude_none=True) for event in listing.items]
         own = [e for e in items if (e.get("involvedObject") or {}).get("uid") in (None, meta.get("uid"))]
         return sorted(own, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
