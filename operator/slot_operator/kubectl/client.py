@@ -10,10 +10,10 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from slot_operator.kube.store import SLOT_PLURAL
 from slot_operator.logic import jobs
 from slot_operator.logic.schedule import PROBE_REQUEST_ANNOTATION
 
+SLOT_PLURAL = "slots"  # the Slot CRD's resource name (crds/slots.woved.dev.yaml)
 # Each call gives up after this long (seconds); a watch ends earlier by its own timeout.
 REQUEST_TIMEOUT = 30
 # No answer at all: refused, reset, DNS, TLS (urllib3 wraps some of them in its own errors).
