@@ -128,7 +128,17 @@ while [ "${ops[$i]}" != -- ]; do
 done
 n=0
 shadowed=
-die() { echo "nodesim: $*" >&2; exit 128; }
+mounting=
+# A failure before the command starts is the runtime's, not the container's: like runc, name the mount
+# being set up, and leave the message where the simulator reports it as the container's StartError.
+die() {
+  msg=${mounting:+error mounting \"$mounting\" to rootfs at \"$dst\": }$*
+  echo "nodesim: $msg" >&2
+  echo "$msg" >"$stage/start-error" || true
+  exit 128
+}
+set -E
+trap 'die "$BASH_COMMAND failed"' ERR
 # Replace directory $1 (in this namespace only) by a tmpfs holding bind mounts of
 # its original entries, so mount points can be created in it without host writes.
 shadow() {
@@ -199,9 +209,11 @@ while [ "$1" != -- ]; do
     if [ -d "$dst" ]; then k=$((k + 1)); continue; fi
     kind=dir
   fi
+  mounting=${ops[$((k * 4 + 1))]}
   mount_point "$kind" "$dst"
   mount -c --bind "${sources[$k]}" "$dst"
   if [ "$mode" = ro ]; then mount -c -o remount,bind,ro "$dst"; fi
+  mounting=
   k=$((k + 1))
 done
 shift
@@ -529,6 +541,7 @@ class Launch:
     cwd: str
     log_path: pathlib.Path
     term_file: pathlib.Path | None
+    start_error: pathlib.Path | None = None  # written by the setup script when it could not start the command
 
 
 @dataclasses.dataclass
@@ -1232,6 +1245,8 @@ class Simulator:
         ops += ["file", str(term_file), c.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH, "rw"]
         stage = state / "stage"
         stage.mkdir(exist_ok=True)
+        start_error = stage / "start-error"
+        start_error.unlink(missing_ok=True)
 
         # Like container runtimes: the primary gid, supplementalGroups and fsGroup are all
         # supplementary groups of the process.
@@ -1265,7 +1280,7 @@ class Simulator:
             "--",
             *argv,
         ]
-        return Launch(argv=full, env=env, cwd="/", log_path=log_path, term_file=term_file)
+        return Launch(argv=full, env=env, cwd="/", log_path=log_path, term_file=term_file, start_error=start_error)
 
     def _mount_ops(self, pod: JSON, rt: PodRuntime, c: JSON) -> list[str]:
         volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
@@ -1370,9 +1385,15 @@ class Simulator:
             os.killpg(proc.pid, signal.SIGKILL)
         exit_code = 128 - code if code < 0 else code
         message = self._termination_message(cr, exit_code)
+        reason = "Completed" if exit_code == 0 else "Error"
+        if launch.start_error is not None and launch.start_error.exists():
+            # The container never started (a mount failed): what containerd reports as StartError.
+            reason = "StartError"
+            failure = launch.start_error.read_text(errors="replace").strip()
+            message = f"failed to start container: error during container init: {failure}"
         with self.lock:
             cr.state, cr.exit_code, cr.process = "terminated", exit_code, None
-            cr.reason = "Completed" if exit_code == 0 else "Error"
+            cr.reason = reason
             cr.finished_at, cr.message = now_rfc3339(), message
         cr.exited.set()
         LOG.info("pod %s container %s: exited %d", rt.key, cr.name, exit_code)

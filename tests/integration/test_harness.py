@@ -516,6 +516,25 @@ def test_mount_over_the_simulators_own_directories(core: client.CoreV1Api, names
     assert terminated.exit_code == 0, terminated.message
 
 
+@needs_root
+def test_a_mount_the_runtime_cannot_make_is_a_start_error(
+    core: client.CoreV1Api, namespace: str, claim: ClaimFactory
+) -> None:
+    """Like containerd with runc: a claim mounted onto a file never starts the container (StartError, exit 128)
+    and the message names the mount; the container's own exit codes stay its own."""
+    claim("slot")
+    target = str(cluster.REPO / "devcluster" / "images" / "local" / "agent-shell" / "rootfs" / "bin" / "entrypoint")
+    container = probe_container()
+    container["volumeMounts"][0]["mountPath"] = target
+    create_pod(core, namespace, "onto-a-file", pod_spec(container, claim="slot"))
+
+    terminated = wait_terminated(core, namespace, "onto-a-file")
+
+    assert (terminated.exit_code, terminated.reason) == (128, "StartError")
+    assert f'to rootfs at "{target}"' in terminated.message
+    assert terminated.message.startswith("failed to start container: error during container init: error mounting")
+
+
 REACH_HOST_PATH = r"""
 import sys
 try:
