@@ -231,7 +231,7 @@ def test_result_word_from_exit_code_without_json_line(code: int, result: str) ->
 
 
 def test_last_probe_message_is_capped_and_masked() -> None:
-    secret = "Q" * 40
+    secret = "sk-ant-api03-Q7xYz2Lm9Kp4Rt8Vw3Nb6Hj1"
     outcome = exit_verdict(66, detail=f"bad token {secret} " + "z" * 600)
     new = st.verdict({}, generation=1, probe=probe(), outcome=outcome, interval=INTERVAL, now=T2)
     assert len(new["lastProbe"]["message"]) <= 256

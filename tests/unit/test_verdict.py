@@ -159,22 +159,61 @@ def test_safe_message_masks_token_like_strings(secret: str) -> None:
         assert secret[start : start + 32] not in out
 
 
-def test_safe_message_masks_each_jwt_segment() -> None:
-    header = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9"
-    payload = "eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIn0"
-    signature = "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
-    out = safe_message(f"bearer {header}.{payload}.{signature}")
-    assert out == "bearer [redacted].[redacted].[redacted]"
+JWT = (
+    "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIn0"
+    ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # The value after a credential-like key, in JSON or key=value form.
+        (
+            '{"tokens": {"access_token": "at-1", "refresh_token": "rt-1"}, "last_refresh": "2026-11-01"}',
+            '{"tokens": {"access_token": "[redacted]", "refresh_token": "[redacted]"}, "last_refresh": "2026-11-01"}',
+        ),
+        ("OPENAI_API_KEY=abc123 rest", "OPENAI_API_KEY=[redacted] rest"),
+        ("x-api-key: abc", "x-api-key: [redacted]"),
+        ("password: 'hunter2'", "password: '[redacted]'"),
+        ('{"client_secret":"s3cr3t"}', '{"client_secret":"[redacted]"}'),
+        # An Authorization scheme's credentials.
+        ("Authorization: Bearer abc.def-123", "Authorization: Bearer [redacted]"),
+        ('curl -H "Authorization: Basic dXNlcjpwYXNz"', 'curl -H "Authorization: Basic [redacted]"'),
+        (f"bearer {JWT}", "bearer [redacted]"),
+        # A JWT or a provider's token anywhere.
+        (f"id {JWT} expired", "id [redacted] expired"),
+        ("key sk-ant-api03-AbCdEfGhIjKlMnOp rejected", "key [redacted] rejected"),
+        # JSON values and bare words shaped like tokens (mixed case and digits).
+        ('{"detail": "Xy7Qp2Lm9Kd4Rt8Vw3Nb"}', '{"detail": "[redacted]"}'),
+        ("got AbCdEfGhIjKlMnOpQrStUvWxYz0123456789 back", "got [redacted] back"),
+    ],
+)
+def test_safe_message_redacts_credentials_by_context(text: str, expected: str) -> None:
+    assert safe_message(text, limit=1000) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "probe Job codex-production-slot-number-one-probe-3fa2b1c9d0 not found: never created",
+        "PersistentVolumeClaim 'codex-agent-home-volume-for-team-platform-1' not found in the Slot's namespace",
+        "ReadWriteOncePod claim 'codex-1-home' is in use by pod worker-7d9f8c6b5-x2x4q",
+        "credentials missing: /home/codex/.codex/auth.json not found (uid 10001, gid 10001)",
+        "/Users/Shared/AgentHome2024/.claude/settings.json: unparseable",
+        "image ghcr.io/example/agent-shell@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "ErrImagePull: ghcr.io/example/agent-shell:sha-1a2b3c4d5e6f7a8b9c0d-codex not found",
+        "Slot uid 0c2a51d4-8b5e-4f0e-9a51-3d1c9b7e2f60 generation 4",
+        "auth.json: refresh_token expired on 2026-11-01",
+    ],
+)
+def test_safe_message_keeps_names_paths_and_digests(text: str) -> None:
+    assert safe_message(text, limit=1000) == text
 
 
 def test_safe_message_keeps_ordinary_text() -> None:
     text = "credentials missing: /home/codex/.codex/auth.json not found (uid 10001, gid 10001)"
     assert safe_message(text) == text
-
-
-def test_safe_message_keeps_31_char_words_but_masks_32() -> None:
-    assert safe_message("a" * 31) == "a" * 31
-    assert safe_message("a" * 32) == "[redacted]"
 
 
 def test_safe_message_is_capped_at_the_default_limit() -> None:
@@ -192,7 +231,7 @@ def test_safe_message_custom_limit() -> None:
 
 def test_safe_message_masks_before_capping() -> None:
     # A secret straddling the cut must not leave a visible prefix behind.
-    secret = "Z" * 100
+    secret = "Zq9" * 34
     out = safe_message("x " * 100 + secret, limit=210)
-    assert "ZZZZ" not in out
+    assert "Zq9Z" not in out
     assert len(out) <= 210
