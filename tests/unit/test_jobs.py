@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from slot_operator.logic import jobs
 from slot_operator.logic.spec import SlotSpec, parse_spec
+from slot_operator.logic.verdict import FailureReason
 
 UID = "6f1c2a8e-3b7d-4e59-9a1f-0c2d4e6f8a10"
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -343,3 +344,79 @@ def test_manifest_does_not_alias_the_spec() -> None:
     pod_spec(job)["imagePullSecrets"][0]["name"] = "other"
     assert spec.env[0]["value"] == "1"
     assert spec.image_pull_secrets[0]["name"] == "regcred"
+
+
+# --- a refused Job names the Slot's field -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("job_field", "slot_field"),
+    [
+        ("spec.template.spec.containers[0].resources.requests", "spec.resources.requests"),
+        ("spec.template.spec.containers[0].resources.limits[cpu]", "spec.resources.limits[cpu]"),
+        ("spec.template.spec.tolerations[1].operator", "spec.tolerations[1].operator"),
+        ("spec.template.spec.nodeSelector", "spec.nodeSelector"),
+        ("spec.template.spec.imagePullSecrets[0].name", "spec.imagePullSecrets[0].name"),
+        ("spec.template.spec.containers[0].image", "spec.image"),
+        ("spec.template.spec.containers[0].imagePullPolicy", "spec.imagePullPolicy"),
+        ("spec.template.spec.containers[0].env[3].name", "spec.env[0].name"),
+        ("spec.template.spec.containers[0].env[5].valueFrom.secretKeyRef", "spec.env[2].valueFrom.secretKeyRef"),
+        ("spec.template.spec.containers[0].volumeMounts[0].mountPath", "spec.mountPath"),
+        ("spec.template.spec.volumes[0].persistentVolumeClaim.claimName", "spec.claimName"),
+        ("spec.template.spec.securityContext.runAsUser", "spec.runAsUser"),
+        ("spec.template.spec.containers[0].securityContext.runAsGroup", "spec.runAsGroup"),
+        ("spec.activeDeadlineSeconds", "spec.timeout"),
+        # Set by the operator itself: not the user's field.
+        ("spec.template.spec.containers[0].env[1].value", None),
+        ("spec.template.spec.containers[0].volumeMounts[1].mountPath", None),
+        ("metadata.name", None),
+        ("spec.podFailurePolicy.rules[0]", None),
+    ],
+)
+def test_slot_field_of_a_job_field(job_field: str, slot_field: str | None) -> None:
+    assert jobs.slot_field(job_field) == slot_field
+
+
+def test_slot_fields_exist_in_the_built_job() -> None:
+    """Every Job path the mapping knows is where build_probe_job puts that field."""
+    manifest = build(make_spec(resources={"limits": {"cpu": "1"}}, nodeSelector={"a": "b"}), node=None)
+    pod = manifest["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "ghcr.io/example/agent:sha-1a2b3c"
+    assert container["volumeMounts"][0]["name"] == jobs.SLOT_VOLUME
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "codex-1-home"
+    assert [e["name"] for e in container["env"][:3]] == ["AGENT_MODE", "WOVED_TASK_AGENT", "HOME"]
+
+
+def test_invalid_job_on_the_users_fields_is_invalid_spec() -> None:
+    outcome = jobs.rejection(
+        status=422,
+        message='Job.batch "x" is invalid: ...',
+        causes=[
+            (
+                "spec.template.spec.tolerations[0].operator",
+                "Invalid value: \"Exists\": value must be empty when `operator` is 'Exists'",
+            )
+        ],
+    )
+    assert outcome.reason is FailureReason.INVALID_SPEC
+    assert outcome.message == (
+        "the API server refused the probe Job: spec.tolerations[0].operator: "
+        "Invalid value: \"Exists\": value must be empty when `operator` is 'Exists'"
+    )
+
+
+def test_other_refusals_are_retried_and_still_name_the_field() -> None:
+    quota = jobs.rejection(
+        status=403, message='jobs "x" is forbidden: exceeded quota: q, requested: count/jobs', causes=[]
+    )
+    assert quota.reason is FailureReason.JOB_REJECTED
+    assert quota.message == (
+        "the API server refused the probe Job (HTTP 403): "
+        'jobs "x" is forbidden: exceeded quota: q, requested: count/jobs'
+    )
+    ours = jobs.rejection(status=422, message="m", causes=[("metadata.name", "too long")])
+    assert (ours.reason, ours.message) == (
+        FailureReason.JOB_REJECTED,
+        "the API server refused the probe Job (HTTP 422): metadata.name: too long",
+    )

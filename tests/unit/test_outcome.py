@@ -294,3 +294,51 @@ def test_is_finished() -> None:
     assert not is_finished(job(cond("Suspended")))
     assert not is_finished(job(cond("Complete", status="False")))
     assert not is_finished({})
+
+
+# --- the spec at fault: the runtime could not mount the slot ------------------------------------
+
+CONTAINERD_MOUNT_ERROR = (
+    "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: "
+    "unable to start container process: error during container init: error mounting "
+    '"/var/lib/kubelet/pods/1/volumes/kubernetes.io~csi/pvc-1/mount" to rootfs at "/opt/agent/run.sh": '
+    "mount /var/lib/kubelet/pods/1/volumes/kubernetes.io~csi/pvc-1/mount:/opt/agent/run.sh (via /proc/self/fd/6), "
+    "flags: 0x5001: not a directory: unknown"
+)
+
+
+def _start_error(message: str) -> dict[str, Any]:
+    return {"terminated": {"exitCode": 128, "reason": "StartError", "message": message}}
+
+
+def test_mount_failure_while_the_job_retries_is_invalid_spec_and_stops_it() -> None:
+    outcome = classify(job(), [pod(state=_start_error(CONTAINERD_MOUNT_ERROR))])
+    assert isinstance(outcome, NoVerdict)
+    assert outcome.reason is FailureReason.INVALID_SPEC
+    assert outcome.stop_job
+    # The message starts with the field and keeps the part of the runtime's that says what went wrong.
+    assert outcome.message.startswith(
+        'spec.mountPath: the container runtime could not mount the claim: error mounting "'
+    )
+    assert 'to rootfs at "/opt/agent/run.sh"' in outcome.message
+
+
+def test_mount_failure_after_the_job_failed_is_invalid_spec() -> None:
+    failed = job(cond("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"))
+    outcome = classify(failed, [pod(state=_start_error(CONTAINERD_MOUNT_ERROR))])
+    assert isinstance(outcome, NoVerdict)
+    assert (outcome.reason, outcome.stop_job, outcome.finished) == (FailureReason.INVALID_SPEC, False, DONE)
+
+
+@pytest.mark.parametrize("reason", ["CreateContainerError", "RunContainerError"])
+def test_mount_failure_while_waiting_is_invalid_spec(reason: str) -> None:
+    outcome = classify(job(), [pod(state=waiting(reason, "error mounting /x to rootfs at /home/codex: denied"))])
+    assert isinstance(outcome, NoVerdict)
+    assert outcome.reason is FailureReason.INVALID_SPEC
+
+
+def test_other_start_errors_stay_crashes() -> None:
+    failed = job(cond("Failed", "BackoffLimitExceeded"))
+    outcome = classify(failed, [pod(state=_start_error('exec: "entrypoint": executable file not found in $PATH'))])
+    assert isinstance(outcome, NoVerdict)
+    assert outcome.reason is FailureReason.CRASHED

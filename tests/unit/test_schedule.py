@@ -273,3 +273,12 @@ def test_claim_users_keeps_terminating_pods() -> None:
     # A pod being deleted still has the volume attached until it is gone.
     terminating = user("agent-0", metadata={"name": "agent-0", "deletionTimestamp": "2024-05-06T11:59:00Z"})
     assert schedule.claim_users([terminating], "home") == [terminating]
+
+
+def test_spec_at_fault_waits_for_a_new_generation_or_a_request() -> None:
+    status = settled(
+        lastProbe={"generation": 2, "reason": "InvalidSpec"}, consecutiveProbeFailures=1, nextProbeTime=None
+    )
+    assert due(status) == (None, None)
+    assert due(status, request="r") == (Trigger(kind="manual", request="r"), None)
+    assert due(status, generation=3) == (Trigger(kind="spec-changed"), None)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import pathlib
 from typing import Any
 
 import pytest
-from slot_operator.logic.spec import InvalidSpec, SlotSpec, parse_spec
+from slot_operator.logic.spec import SYSTEM_PATHS, InvalidSpec, SlotSpec, parse_spec
+
+from tests.spec_cases import ACCEPTED, REJECTED
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 INTERVAL = datetime.timedelta(hours=6)
 TIMEOUT = datetime.timedelta(minutes=2)
@@ -93,6 +98,7 @@ def test_null_optional_lists_are_empty() -> None:
         ({"image": ""}, "spec.image"),
         ({"mountPath": "home/codex"}, "spec.mountPath"),
         ({"mountPath": "/"}, "spec.mountPath"),
+        ({"mountPath": 7}, "spec.mountPath"),
         ({"runAsUser": 0}, "spec.runAsUser"),
         ({"runAsUser": -1}, "spec.runAsUser"),
         ({"runAsUser": "10001"}, "spec.runAsUser"),
@@ -147,11 +153,23 @@ def test_spec_is_immutable() -> None:
         spec.image = "other"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("path", ["/tmp", "/tmp/"])
-def test_mount_path_cannot_hide_the_scratch_directory(path: str) -> None:
-    with pytest.raises(InvalidSpec, match=r"spec\.mountPath"):
-        parse_spec(
-            {"agent": "codex", "claimName": "c", "image": "i", "mountPath": path},
-            default_interval=datetime.timedelta(hours=6),
-            default_timeout=datetime.timedelta(minutes=2),
-        )
+@pytest.mark.parametrize(("raw", "message"), list(REJECTED.items()))
+def test_mount_path_rejected_in_any_spelling(raw: str, message: str) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        _parse(mountPath=raw)
+    assert str(info.value) == f"spec.mountPath: {message}"
+
+
+@pytest.mark.parametrize(("raw", "normalised"), list(ACCEPTED.items()))
+def test_mount_path_is_normalised(raw: str, normalised: str) -> None:
+    spec = _parse(mountPath=raw)
+    assert spec.mount_path == normalised
+
+
+def test_system_paths_are_those_of_the_crd() -> None:
+    """The CRD's CEL rule names the same directories (a path below each is refused on both sides)."""
+    crd = (ROOT / "crds" / "slots.woved.dev.yaml").read_text()
+    for system in SYSTEM_PATHS:
+        top = system.split("/")[1]
+        assert f"'{top}'" in crd, system
+        assert f"{system}/agent" not in ACCEPTED

@@ -108,12 +108,14 @@ def test_queued_from_nothing() -> None:
     assert row(new) == (
         "Pending",
         "Unknown/AwaitingProbe",
-        "False/AwaitingProbe",
+        "False/AwaitingVerdict",
         "True/Queued",
         "Unknown/AwaitingProbe",
     )
     assert new["observedGeneration"] == 1
-    assert cond(new, "Reconciling")["message"] == "waiting for a probe slot (position 3 in the queue)"
+    assert cond(new, "Reconciling")["message"] == (
+        "waiting for a probe slot (position 3 in the queue); generation 1 has no verdict yet"
+    )
     assert all(c["lastTransitionTime"] == "2024-05-06T07:00:00Z" for c in new["conditions"])
     assert all(c["observedGeneration"] == 1 for c in new["conditions"])
 
@@ -124,7 +126,7 @@ def test_probing_from_nothing() -> None:
     assert row(new) == (
         "Pending",
         "Unknown/AwaitingProbe",
-        "False/AwaitingProbe",
+        "False/AwaitingVerdict",
         "True/Probing",
         "Unknown/AwaitingProbe",
     )
@@ -136,7 +138,9 @@ def test_probing_from_nothing() -> None:
         "startTime": "2024-05-06T07:00:00Z",
         "request": "tok",
     }
-    assert cond(new, "Reconciling")["message"] == "probe Job codex-1-probe-0000000001 running (created)"
+    assert cond(new, "Reconciling")["message"] == (
+        "probe Job codex-1-probe-0000000001 running (created); generation 1 has no verdict yet"
+    )
 
 
 def test_queued_then_probing_keeps_reconciling_transition_time() -> None:
@@ -257,14 +261,14 @@ def test_non_ready_verdicts_do_not_touch_last_ready(code: int) -> None:
     assert later["lastReadyImage"] == "img:1"
 
 
-def test_verdict_generation_lags_on_ready_while_status_is_current() -> None:
+def test_verdict_for_an_older_generation_keeps_the_new_one_in_progress() -> None:
     # The probe was for generation 3; the Slot is now at generation 4.
     new = st.verdict({}, generation=4, probe=probe(3), outcome=exit_verdict(0), interval=INTERVAL, now=T2)
     assert new["observedGeneration"] == 4
-    assert cond(new, "Ready")["observedGeneration"] == 3
-    assert cond(new, "Stalled")["observedGeneration"] == 3
-    assert cond(new, "Reconciling")["observedGeneration"] == 4
-    assert cond(new, "ProbeSucceeded")["observedGeneration"] == 4
+    assert cond(new, "Ready")["observedGeneration"] == 3  # Ready speaks for the generation it judged
+    assert row(new)[1:4] == ("True/SmokeTestPassed", "False/AwaitingVerdict", "True/AwaitingProbe")
+    assert all(cond(new, kind)["observedGeneration"] == 4 for kind in ("Stalled", "Reconciling", "ProbeSucceeded"))
+    assert cond(new, "Reconciling")["message"].endswith("generation 4 has no verdict yet (generation 3 was Ready)")
     assert new["lastProbe"]["generation"] == 3
 
 
@@ -287,21 +291,22 @@ def test_last_handled_probe_request_is_echoed_by_a_verdict() -> None:
     assert later["lastHandledProbeRequest"] == "abc"
 
 
-def test_reprobe_after_verdict_only_touches_reconciling() -> None:
+def test_reprobe_after_verdict_only_touches_reconciling_reason() -> None:
+    """A re-probe of a generation that has its verdict holds no gate: Reconciling stays False."""
     for code in (0, 65):
         before = after_verdict(code)
         running = st.probing(before, generation=1, probe=probe(), now=T3)
-        assert row(running)[:2] == row(before)[:2]
-        assert row(running)[3] == "True/Probing"
+        assert row(running)[3] == "False/Probing"
         for kind in ("Ready", "Stalled", "ProbeSucceeded"):
             assert cond(running, kind) == cond(before, kind)
+        assert cond(running, "Reconciling")["lastTransitionTime"] == cond(before, "Reconciling")["lastTransitionTime"]
         assert running["phase"] == before["phase"]
 
 
 # --- no verdict --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("reason", list(FailureReason))
+@pytest.mark.parametrize("reason", [r for r in FailureReason if r is not FailureReason.INVALID_SPEC])
 @pytest.mark.parametrize("code", [0, 66])
 def test_no_verdict_keeps_the_verdict(reason: FailureReason, code: int) -> None:
     before = after_verdict(code)
@@ -314,7 +319,8 @@ def test_no_verdict_keeps_the_verdict(reason: FailureReason, code: int) -> None:
     assert new["phase"] == before["phase"]
     assert cond(new, "Ready") == cond(before, "Ready")
     assert cond(new, "Stalled") == cond(before, "Stalled")
-    assert row(new)[3:] == ("False/Idle", f"False/{reason.value}")
+    assert row(new)[3:] == ("False/Retrying", f"False/{reason.value}")
+    assert cond(new, "Reconciling")["message"] == f"{reason.value}: why: {reason.value}; next attempt at {fmt(T3)}"
     assert cond(new, "ProbeSucceeded")["message"] == f"why: {reason.value}"
     assert cond(new, "ProbeSucceeded")["lastTransitionTime"] == fmt(T3)
     assert new["consecutiveProbeFailures"] == 1
@@ -330,9 +336,18 @@ def test_no_verdict_before_any_verdict_stays_pending() -> None:
     new = st.no_verdict(
         probing, generation=1, probe=probe(), outcome=outcome, trigger="created", request=None, retry_at=T2, now=T1
     )
-    assert row(new) == ("Pending", "Unknown/AwaitingProbe", "False/AwaitingProbe", "False/Idle", "False/ProbeTimedOut")
+    assert row(new) == (
+        "Pending",
+        "Unknown/AwaitingProbe",
+        "False/AwaitingVerdict",
+        "True/Retrying",
+        "False/ProbeTimedOut",
+    )
     assert "currentProbe" not in new
-    assert cond(new, "Reconciling")["message"] == f"retry at {fmt(T2)}"
+    assert cond(new, "Reconciling")["message"] == (
+        f"ProbeTimedOut: probe did not finish before its deadline; next attempt at {fmt(T2)}; "
+        "generation 1 has no verdict yet"
+    )
 
 
 def test_no_verdict_counts_consecutive_failures() -> None:
@@ -398,16 +413,33 @@ def test_idle_clears_current_probe_and_says_when_next() -> None:
     assert row(new)[:3] == row(ready)[:3]
 
 
-def test_idle_suspended() -> None:
+def test_idle_suspended_before_any_verdict_is_in_progress() -> None:
     new = st.idle({}, generation=2, suspended=True, now=T0)
     assert row(new) == (
         "Pending",
         "Unknown/AwaitingProbe",
-        "False/AwaitingProbe",
-        "False/Suspended",
+        "False/AwaitingVerdict",
+        "True/Suspended",
         "Unknown/AwaitingProbe",
     )
     assert new["observedGeneration"] == 2
+
+
+def test_suspending_with_a_new_image_leaves_the_old_verdict_on_record_only() -> None:
+    ready = after_verdict(0)
+    new = st.idle(ready, generation=2, suspended=True, now=T3)
+    assert row(new) == (
+        "Ready",
+        "True/SmokeTestPassed",
+        "False/AwaitingVerdict",
+        "True/Suspended",
+        "True/ProbeCompleted",
+    )
+    assert cond(new, "Ready")["observedGeneration"] == 1
+    assert cond(new, "Reconciling")["message"] == (
+        "spec.suspend is true: no probe runs until it is false; "
+        "generation 2 has no verdict yet (generation 1 was Ready)"
+    )
 
 
 def test_invalid_spec_stalls_and_stops_scheduling() -> None:
@@ -522,4 +554,81 @@ def test_fixing_an_invalid_spec_clears_stalled() -> None:
     queued = st.queued(broken, generation=2, position=1, now=now)
 
     stalled = find(queued["conditions"], "Stalled")
-    assert (stalled["status"], stalled["reason"]) == ("False", "AwaitingProbe")
+    assert (stalled["status"], stalled["reason"]) == ("False", "AwaitingVerdict")
+
+
+# --- the rule: a new generation after an older verdict (docs/design.md §2.3) --------------------
+
+
+def test_new_generation_after_ready_whose_probe_crashed_is_in_progress() -> None:
+    ready = after_verdict(0)
+    crash = NoVerdict(reason=FailureReason.CRASHED, message="boom", exit_code=1)
+    new = st.no_verdict(
+        ready, generation=2, probe=probe(2), outcome=crash, trigger="spec-changed", request=None, retry_at=T3, now=T3
+    )
+    assert row(new) == ("Ready", "True/SmokeTestPassed", "False/AwaitingVerdict", "True/Retrying", "False/ProbeCrashed")
+    assert cond(new, "Ready")["observedGeneration"] == 1
+    assert new["observedGeneration"] == 2
+    # Idle reconciles while the retry waits write the same conditions (no flapping writes).
+    assert st.idle(new, generation=2, suspended=False, now=T3)["conditions"] == new["conditions"]
+
+
+def test_new_image_for_a_stalled_slot_clears_stalled_while_it_waits() -> None:
+    stalled = after_verdict(66)
+    new = st.queued(stalled, generation=2, position=5, now=T3)
+    assert row(new) == (
+        "NeedsReauth",
+        "False/NeedsReauth",
+        "False/AwaitingVerdict",
+        "True/Queued",
+        "True/ProbeCompleted",
+    )
+    assert cond(new, "Stalled")["message"] == "generation 2 has no verdict yet (generation 1 was NeedsReauth)"
+    assert cond(new, "Stalled")["observedGeneration"] == 2
+    fixed = st.verdict(new, generation=2, probe=probe(2), outcome=exit_verdict(0), interval=INTERVAL, now=T3)
+    assert row(fixed)[:4] == ("Ready", "True/SmokeTestPassed", "False/Ready", "False/Idle")
+
+
+def test_a_spec_fault_found_by_the_probe_stalls_without_retry() -> None:
+    ready = after_verdict(0)
+    fault = NoVerdict(reason=FailureReason.INVALID_SPEC, message="spec.mountPath: could not mount the claim")
+    new = st.no_verdict(
+        ready, generation=2, probe=probe(2), outcome=fault, trigger="spec-changed", request=None, retry_at=T3, now=T3
+    )
+    assert row(new) == ("Ready", "True/SmokeTestPassed", "True/InvalidSpec", "False/InvalidSpec", "False/InvalidSpec")
+    assert cond(new, "Stalled")["message"] == "spec.mountPath: could not mount the claim"
+    assert "nextProbeTime" not in new
+    assert st.spec_fault(new, generation=2) == "spec.mountPath: could not mount the claim"
+    # It holds while nothing changes, and a new generation is judged afresh.
+    assert st.idle(new, generation=2, suspended=False, now=T3)["conditions"] == new["conditions"]
+    assert st.spec_fault(new, generation=3) is None
+    assert row(st.queued(new, generation=3, position=1, now=T3))[2:4] == ("False/AwaitingVerdict", "True/Queued")
+
+
+def test_reprobe_crash_after_a_current_verdict_holds_no_gate() -> None:
+    for code, stalled in ((0, "False/Ready"), (65, "True/NeedsInit")):
+        crash = NoVerdict(reason=FailureReason.TIMED_OUT, message="deadline")
+        new = st.no_verdict(
+            after_verdict(code),
+            generation=1,
+            probe=probe(),
+            outcome=crash,
+            trigger="interval",
+            request=None,
+            retry_at=T3,
+            now=T3,
+        )
+        assert row(new)[2:] == (stalled, "False/Retrying", "False/ProbeTimedOut")
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ({}, None),
+        ({"conditions": [{"type": "Ready", "status": "Unknown", "observedGeneration": 3}]}, None),
+        ({"conditions": [{"type": "Ready", "status": "False", "observedGeneration": 3}]}, 3),
+        ({"conditions": [{"type": "Ready", "status": "True", "observedGeneration": 4}]}, 4),
+    ],
+)
+def test_verdict_generation(status: dict[str, Any], expected: int | None) -> None:
+    assert st.verdict_generation(status) == expected

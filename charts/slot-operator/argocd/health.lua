@@ -3,22 +3,33 @@
 -- Install: argocd-cm key "resource.customizations.health.woved.dev_Slot" (see the
 -- chart README), or upstream as resource_customizations/woved.dev/Slot/health.lua.
 --
--- A verdict belongs to a generation (kstatus semantics): a condition only speaks
--- for the current spec when its observedGeneration equals metadata.generation.
---   Healthy      Ready=True for the current generation (a periodic re-probe or a
---                failed probe attempt does not change that)
---   Degraded     Stalled=True for the current generation (NeedsInit, NeedsReauth,
---                ImageBroken: a human has to act)
---   Suspended    spec.suspend=true and no current verdict (no probe will come)
---   Progressing  everything else: no verdict yet, probe queued or running, or the
---                verdict is for an older generation and the new spec awaits its probe
+-- The rule of docs/design.md ("How GitOps tools read a Slot"), read from the same fields
+-- as Flux's kstatus, so that both tools stop, wait or pass a rollout on the same Slots:
+--   Progressing  the operator has not yet seen the current spec (status.observedGeneration
+--                is not metadata.generation)
+--   Degraded     Stalled=True for the current generation: its verdict needs a human
+--                (NeedsInit, NeedsReauth, ImageBroken) or its spec is invalid
+--   Suspended    Reconciling=True, reason Suspended: the current generation has no verdict
+--                and gets none while spec.suspend is true
+--   Progressing  Reconciling=True: the current generation has no verdict yet (queued, probing,
+--                or waiting to retry a probe that gave none)
+--   Healthy      Ready=True for the current generation (a re-probe, or a failed re-probe, of a
+--                generation that has its verdict does not change that)
+--   Progressing  anything else
+-- Only the base and table libraries are used: Argo CD opens no others for a customization.
 local hs = {}
 
-local function find_condition(conditions, condition_type)
-  if conditions == nil then
+local generation = nil
+if obj.metadata ~= nil then
+  generation = obj.metadata.generation
+end
+local status = obj.status or {}
+
+local function find_condition(condition_type)
+  if status.conditions == nil then
     return nil
   end
-  for _, condition in ipairs(conditions) do
+  for _, condition in ipairs(status.conditions) do
     if condition.type == condition_type then
       return condition
     end
@@ -26,31 +37,20 @@ local function find_condition(conditions, condition_type)
   return nil
 end
 
--- Condition's observedGeneration, else the status's; nil when neither is set.
-local function observed_generation(condition)
-  if condition.observedGeneration ~= nil then
-    return condition.observedGeneration
-  end
-  if obj.status ~= nil then
-    return obj.status.observedGeneration
-  end
-  return nil
-end
-
+-- True when the condition speaks for the current spec: its own observedGeneration, else the status's.
 local function is_current(condition)
-  local generation = obj.metadata ~= nil and obj.metadata.generation or nil
-  local observed = observed_generation(condition)
-  return generation == nil or observed == nil or observed == generation
+  local observed = condition.observedGeneration
+  if observed == nil then
+    observed = status.observedGeneration
+  end
+  return generation == nil or observed == generation
 end
 
 local function is_true_now(condition)
   return condition ~= nil and condition.status == "True" and is_current(condition)
 end
 
-local function describe(condition, fallback)
-  if condition == nil then
-    return fallback
-  end
+local function describe(condition)
   local reason = condition.reason or ""
   local message = condition.message or ""
   if reason ~= "" and message ~= "" then
@@ -59,46 +59,45 @@ local function describe(condition, fallback)
   if message ~= "" then
     return message
   end
-  if reason ~= "" then
-    return reason
-  end
-  return fallback
+  return reason
 end
 
-local conditions = nil
-if obj.status ~= nil then
-  conditions = obj.status.conditions
+local ready = find_condition("Ready")
+local stalled = find_condition("Stalled")
+local reconciling = find_condition("Reconciling")
+
+if generation ~= nil and status.observedGeneration ~= generation then
+  hs.status = "Progressing"
+  if status.conditions == nil then
+    hs.message = "Waiting for the first probe"
+  else
+    hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
+  end
+  return hs
 end
-local ready = find_condition(conditions, "Ready")
-local stalled = find_condition(conditions, "Stalled")
-local reconciling = find_condition(conditions, "Reconciling")
 
 if is_true_now(stalled) then
   hs.status = "Degraded"
-  hs.message = describe(stalled, "Stalled")
+  hs.message = describe(stalled)
+  return hs
+end
+
+if reconciling ~= nil and reconciling.status == "True" then
+  if reconciling.reason == "Suspended" then
+    hs.status = "Suspended"
+  else
+    hs.status = "Progressing"
+  end
+  hs.message = describe(reconciling)
   return hs
 end
 
 if is_true_now(ready) then
   hs.status = "Healthy"
-  hs.message = describe(ready, "Ready")
-  return hs
-end
-
-if obj.spec ~= nil and obj.spec.suspend == true then
-  hs.status = "Suspended"
-  hs.message = "Probing is suspended (spec.suspend)"
+  hs.message = describe(ready)
   return hs
 end
 
 hs.status = "Progressing"
-if reconciling ~= nil and reconciling.status == "True" then
-  hs.message = describe(reconciling, "Probing")
-elseif ready ~= nil and not is_current(ready) then
-  hs.message = "Waiting for a probe of generation " .. tostring(obj.metadata.generation)
-elseif ready ~= nil then
-  hs.message = describe(ready, "Waiting for a verdict")
-else
-  hs.message = "Waiting for the first probe"
-end
+hs.message = "Waiting for a verdict on generation " .. tostring(generation)
 return hs

@@ -20,6 +20,7 @@ from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
 
 from slot_operator.logic import jobs, timestamps
+from slot_operator.logic.outcome import NoVerdict
 
 logger = logging.getLogger(__name__)
 
@@ -27,24 +28,37 @@ SLOT_PLURAL = "slots"
 
 
 class JobRejected(RuntimeError):
-    """The API server (or the client's model) refused a probe Job: the message says why."""
+    """The API server (or the client's model) refused a probe Job: `outcome` says why, naming the Slot field."""
+
+    def __init__(self, outcome: NoVerdict) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
 
 
 class ApiError(RuntimeError):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, causes: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+        self.message = message
+        self.causes = causes  # (field, message) pairs from a Status's details, when the server gives them
 
 
 async def _json(call: Awaitable[aiohttp.ClientResponse]) -> dict[str, Any]:
     response = await call
     body = await response.read()
     if response.status >= 400:
+        causes: tuple[tuple[str, str], ...] = ()
         try:
-            message = str(json.loads(body).get("message") or body[:300])
-        except ValueError:
+            failure = json.loads(body)
+            message = str(failure.get("message") or body[:300])
+            causes = tuple(
+                (str(cause.get("field")), str(cause.get("message") or cause.get("reason") or ""))
+                for cause in (failure.get("details") or {}).get("causes") or ()
+                if cause.get("field")
+            )
+        except (ValueError, AttributeError):
             message = body[:300].decode(errors="replace")
-        raise ApiError(int(response.status), message)
+        raise ApiError(int(response.status), message, causes)
     return dict(json.loads(body)) if body else {}
 
 
@@ -133,7 +147,11 @@ class KubeStore:
         try:
             body = kclient.V1Job.model_validate(manifest)
         except pydantic.ValidationError as exc:
-            raise JobRejected(f"invalid probe Job: {exc.errors()[0].get('msg')}") from None
+            error = exc.errors()[0]
+            field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+            raise JobRejected(
+                jobs.rejection(status=422, message=error["msg"], causes=[(field, error["msg"])])
+            ) from None
         try:
             await _json(
                 self._batch.create_namespaced_job_without_preload_content(manifest["metadata"]["namespace"], body)
@@ -142,7 +160,7 @@ class KubeStore:
             if exc.status == 409:
                 return False
             if 400 <= exc.status < 500 and exc.status not in (401, 429):
-                raise JobRejected(str(exc)) from None
+                raise JobRejected(jobs.rejection(status=exc.status, message=exc.message, causes=exc.causes)) from None
             raise
         return True
 

@@ -39,7 +39,7 @@ def set_condition(
     updated = {
         "type": kind,
         "status": status,
-        "reason": reason,
+        "reason": str(reason),  # plain str, also for enum members
         "message": verdict.safe_message(message, limit=1024),
         "observedGeneration": generation,
         "lastTransitionTime": transition,

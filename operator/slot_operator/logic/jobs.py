@@ -6,11 +6,12 @@ import copy
 import datetime
 import hashlib
 import re
+from collections.abc import Sequence
 from typing import Any
 
-from slot_operator.logic.outcome import PROBE_CONTAINER
+from slot_operator.logic.outcome import PROBE_CONTAINER, NoVerdict
 from slot_operator.logic.spec import SCRATCH_PATH, SlotSpec
-from slot_operator.logic.verdict import VERDICT_EXIT_CODES
+from slot_operator.logic.verdict import VERDICT_EXIT_CODES, FailureReason
 
 GROUP = "woved.dev"
 VERSION = "v1alpha1"
@@ -29,6 +30,59 @@ DEFAULT_RESOURCES = {
     "requests": {"cpu": "10m", "memory": "32Mi"},
     "limits": {"cpu": "500m", "memory": "256Mi"},
 }
+# Where the parts of a probe Job come from in the Slot (build_probe_job), longest Job path first, so that a
+# refusal of the Job names the field the user wrote.
+_POD = "spec.template.spec."
+_CONTAINER = _POD + "containers[0]."
+_SLOT_FIELDS = (
+    (_CONTAINER + "volumeMounts[0]", "spec.mountPath"),
+    (_CONTAINER + "imagePullPolicy", "spec.imagePullPolicy"),
+    (_CONTAINER + "securityContext.runAsGroup", "spec.runAsGroup"),
+    (_CONTAINER + "securityContext.runAsUser", "spec.runAsUser"),
+    (_POD + "securityContext.runAsGroup", "spec.runAsGroup"),
+    (_POD + "securityContext.runAsUser", "spec.runAsUser"),
+    (_POD + "volumes[0].persistentVolumeClaim", "spec.claimName"),
+    (_CONTAINER + "resources", "spec.resources"),
+    (_CONTAINER + "image", "spec.image"),
+    (_POD + "imagePullSecrets", "spec.imagePullSecrets"),
+    (_POD + "nodeSelector", "spec.nodeSelector"),
+    (_POD + "tolerations", "spec.tolerations"),
+    ("spec.activeDeadlineSeconds", "spec.timeout"),
+)
+_ENV = re.compile(re.escape(_CONTAINER) + r"env\[(\d+)\](.*)")
+_OPERATOR_ENV = 3  # AGENT_MODE, WOVED_TASK_AGENT, HOME come before spec.env
+
+
+def slot_field(job_field: str) -> str | None:
+    """The Slot field a probe Job field was built from (`spec.template.spec.tolerations[0].operator` ->
+    `spec.tolerations[0].operator`), or None for what the operator sets itself."""
+    env = _ENV.fullmatch(job_field)
+    if env:
+        index = int(env.group(1)) - _OPERATOR_ENV
+        return f"spec.env[{index}]{env.group(2)}" if index >= 0 else None
+    for prefix, field in _SLOT_FIELDS:
+        if job_field == prefix or job_field.startswith((prefix + ".", prefix + "[")):
+            rest = job_field[len(prefix) :]
+            return field + (rest if field not in ("spec.mountPath", "spec.claimName", "spec.timeout") else "")
+    return None
+
+
+def rejection(*, status: int, message: str, causes: Sequence[tuple[str, str]]) -> NoVerdict:
+    """What the API server's refusal of a probe Job means for the Slot.
+
+    Invalid (422) on fields the Slot's spec sets: the spec is at fault and would be refused again
+    (InvalidSpec, not retried). Anything else (quota, an admission policy, a field the operator sets)
+    may pass later: ProbeJobRejected, retried with backoff. Either way the message names the field.
+    """
+    named = [(slot_field(field), field, text) for field, text in causes]
+    details = "; ".join(f"{slot or field}: {text}" for slot, field, text in named) or message
+    if status == 422 and named and all(slot for slot, _, _ in named):
+        return NoVerdict(reason=FailureReason.INVALID_SPEC, message=f"the API server refused the probe Job: {details}")
+    return NoVerdict(
+        reason=FailureReason.JOB_REJECTED, message=f"the API server refused the probe Job (HTTP {status}): {details}"
+    )
+
+
 # backoffLimit=1: exit 1/other is "crashed before a check fired", worth one immediate retry by the Job
 # controller; the operator's own backoff takes over after that. Verdict exit codes fail the Job at once.
 BACKOFF_LIMIT = 1

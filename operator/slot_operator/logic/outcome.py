@@ -16,6 +16,9 @@ from slot_operator.logic.verdict import FailureReason, Phase, ProbeResult, parse
 
 PROBE_CONTAINER = "probe"
 _IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+# How kubelets report a container the runtime could not start (containerd: terminated StartError, exit 128;
+# CRI-O: waiting CreateContainerError; dockershim: RunContainerError / ContainerCannotRun).
+_START_FAILURES = frozenset({"StartError", "CreateContainerError", "RunContainerError", "ContainerCannotRun"})
 _EXIT_IN_MESSAGE = re.compile(r"exit code (\d+)")
 
 
@@ -75,6 +78,23 @@ def _terminated(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return None
 
 
+def _mount_failure(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """The runtime's message when it could not start the probe because mounting the slot failed.
+
+    That is the spec's doing (spec.mountPath lands on a file, or where the runtime refuses to mount):
+    the same spec fails the same way, so it is reported as InvalidSpec instead of being retried.
+    """
+    for pod in _newest(pods):
+        state = _probe_status(pod).get("state") or {}
+        for detail in (state.get("terminated") or {}, state.get("waiting") or {}):
+            message = str(detail.get("message") or "")
+            if detail.get("reason") in _START_FAILURES and "mount" in message.lower():
+                # Runtime messages nest every layer's prefix; the part worth keeping starts at the mount error.
+                start = message.lower().find("error mounting")
+                return message[start:] if start > 0 else message
+    return None
+
+
 def _from_exit(code: int, terminated: Mapping[str, Any], finished: datetime.datetime | None) -> Outcome:
     result = parse_result_line(terminated.get("message"))
     phase = phase_for_exit(code)
@@ -109,6 +129,14 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outco
         return _from_exit(0, terminated or {}, finished)
 
     failed = _condition(job, "Failed")
+    mount = _mount_failure(pods)
+    if mount is not None:
+        return NoVerdict(
+            reason=FailureReason.INVALID_SPEC,
+            message=f"spec.mountPath: the container runtime could not mount the claim: {mount}",
+            finished=timestamps.parse_time(failed.get("lastTransitionTime")) if failed else None,
+            stop_job=failed is None,  # the Job would only start another pod that fails the same way
+        )
     if failed:
         finished = timestamps.parse_time(failed.get("lastTransitionTime")) or finished
         reason = failed.get("reason")

@@ -13,6 +13,7 @@ from typing import Any
 
 from slot_operator.logic import timestamps
 from slot_operator.logic.conditions import PROBE_SUCCEEDED, READY, RECONCILING, STALLED, find
+from slot_operator.logic.status import Activity
 from slot_operator.logic.verdict import EXIT_PHASES, FailureReason, Phase
 
 # `kubectl slot probe --wait` exits with the probe's own code for a verdict (0 Ready, 64/65/66).
@@ -86,9 +87,9 @@ def view(slot: Mapping[str, Any]) -> SlotView:
         reason, message = "Suspended", "spec.suspend is true: no new probes"
     elif invalid:
         reason, message = FailureReason.INVALID_SPEC.value, str(stalled.get("message") or "")
-    elif reconciling.get("status") == "True":
+    elif reconciling.get("status") == "True" and reconciling.get("reason") != Activity.RETRYING:
         reason, message = str(reconciling.get("reason") or ""), str(reconciling.get("message") or "")
-    elif probe_ok.get("status") == "False":
+    elif probe_ok.get("status") == "False":  # retrying: why the last probe gave no verdict
         reason, message = str(probe_ok.get("reason") or ""), str(probe_ok.get("message") or "")
     elif verdict_generation is not None and verdict_generation != generation:
         reason, message = (

@@ -55,6 +55,8 @@ def due(
         return Trigger(kind="created"), None
     if int(last.get("generation") or 0) < generation:
         return Trigger(kind="spec-changed"), None
+    if last.get("reason") == FailureReason.INVALID_SPEC:
+        return None, None  # the spec is at fault: only a new generation or a request probes again
     if last.get("reason") == FailureReason.CLAIM_NOT_FOUND and claim_exists:
         return Trigger(kind="claim-appeared"), None
     next_time = timestamps.parse_time(status.get("nextProbeTime")) or now

@@ -18,6 +18,25 @@ AGENTS = ("claude", "codex")
 RESERVED_ENV = frozenset({"AGENT_MODE", "WOVED_TASK_AGENT", "HOME"})
 # The probe's writable scratch directory (its root filesystem is read-only).
 SCRATCH_PATH = "/tmp"
+# Directories the container itself needs (the runtime and the kubelet mount into them, the image's
+# programs and libraries live there): a slot is never mounted on or below them. The CRD's CEL rules
+# on spec.mountPath carry the same list; tests/unit/test_spec.py keeps the two in step.
+SYSTEM_PATHS = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var/run",
+)
 MIN_TIMEOUT = datetime.timedelta(seconds=5)
 MAX_TIMEOUT = datetime.timedelta(hours=1)
 MIN_INTERVAL = datetime.timedelta(minutes=1)
@@ -71,6 +90,30 @@ def _id(spec: Mapping[str, Any], field: str) -> int:
     return raw
 
 
+def normalise_mount_path(raw: object) -> str:
+    """The absolute path `raw` names, without `//`, `.` or a trailing `/`; InvalidSpec unless it is a fit home.
+
+    `..` is refused rather than resolved: where it leads depends on symlinks inside the image, which
+    neither the API server nor the operator can see. The messages are those of the CRD's CEL rules.
+    """
+    if not isinstance(raw, str) or not raw.startswith("/"):
+        raise InvalidSpec(f"spec.mountPath: must be an absolute path (starting with /), got {raw}")
+    parts = raw.split("/")
+    if ".." in parts:
+        raise InvalidSpec(
+            f"spec.mountPath: must not contain '..' (where it leads depends on symlinks in the image), got {raw}"
+        )
+    path = "/" + "/".join(part for part in parts if part not in ("", "."))
+    if path == "/":
+        raise InvalidSpec(f"spec.mountPath: {raw} is the root directory")
+    if path == SCRATCH_PATH:
+        raise InvalidSpec(f"spec.mountPath: {raw} is {SCRATCH_PATH}, the probe's scratch space; choose another path")
+    for system in SYSTEM_PATHS:
+        if path == system or path.startswith(system + "/"):
+            raise InvalidSpec(f"spec.mountPath: {raw} is under {system}, which the container itself needs")
+    return path
+
+
 def parse_spec(
     spec: Mapping[str, Any], *, default_interval: datetime.timedelta, default_timeout: datetime.timedelta
 ) -> SlotSpec:
@@ -80,11 +123,7 @@ def parse_spec(
     for field in ("claimName", "image"):
         if not isinstance(spec.get(field), str) or not spec[field]:
             raise InvalidSpec(f"spec.{field}: required")
-    mount_path = spec.get("mountPath") or f"/home/{agent}"
-    if not isinstance(mount_path, str) or not mount_path.startswith("/") or mount_path == "/":
-        raise InvalidSpec(f"spec.mountPath: must be an absolute path other than '/', got {mount_path!r}")
-    if mount_path.rstrip("/") == SCRATCH_PATH:
-        raise InvalidSpec(f"spec.mountPath: {SCRATCH_PATH} is the probe's scratch space, choose another path")
+    mount_path = normalise_mount_path(spec.get("mountPath") or f"/home/{agent}")
     env = tuple(spec.get("env") or ())
     clashes = sorted({str(entry.get("name")) for entry in env} & RESERVED_ENV)
     if clashes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,22 +71,51 @@ def phase_of(status: Mapping[str, Any]) -> Phase:
         return Phase.PENDING
 
 
+class Activity(enum.StrEnum):
+    """What the operator is doing for a Slot: the reason of `Reconciling` (its status is the rule's)."""
+
+    QUEUED = "Queued"
+    PROBING = "Probing"
+    RETRYING = "Retrying"  # the last probe gave no verdict; the next attempt is at nextProbeTime
+    SUSPENDED = "Suspended"
+    IDLE = "Idle"
+    AWAITING_PROBE = "AwaitingProbe"  # Idle, but the current generation has no verdict: a probe is due
+    INVALID_SPEC = FailureReason.INVALID_SPEC.value
+
+
+def verdict_generation(status: Mapping[str, Any]) -> int | None:
+    """The generation the standing verdict was given for (Ready's observedGeneration), None before any."""
+    ready = conditions.find(status.get("conditions") or (), READY)
+    if ready is None or ready.get("status") not in ("True", "False"):
+        return None
+    return int(ready.get("observedGeneration") or 0)
+
+
+def spec_fault(status: Mapping[str, Any], *, generation: int) -> str | None:
+    """Why the current generation cannot be probed, when the last attempt found the spec at fault.
+
+    Such a failure (the probe's mount failing, a Job the API server calls invalid) would fail the
+    same way again: it is not retried until the spec changes or a probe is requested.
+    """
+    last = status.get("lastProbe") or {}
+    if last.get("reason") == FailureReason.INVALID_SPEC and int(last.get("generation") or 0) == generation:
+        return str(last.get("message") or FailureReason.INVALID_SPEC.value)
+    return None
+
+
 def _base(status: Mapping[str, Any], generation: int, now: datetime.datetime) -> dict[str, Any]:
-    """Copy of `status` with every condition present (Unknown until known) and observedGeneration current."""
+    """Copy of `status` with observedGeneration current, Ready and ProbeSucceeded present (Unknown until known).
+
+    Stalled and Reconciling are then set by `_apply_rule`, on every transition.
+    """
     new = dict(status)
     new["observedGeneration"] = generation
     new.setdefault("phase", Phase.PENDING.value)
     conds: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or ()]
     defaults = {
         READY: ("Unknown", "AwaitingProbe", "no verdict yet"),
-        STALLED: ("False", "AwaitingProbe", "no verdict yet"),
-        RECONCILING: ("False", "Idle", ""),
         PROBE_SUCCEEDED: ("Unknown", "AwaitingProbe", "no probe has finished yet"),
     }
-    stalled = conditions.find(conds, STALLED)
-    if stalled is not None and stalled.get("reason") == FailureReason.INVALID_SPEC:
-        # The spec parses again (invalid_spec() sets it back when it does not): no longer stuck on it.
-        conds = [c for c in conds if c.get("type") != STALLED]
     for kind, (state, reason, message) in defaults.items():
         if conditions.find(conds, kind) is None:
             conds = conditions.set_condition(
@@ -103,35 +133,91 @@ def _set(
     )
 
 
+def _apply_rule(
+    new: dict[str, Any],
+    *,
+    generation: int,
+    activity: Activity,
+    message: str,
+    invalid: str | None = None,
+    now: datetime.datetime,
+) -> None:
+    """The one rule that Flux (kstatus), Argo CD (health.lua) and `kubectl wait` read (docs/design.md §2.3).
+
+    - The current generation's verdict needs a human, or its spec is invalid: Stalled=True
+      (kstatus Failed, Argo Degraded).
+    - The current generation has no verdict yet: Reconciling=True, Stalled=False, whatever an older
+      generation's verdict said (kstatus InProgress, Argo Progressing, or Suspended while suspended).
+    - Otherwise Reconciling=False and Stalled=False: Current/Healthy exactly when Ready=True, whose
+      observedGeneration then is the current generation. Re-probes and failed re-probes of a
+      generation that has its verdict change neither.
+    Ready itself only ever changes with a verdict and keeps that verdict's generation, so
+    `kubectl wait --for=condition=Ready` waits for the current one.
+    """
+    invalid = invalid or spec_fault(new, generation=generation)
+    if invalid is not None:
+        _set(new, STALLED, "True", FailureReason.INVALID_SPEC, invalid, generation, now)
+        _set(new, RECONCILING, "False", FailureReason.INVALID_SPEC, invalid, generation, now)
+        return
+    judged = verdict_generation(new)
+    phase = phase_of(new)
+    if judged == generation:
+        stalled = phase in STALLED_PHASES
+        ready = conditions.find(new["conditions"], READY) or {}
+        _set(
+            new,
+            STALLED,
+            "True" if stalled else "False",
+            phase.value,
+            ready.get("message", "") if stalled else "",
+            generation,
+            now,
+        )
+        _set(new, RECONCILING, "False", activity, message, generation, now)
+        return
+    waiting = f"generation {generation} has no verdict yet"
+    if judged is not None:
+        waiting += f" (generation {judged} was {phase.value})"
+    else:
+        # Unknown for this generation too: nothing was ever decided.
+        _set(new, READY, "Unknown", "AwaitingProbe", waiting, generation, now)
+    _set(new, STALLED, "False", "AwaitingVerdict", waiting, generation, now)
+    reason = Activity.AWAITING_PROBE if activity is Activity.IDLE else activity
+    _set(new, RECONCILING, "True", reason, f"{message}; {waiting}" if message else waiting, generation, now)
+
+
 def queued(status: Mapping[str, Any], *, generation: int, position: int, now: datetime.datetime) -> dict[str, Any]:
     new = _base(status, generation, now)
-    _set(
-        new,
-        RECONCILING,
-        "True",
-        "Queued",
-        f"waiting for a probe slot (position {position} in the queue)",
-        generation,
-        now,
-    )
+    message = f"waiting for a probe slot (position {position} in the queue)"
+    _apply_rule(new, generation=generation, activity=Activity.QUEUED, message=message, now=now)
     return new
 
 
 def probing(status: Mapping[str, Any], *, generation: int, probe: ProbeRef, now: datetime.datetime) -> dict[str, Any]:
     new = _base(status, generation, now)
     new["currentProbe"] = probe.to_status()
-    _set(new, RECONCILING, "True", "Probing", f"probe Job {probe.job_name} running ({probe.trigger})", generation, now)
+    message = f"probe Job {probe.job_name} running ({probe.trigger})"
+    _apply_rule(new, generation=generation, activity=Activity.PROBING, message=message, now=now)
     return new
+
+
+def _waiting_activity(status: Mapping[str, Any]) -> tuple[Activity, str]:
+    """Between probes: retrying after a probe that gave no verdict, or idle until the next interval."""
+    next_time = status.get("nextProbeTime")
+    if int(status.get("consecutiveProbeFailures") or 0) > 0:
+        last = status.get("lastProbe") or {}
+        return Activity.RETRYING, f"{last.get('reason')}: {last.get('message')}; next attempt at {next_time}"
+    return Activity.IDLE, f"next probe at {next_time}" if next_time else ""
 
 
 def idle(status: Mapping[str, Any], *, generation: int, suspended: bool, now: datetime.datetime) -> dict[str, Any]:
     new = _base(status, generation, now)
     new.pop("currentProbe", None)
     if suspended:
-        _set(new, RECONCILING, "False", "Suspended", "spec.suspend is true: no new probes", generation, now)
+        activity, message = Activity.SUSPENDED, "spec.suspend is true: no probe runs until it is false"
     else:
-        next_time = new.get("nextProbeTime")
-        _set(new, RECONCILING, "False", "Idle", f"next probe at {next_time}" if next_time else "", generation, now)
+        activity, message = _waiting_activity(new)
+    _apply_rule(new, generation=generation, activity=activity, message=message, now=now)
     return new
 
 
@@ -140,8 +226,7 @@ def invalid_spec(status: Mapping[str, Any], *, generation: int, message: str, no
     new = _base(status, generation, now)
     new.pop("currentProbe", None)
     new.pop("nextProbeTime", None)
-    _set(new, STALLED, "True", FailureReason.INVALID_SPEC, message, generation, now)
-    _set(new, RECONCILING, "False", FailureReason.INVALID_SPEC, message, generation, now)
+    _apply_rule(new, generation=generation, activity=Activity.INVALID_SPEC, message=message, invalid=message, now=now)
     _set(new, PROBE_SUCCEEDED, "False", FailureReason.INVALID_SPEC, message, generation, now)
     return new
 
@@ -176,7 +261,7 @@ def verdict(
     interval: datetime.timedelta,
     now: datetime.datetime,
 ) -> dict[str, Any]:
-    """A verdict for `probe.generation`: Ready/Stalled follow it, with that generation."""
+    """A verdict for `probe.generation`: Ready (and the phase) follow it, with that generation."""
     new = _base(status, generation, now)
     new.pop("currentProbe", None)
     phase = outcome.phase
@@ -199,17 +284,6 @@ def verdict(
         _set(new, READY, "True", outcome.reason, outcome.message, probe.generation, now)
     else:
         _set(new, READY, "False", phase.value, outcome.message, probe.generation, now)
-    stalled = phase in STALLED_PHASES
-    _set(
-        new,
-        STALLED,
-        "True" if stalled else "False",
-        phase.value,
-        outcome.message if stalled else "",
-        probe.generation,
-        now,
-    )
-    _set(new, RECONCILING, "False", "Idle", f"next probe at {new['nextProbeTime']}", generation, now)
     _set(
         new,
         PROBE_SUCCEEDED,
@@ -219,6 +293,8 @@ def verdict(
         generation,
         now,
     )
+    activity, message = _waiting_activity(new)
+    _apply_rule(new, generation=generation, activity=activity, message=message, now=now)
     return new
 
 
@@ -233,18 +309,22 @@ def no_verdict(
     retry_at: datetime.datetime,
     now: datetime.datetime,
 ) -> dict[str, Any]:
-    """The probe could not give a verdict: phase, Ready and Stalled stay; retry at `retry_at`."""
+    """The probe could not give a verdict: phase and Ready stay; retry at `retry_at` unless the spec is at fault."""
     new = _base(status, generation, now)
     new.pop("currentProbe", None)
     result = outcome.result.status if outcome.result else None
     new["lastProbe"] = _last_probe(probe, outcome, generation=generation, trigger=trigger, result=result, now=now)
     new["consecutiveProbeFailures"] = int(status.get("consecutiveProbeFailures") or 0) + 1
-    new["nextProbeTime"] = timestamps.format_time(retry_at)
+    if outcome.reason is FailureReason.INVALID_SPEC:
+        new.pop("nextProbeTime", None)  # the same spec would fail the same way: wait for a change or a request
+    else:
+        new["nextProbeTime"] = timestamps.format_time(retry_at)
     handled = probe.request if probe else request
     if handled is not None:
         new["lastHandledProbeRequest"] = handled
-    _set(new, RECONCILING, "False", "Idle", f"retry at {new['nextProbeTime']}", generation, now)
     _set(new, PROBE_SUCCEEDED, "False", outcome.reason, outcome.message, generation, now)
+    activity, message = _waiting_activity(new)
+    _apply_rule(new, generation=generation, activity=activity, message=message, now=now)
     return new
 
 

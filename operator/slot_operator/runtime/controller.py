@@ -385,11 +385,9 @@ class _Step:
         try:
             created = await store.create_job(manifest)
         except JobRejected as exc:
-            # The API server refused the Job (invalid resources, quota, admission): say so in conditions.
+            # The API server refused the Job (a field it calls invalid, quota, admission): say so in conditions.
             self.c._release(self.key)
-            await self._record(
-                None, NoVerdict(reason=FailureReason.JOB_REJECTED, message=str(exc)), spec, trigger=trigger
-            )
+            await self._record(None, exc.outcome, spec, trigger=trigger)
             return
         self.c._running[self.key] = name
         self.c._update_gauges()

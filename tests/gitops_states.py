@@ -1,0 +1,34 @@
+"""The contract's state table: what Flux (kstatus) and Argo CD (health.lua) must read in each Slot state.
+
+One table for the fixtures (charts/slot-operator/argocd/testdata, tests/unit/test_argocd_health.py)
+and the live Slots (tests/integration/test_gitops_states.py); docs/design.md shows the same rows.
+"""
+
+from __future__ import annotations
+
+# state: (kstatus, Argo CD health)
+EXPECTED: dict[str, tuple[str, str]] = {
+    # The current generation has no verdict yet: every gate waits.
+    "not-yet-seen": ("InProgress", "Progressing"),
+    "queued": ("InProgress", "Progressing"),
+    "probing": ("InProgress", "Progressing"),
+    "first-probe-crashed": ("InProgress", "Progressing"),
+    "claim-missing": ("InProgress", "Progressing"),
+    "suspended-before-any-verdict": ("InProgress", "Suspended"),
+    # A verdict on the current generation.
+    "ready": ("Current", "Healthy"),
+    "ready-reprobing": ("Current", "Healthy"),
+    "ready-reprobe-crashed": ("Current", "Healthy"),
+    "needs-init": ("Failed", "Degraded"),
+    "needs-reauth": ("Failed", "Degraded"),
+    "image-broken": ("Failed", "Degraded"),
+    # A new generation after an older verdict: the old verdict never speaks for it.
+    "spec-not-yet-observed": ("InProgress", "Progressing"),
+    "ready-then-new-image-queued": ("InProgress", "Progressing"),
+    "ready-then-new-image-crashed": ("InProgress", "Progressing"),
+    "ready-then-new-image-suspended": ("InProgress", "Suspended"),
+    "needs-reauth-then-new-image-queued": ("InProgress", "Progressing"),
+    # The spec is at fault.
+    "invalid-spec": ("Failed", "Degraded"),
+    "mount-failed": ("Failed", "Degraded"),
+}

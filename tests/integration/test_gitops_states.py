@@ -1,0 +1,255 @@
+"""The contract on live Slots: kstatus (Flux) and Argo CD's health.lua read every state as docs/design.md says.
+
+The real operator puts real Slots into each state of tests/gitops_states.py (the table docs/design.md
+shows); each live object is then read by the real libraries (devcluster/gitops.py: kstatus from
+sigs.k8s.io/cli-utils, health.lua on gopher-lua), which must agree with the table and with each other.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from devcluster import cluster, gitops
+from tests.gitops_states import EXPECTED
+from tests.integration import slots
+from tests.integration.kubewait import wait_for
+from tests.integration.slots import condition, create_slot, get_slot, patch_slot, wait_slot, wait_verdict, write_file
+
+pytestmark = pytest.mark.integration
+
+VALID_CODEX = json.dumps({"tokens": {"access_token": "a", "refresh_token": "r"}})
+ROOTFS = cluster.REPO / "devcluster" / "images" / "local" / "agent-shell" / "rootfs"
+# A file in the image (the simulator has no chroot: image files are host paths): mounting the claim onto
+# it fails in the runtime, the way `/entrypoint.sh` would in a real image.
+IMAGE_FILE = str(ROOTFS / "bin" / "entrypoint")
+SLOW = [{"name": "SMOKE_TEST_SLEEP", "value": "300"}]
+PROBE_REQUEST = "woved.dev/probe-requested-at"
+LONG_CLAIM = "codex-agent-home-for-the-platform-team-number-1"
+
+
+def assert_state(api: client.ApiClient, namespace: str, names: dict[str, str]) -> None:
+    """Read the live Slots `names` (state -> Slot name) and check both tools against the table."""
+    live = {state: get_slot(api, namespace, name) for state, name in names.items()}
+    readings = dict(zip(live, gitops.read(list(live.values())), strict=True))
+    wrong = {
+        state: (reading, live[state].get("status"))
+        for state, reading in readings.items()
+        if reading.pair != EXPECTED[state] or not reading.agree
+    }
+    assert not wrong, json.dumps({s: [repr(r), st] for s, (r, st) in wrong.items()}, indent=1, default=str)
+
+
+class MutableImage:
+    """An image tag in the local store whose behaviour a test changes in place, like a re-pushed mutable tag."""
+
+    def __init__(self, store: pathlib.Path) -> None:
+        self.repository = f"local/gitops-{uuid.uuid4().hex[:8]}/agent-shell"
+        self.root = store / self.repository.split("/")[0] / self.repository.split("/")[1]
+        self.store = store
+
+    def tag(self, tag: str, **env: str) -> str:
+        path = self.store / self.repository / tag / "image.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        config = {
+            "rootfs": str(ROOTFS),
+            "entrypoint": ["entrypoint"],
+            "env": {"WOVED_TASK_AGENT": "codex", "HOME": "/home/codex", **env},
+            "user": "10001:10001",
+            "path": ["bin", "cli"],
+        }
+        path.write_text(json.dumps(config))
+        return f"{self.repository}:{tag}"
+
+
+@pytest.fixture
+def mutable_image() -> Iterator[MutableImage]:
+    image = MutableImage(cluster.REPO / "devcluster" / "images")
+    yield image
+    shutil.rmtree(image.root, ignore_errors=True)
+
+
+def _valid(claim: Callable[..., pathlib.Path], name: str) -> pathlib.Path:
+    home = claim(name)
+    write_file(home, ".codex/auth.json", VALID_CODEX)
+    return home
+
+
+def _reason(kind: str, reason: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda slot: condition(slot, kind).get("reason") == reason
+
+
+def test_not_yet_seen_by_the_operator(api_client: client.ApiClient, namespace: str) -> None:
+    """No operator: the API server's status default keeps kstatus from calling a bare Slot Current."""
+    create_slot(api_client, namespace, "s", claim="home")
+    assert get_slot(api_client, namespace, "s")["status"] == {"observedGeneration": 0}
+    assert_state(api_client, namespace, {"not-yet-seen": "s"})
+
+
+def test_verdicts_failures_and_spec_faults(
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
+    _valid(claim, "valid")
+    claim("empty")
+    write_file(claim("blank"), ".codex/auth.json", "")
+    for name in ("crash", "suspended", "tolerations", "mount"):
+        _valid(claim, name)
+    operator("--retry-base=10m", "--retry-max=10m")  # a probe without verdict stays in its state
+    create_slot(api_client, namespace, "ready", claim="valid")
+    create_slot(api_client, namespace, "needs-init", claim="empty")
+    create_slot(api_client, namespace, "needs-reauth", claim="blank")
+    create_slot(api_client, namespace, "image-broken", claim="valid", image="local/agent-shell:does-not-exist")
+    create_slot(api_client, namespace, "claim-missing", claim=LONG_CLAIM)
+    create_slot(api_client, namespace, "crash", claim="crash", env=[{"name": "SMOKE_TEST_CRASH", "value": "1"}])
+    create_slot(api_client, namespace, "suspended", claim="suspended", suspend=True)
+    # Kubernetes' own Job validation refuses this (a value with operator Exists); the Slot schema does not.
+    create_slot(api_client, namespace, "tolerations", claim="tolerations", tolerations=[
+        {"key": "k", "operator": "Exists", "value": "v"}])  # fmt: skip
+    create_slot(api_client, namespace, "mount", claim="mount", mountPath=IMAGE_FILE)
+
+    for name, phase in (("ready", "Ready"), ("needs-init", "NeedsInit"), ("needs-reauth", "NeedsReauth")):
+        wait_verdict(api_client, namespace, name, phase)
+    wait_verdict(api_client, namespace, "image-broken", "ImageBroken")
+    missing = wait_slot(api_client, namespace, "claim-missing", _reason("ProbeSucceeded", "ClaimNotFound"))
+    wait_slot(api_client, namespace, "crash", _reason("ProbeSucceeded", "ProbeCrashed"))
+    wait_slot(api_client, namespace, "suspended", _reason("Reconciling", "Suspended"))
+    rejected = wait_slot(api_client, namespace, "tolerations", _reason("Stalled", "InvalidSpec"))
+    mount = wait_slot(api_client, namespace, "mount", _reason("Stalled", "InvalidSpec"), timeout=120)
+
+    assert_state(api_client, namespace, {
+        "ready": "ready", "needs-init": "needs-init", "needs-reauth": "needs-reauth", "image-broken": "image-broken",
+        "claim-missing": "claim-missing", "first-probe-crashed": "crash",
+        "suspended-before-any-verdict": "suspended", "invalid-spec": "tolerations", "mount-failed": "mount",
+    })  # fmt: skip
+    # The refused Job and the failed mount name the Slot's field, and neither is retried as if transient.
+    assert condition(rejected, "Stalled")["message"].startswith(
+        "the API server refused the probe Job: spec.tolerations[0].operator: "
+    )
+    assert condition(mount, "Stalled")["message"].startswith(
+        "spec.mountPath: the container runtime could not mount the claim: error mounting"
+    )
+    for slot in (rejected, mount):
+        assert "nextProbeTime" not in slot["status"]
+        assert slot["status"]["consecutiveProbeFailures"] == 1
+    # Names in messages survive redaction, however long.
+    assert LONG_CLAIM in condition(missing, "ProbeSucceeded")["message"]
+    slots.wait_event(api_client, namespace, "mount", reason="InvalidSpec", kind="Warning")
+    wait_for(lambda: not _active_jobs(api_client, namespace, "mount"), timeout=30, message="failed mount's Job stopped")
+
+
+def _active_jobs(api: client.ApiClient, namespace: str, slot: str) -> list[Any]:
+    return [
+        job
+        for job in slots.probe_jobs(api, namespace)
+        if job.metadata.annotations.get("woved.dev/slot") == slot and not job.status.completion_time
+        and not any(c.type == "Failed" and c.status == "True" for c in job.status.conditions or ())
+    ]  # fmt: skip
+
+
+def _kubectl_wait_ready(kubeconfig: pathlib.Path, namespace: str, name: str) -> bool:
+    """`kubectl wait --for=condition=Ready` as a person runs it: does it see the current generation Ready?"""
+    result = subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", "-n", namespace, "wait", "--for=condition=Ready",
+         "--timeout=2s", f"slot/{name}"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    return result.returncode == 0
+
+
+def test_queued_states_including_a_stalled_slot_with_its_fix_in_the_queue(
+    kube_cluster: cluster.Cluster,
+    api_client: client.ApiClient,
+    namespace: str,
+    claim: Callable[..., pathlib.Path],
+    operator: Any,
+) -> None:
+    _valid(claim, "a")
+    reauth_home = claim("c")
+    write_file(reauth_home, ".codex/auth.json", "")
+    _valid(claim, "b")
+    _valid(claim, "d")
+    operator("--max-concurrent-probes=1")
+    create_slot(api_client, namespace, "a", claim="a")
+    create_slot(api_client, namespace, "c", claim="c")
+    wait_verdict(api_client, namespace, "a", "Ready")
+    wait_verdict(api_client, namespace, "c", "NeedsReauth")
+    assert _kubectl_wait_ready(kube_cluster.kubeconfig, namespace, "a")
+
+    create_slot(api_client, namespace, "blocker", claim="b", env=SLOW)  # holds the only probe place
+    wait_slot(api_client, namespace, "blocker", _reason("Reconciling", "Probing"))
+    create_slot(api_client, namespace, "d", claim="d")
+    # New images, pinned by digest (the local store resolves the tag and ignores the digest).
+    patch_slot(api_client, namespace, "a", {"spec": {"image": f"{slots.CODEX_IMAGE}@sha256:{'a' * 64}"}})
+    # NeedsReauth: a person re-authenticates, and the new image goes out in the same change.
+    write_file(reauth_home, ".codex/auth.json", VALID_CODEX)
+    patch_slot(api_client, namespace, "c", {"spec": {"image": f"{slots.CODEX_IMAGE}@sha256:{'c' * 64}"}})
+    for name in ("d", "a", "c"):
+        wait_slot(api_client, namespace, name, _reason("Reconciling", "Queued"), message=f"{name} queued")
+
+    assert_state(api_client, namespace, {
+        "probing": "blocker", "queued": "d", "ready-then-new-image-queued": "a",
+        "needs-reauth-then-new-image-queued": "c",
+    })  # fmt: skip
+    # kubectl wait honours Ready's own observedGeneration: generation 1's Ready does not answer for 2.
+    assert not _kubectl_wait_ready(kube_cluster.kubeconfig, namespace, "a")
+
+    client.CustomObjectsApi(api_client).delete_namespaced_custom_object(
+        slots.GROUP, slots.VERSION, namespace, slots.PLURAL, "blocker"
+    )
+    for name in ("a", "c", "d"):
+        wait_verdict(api_client, namespace, name, "Ready", timeout=120)
+        assert_state(api_client, namespace, {"ready": name})
+    assert _kubectl_wait_ready(kube_cluster.kubeconfig, namespace, "a")
+
+
+def test_new_generation_after_a_ready_verdict_and_reprobes_of_a_judged_one(
+    api_client: client.ApiClient,
+    namespace: str,
+    claim: Callable[..., pathlib.Path],
+    operator: Any,
+    mutable_image: MutableImage,
+) -> None:
+    for name in ("crash", "suspend", "reprobe", "recrash", "unseen"):
+        _valid(claim, name)
+    good = mutable_image.tag("v1")
+    crashing = mutable_image.tag("v2", SMOKE_TEST_CRASH="1")
+    slow, flaky = mutable_image.tag("slow"), mutable_image.tag("flaky")
+    instance = operator("--retry-base=10m", "--retry-max=10m")
+    for name, image in (("crash", good), ("suspend", good), ("reprobe", slow), ("recrash", flaky), ("unseen", good)):
+        create_slot(api_client, namespace, name, claim=name, image=image)
+    for name in ("crash", "suspend", "reprobe", "recrash", "unseen"):
+        wait_verdict(api_client, namespace, name, "Ready")
+
+    # A new image whose probe crashes; a new image suspended in the same change.
+    patch_slot(api_client, namespace, "crash", {"spec": {"image": crashing}})
+    patch_slot(api_client, namespace, "suspend", {"spec": {"image": crashing, "suspend": True}})
+    # The same generation probed again, by request: a re-push of the tag makes it slow, or crash.
+    mutable_image.tag("slow", SMOKE_TEST_SLEEP="300")
+    mutable_image.tag("flaky", SMOKE_TEST_CRASH="1")
+    for name in ("reprobe", "recrash"):
+        patch_slot(api_client, namespace, name, {"metadata": {"annotations": {PROBE_REQUEST: "r1"}}})
+
+    wait_slot(api_client, namespace, "crash", lambda s: _reason("Reconciling", "Retrying")(s)
+              and s["status"]["lastProbe"]["generation"] == 2)  # fmt: skip
+    wait_slot(api_client, namespace, "suspend", lambda s: _reason("Reconciling", "Suspended")(s)
+              and s["status"]["observedGeneration"] == 2)  # fmt: skip
+    wait_slot(api_client, namespace, "reprobe", _reason("Reconciling", "Probing"))
+    wait_slot(api_client, namespace, "recrash", lambda s: _reason("Reconciling", "Retrying")(s)
+              and s["status"].get("lastHandledProbeRequest") == "r1")  # fmt: skip
+    assert_state(api_client, namespace, {
+        "ready-then-new-image-crashed": "crash", "ready-then-new-image-suspended": "suspend",
+        "ready-reprobing": "reprobe", "ready-reprobe-crashed": "recrash",
+    })  # fmt: skip
+
+    # The operator is away when the spec changes: status still speaks for the older generation.
+    instance.stop()
+    patch_slot(api_client, namespace, "unseen", {"spec": {"image": crashing}})
+    assert_state(api_client, namespace, {"spec-not-yet-observed": "unseen"})
