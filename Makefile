@@ -6,8 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The local cluster's containers switch uid and mount volumes, and claims hold files of other uids: as root
+# this runs the command directly, otherwise as root of a user namespace on the invoking user's subordinate
+# ids (devcluster/isolation.py). `isolation` is the preflight: it stops at once, before anything is built,
+# naming what is missing. Standard library only, so the system Python runs both. A cluster already running in
+# .cluster/ is joined in its namespace, so tests may look at its containers' processes.
+ISOLATED := $(PYTHON) -m devcluster.isolation run --join-cluster .cluster --
 
-.PHONY: all venv binaries image image-if-buildable cluster-up cluster-down cluster-env lint test test-unit test-integration demo dev bench clean
+.PHONY: all venv binaries image image-if-buildable isolation cluster-up cluster-down cluster-env lint test test-unit test-integration demo dev bench clean
 
 all: test
 
@@ -32,8 +38,12 @@ image: $(STAMP)
 image-if-buildable: $(STAMP)
 	$(PY) -m tools.image --if-buildable
 
-cluster-up: binaries
-	$(PY) -m devcluster.cluster up
+# As root, the suite also needs what its rootless test uses (a temporary account's user namespace).
+isolation:
+	@$(PYTHON) -m devcluster.isolation check $(if $(filter all test test-integration,$(or $(MAKECMDGOALS),all)),--for-tests)
+
+cluster-up: isolation binaries
+	$(ISOLATED) $(PY) -m devcluster.cluster up
 
 cluster-down: $(STAMP)
 	$(PY) -m devcluster.cluster down
@@ -51,21 +61,22 @@ lint: $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: binaries image-if-buildable
-	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+test-integration: isolation binaries image-if-buildable
+	$(ISOLATED) $(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 # Lint, build the image, then every test (unit and integration) in one pytest run; the control plane starts inside it.
-test: lint binaries image-if-buildable
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+test: isolation lint binaries image-if-buildable
+	$(ISOLATED) $(PY) -m pytest tests $(PYTEST_ARGS)
 
-demo: binaries
-	$(PY) -m devcluster.demo
+demo: isolation binaries
+	$(ISOLATED) $(PY) -m devcluster.demo
 
-dev: binaries
-	$(PY) -m devcluster.demo --keep-running
+dev: isolation binaries
+	$(ISOLATED) $(PY) -m devcluster.demo --keep-running
 
-bench: binaries
-	$(PY) -m devcluster.bench
+bench: isolation binaries
+	$(ISOLATED) $(PY) -m devcluster.bench
 
+# Claims may hold files of subordinate ids, which only the user namespace can remove.
 clean: cluster-down
-	rm -rf .cluster dist
+	$(ISOLATED) rm -rf .cluster dist

@@ -91,9 +91,8 @@ def main() -> int:
         home = running.volumes_dir / namespace / f"{name}-home"
         (home / ".codex").mkdir(parents=True)
         (home / ".codex" / "auth.json").write_text(VALID_CODEX)
-        if os.geteuid() == 0:
-            for path in (home, home / ".codex", home / ".codex" / "auth.json"):
-                os.chown(path, 10001, 10001)
+        for path in (home, home / ".codex", home / ".codex" / "auth.json"):
+            os.chown(path, 10001, 10001)
         manifests.append(
             {
                 "apiVersion": "v1",

@@ -5,6 +5,9 @@ repository root. Processes run in their own sessions so `make cluster-up` can
 return while they keep running; their pids are recorded in `.cluster/state.json`
 and `down()` (or the next `up()` after a crash) stops exactly those processes.
 
+Without root, `up` must run inside `python -m devcluster.isolation run` (the make targets
+do that): every process it starts, the node simulator included, inherits that user namespace.
+
 Usage: python -m devcluster.cluster up|down|env|status
 """
 
@@ -27,7 +30,7 @@ import time
 import urllib.error
 import urllib.request
 
-from devcluster import build, pki
+from devcluster import build, isolation, pki
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_ROOT = REPO / ".cluster"
@@ -220,7 +223,15 @@ def _binary(name: str) -> str:
 
 
 def up(root: pathlib.Path = DEFAULT_ROOT) -> Cluster:
-    """Start the control plane (or return the one already running at `root`); returns once /readyz is ok."""
+    """Start the control plane (or return the one already running at `root`); returns once /readyz is ok.
+
+    Refuses unless this process can isolate containers and own claim files (root, or inside
+    `python -m devcluster.isolation run`): the node simulator and whoever fills claims run in it.
+    """
+    try:
+        how = isolation.require()
+    except isolation.IsolationUnavailable as exc:
+        raise ClusterError(str(exc)) from None
     running = status(root)
     if running:
         return running
@@ -229,7 +240,8 @@ def up(root: pathlib.Path = DEFAULT_ROOT) -> Cluster:
     down(root)
     build.ensure(["etcd", "kube-apiserver", "kube-controller-manager"])
     if root.exists():
-        # Volumes may hold files owned by other uids and read-only bind mounts are gone with their process.
+        # Volumes hold files owned by other uids (subordinate ids when rootless: removable from inside the user
+        # namespace only, where this runs); read-only bind mounts are gone with their process.
         shutil.rmtree(root)
     for sub in ("pki", "etcd", "logs", "volumes"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -329,7 +341,7 @@ def up(root: pathlib.Path = DEFAULT_ROOT) -> Cluster:
                 f"--state-dir={root / 'nodesim'}",
                 f"--log-dir={root / 'logs' / 'pods'}",
             ],
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))},
         )
         record(api_url)
         # The service-account controller creating "default" shows the controller manager is working.
@@ -351,7 +363,7 @@ def up(root: pathlib.Path = DEFAULT_ROOT) -> Cluster:
     except BaseException:
         down(root)
         raise
-    _log(f"control plane ready in {time.monotonic() - started:.1f}s at {api_url}")
+    _log(f"control plane ready in {time.monotonic() - started:.1f}s at {api_url} (containers isolated as {how})")
     return Cluster(root=root, api_url=api_url)
 
 

@@ -47,9 +47,8 @@ def _write(home: pathlib.Path, relative: str, content: str, *, uid: int) -> None
     path.write_text(content)
     path.chmod(0o600)
     path.parent.chmod(0o700)
-    if os.geteuid() == 0:
-        for item in (path.parent, path):
-            os.chown(item, uid, uid)
+    for item in (path.parent, path):
+        os.chown(item, uid, uid)
 
 
 SEEDS: dict[str, Callable[[pathlib.Path], None]] = {
@@ -97,8 +96,7 @@ def main() -> int:
     for claim, seed in SEEDS.items():
         home = running.volumes_dir / NAMESPACE / claim
         home.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            os.chown(home, AGENT_UID, AGENT_UID)
+        os.chown(home, AGENT_UID, AGENT_UID)
         seed(home)
     _kubectl(kubeconfig, "apply", "-f", str(EXAMPLES))
     log_path = running.logs_dir / "operator.log"

@@ -20,15 +20,17 @@ controller see pods behave like on a cluster:
 Images resolve through the local image store (devcluster/imagestore.py); an unknown
 image gives `ErrImagePull` then `ImagePullBackOff`, and is retried.
 
-Isolation when running as root: every container runs in a private mount namespace
+Isolation: every container runs in a private mount namespace
 (`unshare -m --propagation private`) where a shell script gives it a minimal /dev,
 bind-mounts its volumes (remounting read-only ones `ro`, so writes fail with EROFS)
 and its termination-message file, then execs `setpriv` to switch uid/gid/groups.
 Missing mount points are created on a tmpfs that shadows the nearest existing
 ancestor directory (its entries are bind-mounted back), so the host filesystem is
 never written; the one exception is a mount point directly below `/` (e.g. `/data`),
-which is created on the host as an empty directory. Without root the simulator warns
-once and runs containers as itself without mounts or uid switching.
+which is created on the host as an empty directory (as root only). This needs root,
+or root of a user namespace on the invoking user's subordinate ids
+(devcluster/isolation.py, which the cluster and make targets enter); the simulator
+refuses to start without it rather than run containers unisolated.
 
 Simplifications (documented, deliberate): init containers and ephemeral containers
 are ignored (Initialized is always True); restartPolicy Always/OnFailure containers
@@ -76,6 +78,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from devcluster import isolation
 from devcluster.imagestore import Image, ImageInvalid, ImageNotFound, ImageStore
 
 LOG = logging.getLogger("nodesim")
@@ -115,7 +118,8 @@ stage=$1 workdir=$2
 shift 2
 # Every host path this script needs (its stage, each volume's source) is opened first and used
 # through /proc/self/fd: a container mount over an ancestor (an emptyDir at /tmp, say) would
-# otherwise hide paths that later mounts still need. `mount -c` keeps those paths as given.
+# otherwise hide paths that later mounts still need. `mount -c` keeps those paths as given; `-n` leaves the
+# host's /run/mount/utab alone (not writable in a user namespace, and these mounts die with the namespace).
 exec {stage_fd}<"$stage"
 stage=/proc/self/fd/$stage_fd
 declare -a sources=()
@@ -144,16 +148,16 @@ trap 'die "$BASH_COMMAND failed"' ERR
 shadow() {
   n=$((n + 1)); t=$stage/shadow$n
   mkdir -p "$t"
-  mount -c -t tmpfs -o "mode=$(stat -c %a "$1")" nodesim-shadow "$t"
+  mount -n -c -t tmpfs -o "mode=$(stat -c %a "$1")" nodesim-shadow "$t"
   chown "$(stat -c %u:%g "$1")" "$t"
   for e in "$1"/* "$1"/.[!.]* "$1"/..?*; do
     [ -e "$e" ] || [ -L "$e" ] || continue
     b=${e##*/}
     if [ -L "$e" ]; then ln -s "$(readlink "$e")" "$t/$b"
-    elif [ -d "$e" ]; then mkdir "$t/$b"; mount -c --rbind "$e" "$t/$b"
-    else : >"$t/$b"; mount -c --bind "$e" "$t/$b"; fi
+    elif [ -d "$e" ]; then mkdir "$t/$b"; mount -n -c --rbind "$e" "$t/$b"
+    else : >"$t/$b"; mount -n -c --bind "$e" "$t/$b"; fi
   done
-  mount -c --move "$t" "$1"
+  mount -n -c --move "$t" "$1"
   shadowed="$shadowed
 $1"
 }
@@ -161,18 +165,18 @@ $1"
 container_dev() {
   n=$((n + 1)); t=$stage/dev$n
   mkdir -p "$t"
-  mount -c -t tmpfs -o mode=755,nosuid nodesim-dev "$t"
+  mount -n -c -t tmpfs -o mode=755,nosuid nodesim-dev "$t"
   for d in null zero full random urandom tty ptmx; do
     [ -e "/dev/$d" ] || continue
-    : >"$t/$d"; mount -c --bind "/dev/$d" "$t/$d"
+    : >"$t/$d"; mount -n -c --bind "/dev/$d" "$t/$d"
   done
   for d in pts shm mqueue; do
     [ -d "/dev/$d" ] || continue
-    mkdir "$t/$d"; mount -c --rbind "/dev/$d" "$t/$d"
+    mkdir "$t/$d"; mount -n -c --rbind "/dev/$d" "$t/$d"
   done
   ln -s /proc/self/fd "$t/fd"; ln -s /proc/self/fd/0 "$t/stdin"
   ln -s /proc/self/fd/1 "$t/stdout"; ln -s /proc/self/fd/2 "$t/stderr"
-  mount -c --move "$t" /dev
+  mount -n -c --move "$t" /dev
   shadowed="$shadowed
 /dev"
 }
@@ -187,7 +191,7 @@ mount_point() {
     # Directly below /: shadowing / is not possible, create an empty host directory.
     top=${2#/}; top=/${top%%/*}
     [ "$top" = "$2" ] && [ "$1" = file ] && die "cannot create file mount point $2 directly below /"
-    mkdir -p "$top"
+    mkdir -p "$top" || die "cannot create mount point $top directly below / (not writable without real root)"
     a=$top
   fi
   case "$shadowed
@@ -211,8 +215,8 @@ while [ "$1" != -- ]; do
   fi
   mounting=${ops[$((k * 4 + 1))]}
   mount_point "$kind" "$dst"
-  mount -c --bind "${sources[$k]}" "$dst"
-  if [ "$mode" = ro ]; then mount -c -o remount,bind,ro "$dst"; fi
+  mount -n -c --bind "${sources[$k]}" "$dst"
+  if [ "$mode" = ro ]; then mount -n -c -o remount,bind,ro "$dst"; fi
   mounting=
   k=$((k + 1))
 done
@@ -646,6 +650,7 @@ class Simulator:
         state_dir: pathlib.Path,
         scheduler_name: str,
         provisioner: bool,
+        isolated_as: str,
     ) -> None:
         self.kube = kube
         self.nodes = nodes
@@ -666,25 +671,11 @@ class Simulator:
         self.runtimes: dict[str, PodRuntime] = {}
         self.unschedulable: dict[str, str] = {}  # pod uid -> message last written
         self.podgc_done: set[str] = set()
-        self.unshare = shutil.which("unshare")
-        self.setpriv = shutil.which("setpriv")
-        self.isolated = os.geteuid() == 0 and self._can_isolate()
+        self.isolated_as = isolated_as  # how containers are isolated: isolation.require()'s answer
+        self.unshare = shutil.which("unshare") or "unshare"
+        self.setpriv = shutil.which("setpriv") or "setpriv"
 
     # -- setup
-
-    def _can_isolate(self) -> bool:
-        if not (self.unshare and self.setpriv):
-            LOG.warning("running as root but unshare/setpriv are missing: no uid/gid switching and no volume mounts")
-            return False
-        probe = subprocess.run(
-            [self.unshare, "-m", "--propagation", "private", "true"], capture_output=True, text=True, check=False
-        )
-        if probe.returncode != 0:
-            LOG.warning(
-                "cannot create mount namespaces (%s): no uid/gid switching and no volume mounts", probe.stderr.strip()
-            )
-            return False
-        return True
 
     def register_nodes(self) -> None:
         for node in self.nodes:
@@ -738,16 +729,9 @@ class Simulator:
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.volumes_dir.mkdir(parents=True, exist_ok=True)
-        if self.isolated:
-            # Containers reach claims only through their mounts: without a chroot the host path would
-            # otherwise lead a container to the writable original behind a read-only mount.
-            self.volumes_dir.chmod(0o700)
-        if not self.isolated:
-            LOG.warning(
-                "not isolating containers (not root or no mount namespaces): containers run as uid %d without "
-                "uid/gid switching, volume mounts or termination-message files",
-                os.geteuid(),
-            )
+        # Containers reach claims only through their mounts: without a chroot the host path would
+        # otherwise lead a container to the writable original behind a read-only mount.
+        self.volumes_dir.chmod(0o700)
         self.register_nodes()
         pods = Reflector(
             "pods",
@@ -775,11 +759,11 @@ class Simulator:
         controller.start()
         resync.start()
         LOG.info(
-            "simulating nodes %s (images from %s, claims in %s, isolation %s)",
+            "simulating nodes %s (images from %s, claims in %s, isolation: %s)",
             ",".join(self.nodes),
             self.images.root,
             self.volumes_dir,
-            "on" if self.isolated else "off",
+            self.isolated_as,
         )
 
     # -- informer callbacks (reflector threads)
@@ -1228,13 +1212,6 @@ class Simulator:
         state = rt.state_dir / c["name"]
         state.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{ns}_{rt.name}_{c['name']}.log"
-        if not self.isolated:
-            if c.get("volumeMounts"):
-                self._warn_once(rt, "volume mounts are not available without root; the container runs without them")
-            return Launch(
-                argv=argv, env=env, cwd=workdir if os.path.isdir(workdir) else "/", log_path=log_path, term_file=None
-            )
-
         ops = self._mount_ops(pod, rt, c)
         # The image's files are host paths here (no chroot): lay them back over any container mount that
         # hides them (an emptyDir at /tmp when the repository is under /tmp), read-only like an image layer.
@@ -1253,8 +1230,6 @@ class Simulator:
         groups = [int(gid), *(int(g) for g in psc.get("supplementalGroups") or [])]
         if psc.get("fsGroup") is not None:
             groups.append(int(psc["fsGroup"]))
-        assert self.setpriv is not None
-        assert self.unshare is not None
         setpriv = [self.setpriv, "--reuid", str(uid), "--regid", str(gid)]
         setpriv += ["--groups", ",".join(str(g) for g in dict.fromkeys(groups))]
         setpriv += ["--pdeathsig", "KILL"]  # if the simulator dies, its containers die too
@@ -1563,6 +1538,11 @@ def main(argv: list[str] | None = None) -> int:
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
     if not nodes:
         parser.error("--nodes needs at least one name")
+    try:
+        how = isolation.require()
+    except isolation.IsolationUnavailable as exc:
+        LOG.error("refusing to run containers unisolated: %s", exc)
+        return 2
     own_state = args.state_dir is None
     state_dir = pathlib.Path(tempfile.mkdtemp(prefix="nodesim-")) if own_state else args.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -1580,6 +1560,7 @@ def main(argv: list[str] | None = None) -> int:
         state_dir=state_dir.resolve(),
         scheduler_name=args.scheduler_name,
         provisioner=args.provisioner,
+        isolated_as=how,
     )
     try:
         while not stop.is_set():

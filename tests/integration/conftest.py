@@ -113,8 +113,7 @@ def claim(kube_cluster: cluster.Cluster, api_client: client.ApiClient, namespace
         path = kube_cluster.volumes_dir / namespace / name
         path.mkdir(parents=True)
         made.append(path)
-        if os.geteuid() == 0:
-            os.chown(path, SLOT_UID, SLOT_GID)
+        os.chown(path, SLOT_UID, SLOT_GID)
         path.chmod(0o750)
         if prepare is not None:
             prepare(path)

@@ -125,17 +125,12 @@ def write_file(
     for part in pathlib.PurePath(relative).parts[:-1]:
         directory = directory / part
         directory.mkdir(exist_ok=True)
-        _chown(directory, uid, gid)
+        os.chown(directory, uid, gid)
         directory.chmod(0o700)
     path.write_bytes(content.encode() if isinstance(content, str) else content)
-    _chown(path, uid, gid)
+    os.chown(path, uid, gid)
     path.chmod(mode)
     return path
-
-
-def _chown(path: pathlib.Path, uid: int, gid: int) -> None:
-    if os.geteuid() == 0:
-        os.chown(path, uid, gid)
 
 
 def wait_event(api: client.ApiClient, namespace: str, name: str, *, reason: str, kind: str) -> None:

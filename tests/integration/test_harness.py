@@ -34,8 +34,6 @@ AGENT_IMAGE = "local/agent-shell:{agent}"
 SLOT_UID = 10001  # the agent images' uid/gid (docs/design.md section 1)
 SLOT_GID = 10001
 ClaimFactory = Callable[..., pathlib.Path]  # the `claim` fixture (conftest.py)
-IS_ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="uid/gid switching and mounts need the simulator to run as root")
 OLD_UID = 1000  # the uid that wrote pre-migration slot PVCs (docs/design.md section 1)
 
 
@@ -220,12 +218,10 @@ def write(home: pathlib.Path, rel: str, content: str, *, owner: int = SLOT_UID, 
         if not directory.exists():
             directory.mkdir()
             directory.chmod(0o755)
-            if IS_ROOT:
-                os.chown(directory, owner, owner)
+            os.chown(directory, owner, owner)
     path.write_text(content)
     path.chmod(mode)
-    if IS_ROOT:
-        os.chown(path, owner, owner)
+    os.chown(path, owner, owner)
 
 
 def marker_pids(marker: str) -> list[int]:
@@ -411,19 +407,11 @@ CONTRACT_CASES = [
     pytest.param("claude", None, _claude_empty, {}, 66, "creds-invalid", id="claude-empty"),
     # uid 1000 wrote the files (0600); the probe runs as 10001. Readable directory:
     # the credentials are visibly there but unreadable -> 66 (NeedsReauth-class).
-    pytest.param(
-        "codex", None, _old_uid("codex", 0o755), {}, 66, "creds-invalid", id="codex-uid1000-file", marks=needs_root
-    ),
-    pytest.param(
-        "claude", None, _old_uid("claude", 0o755), {}, 66, "creds-invalid", id="claude-uid1000-file", marks=needs_root
-    ),
+    pytest.param("codex", None, _old_uid("codex", 0o755), {}, 66, "creds-invalid", id="codex-uid1000-file"),
+    pytest.param("claude", None, _old_uid("claude", 0o755), {}, 66, "creds-invalid", id="claude-uid1000-file"),
     # Directory 0700 owned by uid 1000: nothing under it is visible -> 65 (invisible because of uid mismatch).
-    pytest.param(
-        "codex", None, _old_uid("codex", 0o700), {}, 65, "creds-missing", id="codex-uid1000-dir", marks=needs_root
-    ),
-    pytest.param(
-        "claude", None, _old_uid("claude", 0o700), {}, 65, "creds-missing", id="claude-uid1000-dir", marks=needs_root
-    ),
+    pytest.param("codex", None, _old_uid("codex", 0o700), {}, 65, "creds-missing", id="codex-uid1000-dir"),
+    pytest.param("claude", None, _old_uid("claude", 0o700), {}, 65, "creds-missing", id="claude-uid1000-dir"),
     pytest.param("codex", "local/agent-shell:broken-cli", _codex_valid, {}, 64, "cli-broken", id="broken-cli"),
     pytest.param("codex", None, _codex_valid, {"SMOKE_TEST_CRASH": "1"}, 1, "error", id="crash"),
 ]
@@ -479,7 +467,6 @@ with open("/dev/termination-log", "w") as f:
 """
 
 
-@needs_root
 @pytest.mark.parametrize("where", ["volumeMount", "pvcSource"])
 def test_read_only_claim_rejects_writes(
     core: client.CoreV1Api, namespace: str, claim: ClaimFactory, where: str
@@ -499,7 +486,6 @@ def test_read_only_claim_rejects_writes(
     assert snapshot(home) == before
 
 
-@needs_root
 def test_mount_over_the_simulators_own_directories(core: client.CoreV1Api, namespace: str, claim: ClaimFactory) -> None:
     """An emptyDir laid over the repository (as a probe's /tmp is, when the repository lives under /tmp) must
     not hide the claim, the simulator's scratch (termination-log, stage) or the image store."""
@@ -516,7 +502,6 @@ def test_mount_over_the_simulators_own_directories(core: client.CoreV1Api, names
     assert terminated.exit_code == 0, terminated.message
 
 
-@needs_root
 def test_a_mount_the_runtime_cannot_make_is_a_start_error(
     core: client.CoreV1Api, namespace: str, claim: ClaimFactory
 ) -> None:
@@ -546,7 +531,6 @@ open("/dev/termination-log", "w").write(outcome)
 """
 
 
-@needs_root
 def test_read_only_claim_is_not_writable_through_its_host_path(
     core: client.CoreV1Api, namespace: str, claim: ClaimFactory
 ) -> None:
@@ -563,7 +547,6 @@ def test_read_only_claim_is_not_writable_through_its_host_path(
     assert snapshot(home) == before
 
 
-@needs_root
 def test_read_write_claim_is_the_real_directory(core: client.CoreV1Api, namespace: str, claim: ClaimFactory) -> None:
     home = claim("slot")
     script = "import os, sys; open(os.path.join(sys.argv[1], 'hello'), 'w').write(str(os.getuid()))"
@@ -582,7 +565,6 @@ json.dump({"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups
 """
 
 
-@needs_root
 def test_process_runs_with_requested_uid_gid(core: client.CoreV1Api, namespace: str) -> None:
     container = probe_container(with_claim=False, command=["python3", "-c", IDENTITY])
     container["securityContext"]["runAsGroup"] = 10005  # container level wins over the pod's 10002
@@ -728,7 +710,6 @@ def test_read_write_once_pod_claim_in_use_is_unschedulable(
 # ------------------------------------------------------- simulator shutdown leaves nothing
 
 
-@needs_root
 def test_simulator_shutdown_kills_its_containers(
     kube_cluster: cluster.Cluster, core: client.CoreV1Api, namespace: str
 ) -> None:

@@ -3,7 +3,7 @@
 The entrypoint runs as a subprocess with the image's PATH against temporary home
 directories holding each credential case. Cases that need another uid (files
 written by uid 1000, read as 10001) switch uid with `setpriv` and are skipped when
-not running as root.
+not running as root (`make test` runs the suite as root, or as root of a user namespace).
 """
 
 from __future__ import annotations
