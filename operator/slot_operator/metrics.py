@@ -59,6 +59,12 @@ class Metrics:
             f"{_PREFIX}_probe_queue_depth", "Slots due for a probe and waiting for the concurrency cap.", registry=r
         )
         self.running = prometheus_client.Gauge(f"{_PREFIX}_probes_running", "Probe Jobs currently running.", registry=r)
+        self.api_requests = prometheus_client.Counter(
+            f"{_PREFIX}_api_requests_total",
+            "Requests to the Kubernetes API by verb, resource and HTTP status (0: no answer).",
+            ["verb", "resource", "code"],
+            registry=r,
+        )
         self.leader = prometheus_client.Gauge(
             f"{_PREFIX}_leader", "1 when this replica runs the operator (holds the Lease, or runs alone).", registry=r
         )
@@ -80,6 +86,9 @@ class Metrics:
             self.last_probe.labels(namespace, slot).set(last_probe.timestamp())
         if last_ready is not None:
             self.last_ready.labels(namespace, slot).set(last_ready.timestamp())
+
+    def observe_request(self, verb: str, resource: str, code: int) -> None:
+        self.api_requests.labels(verb, resource, str(code)).inc()
 
     def forget_slot(self, namespace: str, slot: str) -> None:
         for candidate in Phase:

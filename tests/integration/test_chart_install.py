@@ -205,7 +205,8 @@ def test_cluster_wide_install(helm: Helm, kubeconfig: pathlib.Path, namespace: A
             assert can_i(kubeconfig, release, "patch", "slots.woved.dev", where, subresource="status")
             assert can_i(kubeconfig, release, "list", "persistentvolumeclaims", where)
             assert can_i(kubeconfig, release, "create", "events", where)
-        assert can_i(kubeconfig, release, "watch", "customresourcedefinitions.apiextensions.k8s.io", None)
+        # Nothing cluster-scoped beyond the namespaced rules: no CRDs, no Namespaces.
+        assert not can_i(kubeconfig, release, "watch", "customresourcedefinitions.apiextensions.k8s.io", None)
         assert not can_i(kubeconfig, release, "list", "namespaces", None)
         assert_never_secrets_or_claim_writes(kubeconfig, release, [ns, *watched])
         # Leader election is on by default; its Lease is in the release namespace only.
@@ -233,9 +234,9 @@ def test_namespaced_install(helm: Helm, kubeconfig: pathlib.Path, namespace: Any
             assert not can_i(kubeconfig, release, "list", "slots.woved.dev", where), where
             assert not can_i(kubeconfig, release, "create", "jobs.batch", where), where
             assert not can_i(kubeconfig, release, "list", "pods", where), where
-        assert can_i(kubeconfig, release, "list", "customresourcedefinitions.apiextensions.k8s.io", None)
-        assert can_i(kubeconfig, release, "watch", "namespaces", None)  # kopf's namespace observer
-        assert not can_i(kubeconfig, release, "get", "namespaces", None)
+        # Nothing cluster-wide at all in namespaced mode (the operator's own watches are per namespace).
+        assert not can_i(kubeconfig, release, "list", "customresourcedefinitions.apiextensions.k8s.io", None)
+        assert not can_i(kubeconfig, release, "watch", "namespaces", None)
         assert_never_secrets_or_claim_writes(kubeconfig, release, [ns, *watched])
         # The Lease is in the release namespace, which is not watched; none in the watched namespaces.
         assert release.lease == "slots-leader"

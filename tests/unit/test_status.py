@@ -103,8 +103,8 @@ def apply_merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str
 # --- no verdict yet ----------------------------------------------------------------------------
 
 
-def test_queued_from_nothing() -> None:
-    new = st.queued({}, generation=1, position=3, now=T0)
+def test_queued_from_nothing_names_its_job_once() -> None:
+    new = st.queued({}, generation=1, probe=probe(1), ahead=3, now=T0)
     assert row(new) == (
         "Pending",
         "Unknown/AwaitingProbe",
@@ -113,8 +113,10 @@ def test_queued_from_nothing() -> None:
         "Unknown/AwaitingProbe",
     )
     assert new["observedGeneration"] == 1
+    assert new["currentProbe"]["jobName"] == "codex-1-probe-0000000001"
     assert cond(new, "Reconciling")["message"] == (
-        "waiting for a probe slot (position 3 in the queue); generation 1 has no verdict yet"
+        "probe Job codex-1-probe-0000000001 (created) waits for a place under the concurrency cap; "
+        "3 Slot(s) ahead when it joined the queue at 2024-05-06T07:00:00Z; generation 1 has no verdict yet"
     )
     assert all(c["lastTransitionTime"] == "2024-05-06T07:00:00Z" for c in new["conditions"])
     assert all(c["observedGeneration"] == 1 for c in new["conditions"])
@@ -144,14 +146,14 @@ def test_probing_from_nothing() -> None:
 
 
 def test_queued_then_probing_keeps_reconciling_transition_time() -> None:
-    queued = st.queued({}, generation=1, position=1, now=T0)
+    queued = st.queued({}, generation=1, probe=probe(1), ahead=1, now=T0)
     probing = st.probing(queued, generation=1, probe=probe(), now=T1)
     assert cond(probing, "Reconciling")["lastTransitionTime"] == "2024-05-06T07:00:00Z"
     assert cond(probing, "Reconciling")["reason"] == "Probing"
 
 
 def test_transitions_do_not_mutate_their_input() -> None:
-    before = st.queued({}, generation=1, position=1, now=T0)
+    before = st.queued({}, generation=1, probe=probe(1), ahead=1, now=T0)
     snapshot = copy.deepcopy(before)
     st.probing(before, generation=1, probe=probe(), now=T1)
     after_verdict(0, status=before)
@@ -523,7 +525,7 @@ def test_diff_nulls_keys_removed_inside_nested_objects() -> None:
 def test_diff_applied_as_merge_patch_reproduces_every_transition() -> None:
     ref = probe(1, request="r1")
     steps: list[dict[str, Any]] = [{}]
-    steps.append(st.queued(steps[-1], generation=1, position=1, now=T0))
+    steps.append(st.queued(steps[-1], generation=1, probe=probe(1), ahead=1, now=T0))
     steps.append(st.probing(steps[-1], generation=1, probe=ref, now=T0))
     steps.append(
         st.verdict(
@@ -551,7 +553,7 @@ def test_fixing_an_invalid_spec_clears_stalled() -> None:
     broken = st.invalid_spec({}, generation=1, message="spec.env: HOME is set by the operator", now=now)
     assert find(broken["conditions"], "Stalled")["status"] == "True"
 
-    queued = st.queued(broken, generation=2, position=1, now=now)
+    queued = st.queued(broken, generation=2, probe=probe(2), ahead=1, now=now)
 
     stalled = find(queued["conditions"], "Stalled")
     assert (stalled["status"], stalled["reason"]) == ("False", "AwaitingVerdict")
@@ -575,7 +577,7 @@ def test_new_generation_after_ready_whose_probe_crashed_is_in_progress() -> None
 
 def test_new_image_for_a_stalled_slot_clears_stalled_while_it_waits() -> None:
     stalled = after_verdict(66)
-    new = st.queued(stalled, generation=2, position=5, now=T3)
+    new = st.queued(stalled, generation=2, probe=probe(2), ahead=5, now=T3)
     assert row(new) == (
         "NeedsReauth",
         "False/NeedsReauth",
@@ -602,7 +604,10 @@ def test_a_spec_fault_found_by_the_probe_stalls_without_retry() -> None:
     # It holds while nothing changes, and a new generation is judged afresh.
     assert st.idle(new, generation=2, suspended=False, now=T3)["conditions"] == new["conditions"]
     assert st.spec_fault(new, generation=3) is None
-    assert row(st.queued(new, generation=3, position=1, now=T3))[2:4] == ("False/AwaitingVerdict", "True/Queued")
+    assert row(st.queued(new, generation=3, probe=probe(3), ahead=1, now=T3))[2:4] == (
+        "False/AwaitingVerdict",
+        "True/Queued",
+    )
 
 
 def test_reprobe_crash_after_a_current_verdict_holds_no_gate() -> None:

@@ -84,57 +84,29 @@ Rules the operator needs in every namespace it watches. Used by the ClusterRole
 for one thing the operator does; nothing on Secrets, no writes to claims.
 */}}
 {{- define "slot-operator.namespacedRules" -}}
-# Slots: kopf lists/watches them; patch is for kopf's own bookkeeping on the
-# object (kept in status, but kopf patches the main resource when an object
-# needs a finalizer or its annotations cleaned). No create/update/delete: Slots
-# belong to their users.
+# Slots: read through a watch (list/watch) and, after a conflicting status write, a
+# fresh get. No create/update/patch/delete: Slots belong to their users.
 - apiGroups: [woved.dev]
   resources: [slots]
-  verbs: [get, list, watch, patch]
-# Slot status: verdicts, conditions and kopf's progress storage.
+  verbs: [get, list, watch]
+# Slot status: verdicts and conditions (merge patches conditional on resourceVersion).
 - apiGroups: [woved.dev]
   resources: [slots/status]
-  verbs: [get, patch, update]
-# Probe Jobs: created per probe (deterministic names), watched to read the
-# outcome, deleted when superseded (a spec change mid-probe).
+  verbs: [patch]
+# Probe Jobs: created per probe (deterministic names), watched to read the outcome,
+# read afresh when one already existed or outlived its deadline, deleted when superseded.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [create, get, list, watch, delete]
-# Read-only: probe pods (exit codes, image pull errors, unschedulable), pods that
-# mount a claim (ReadWriteOnce placement, ReadWriteOncePod in use) and the claims
-# themselves. The operator never writes to, deletes or re-owns a claim.
+# Read-only, through watches: probe pods (exit codes, image pull errors, unschedulable),
+# pods that mount a claim (ReadWriteOnce placement, ReadWriteOncePod in use) and the
+# claims themselves. The operator never writes to, deletes or re-owns a claim.
 - apiGroups: [""]
   resources: [pods, persistentvolumeclaims]
-  verbs: [get, list, watch]
-# Events on Slots (phase transitions, probe failures) from the operator and kopf.
-- apiGroups: ["", events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
-{{- end }}
-
-{{/*
-Cluster-scoped read kopf needs in every mode: it watches CustomResourceDefinitions
-to notice the Slot CRD being (re)installed or changed while it runs. Read-only,
-and CRDs hold no secret data. (Resource discovery itself uses /apis, which every
-authenticated client may read.)
-*/}}
-{{- define "slot-operator.clusterReadRules" -}}
-# kopf watches CRDs to notice the Slot CRD being (re)installed or changed; read-only.
-- apiGroups: [apiextensions.k8s.io]
-  resources: [customresourcedefinitions]
-  verbs: [get, list, watch]
-{{- end }}
-
-{{/*
-Namespaced mode only: kopf's namespace observer lists and watches Namespaces to
-match --namespace against the namespaces that exist. Without this rule kopf
-retries the 403 with backoff (about a minute of ERROR logs, no Slot handled) before
-it falls back to the exact names, on every start and again for the watch.
-Namespace objects carry no secret data; nothing else cluster-wide is granted.
-*/}}
-{{- define "slot-operator.namespaceReadRules" -}}
-# kopf lists/watches Namespaces in namespaced mode (otherwise ~1 min of 403 retries at start).
-- apiGroups: [""]
-  resources: [namespaces]
   verbs: [list, watch]
+# Events on Slots (phase transitions, probe failures); a repeat bumps the count of the
+# same Event (get, after a restart, to learn its count).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, get, patch]
 {{- end }}

@@ -1,5 +1,5 @@
 """kopf wiring: importing this package registers the handlers with kopf's default registry."""
 
-from slot_operator.handlers import health, startup, watches
+from slot_operator.handlers import health, startup
 
-__all__ = ["health", "startup", "watches"]
+__all__ = ["health", "startup"]

@@ -1,4 +1,4 @@
-"""Operator start-up and shutdown: kopf settings, the shared API client and the controller, kept in memo."""
+"""Operator start-up and shutdown: the API client, the watch caches and the controller, kept in memo."""
 
 from __future__ import annotations
 
@@ -8,39 +8,43 @@ from typing import Any
 import kopf
 
 from slot_operator.config import Config
-from slot_operator.kube.store import KubeStore, new_api_client
-from slot_operator.logic import jobs
+from slot_operator.kube.api import ApiClient
+from slot_operator.kube.cache import Cache
+from slot_operator.kube.store import KubeStore
 from slot_operator.metrics import Metrics
 from slot_operator.runtime.controller import Controller
 
+# Every watch must have listed within this long, or the operator stops (and its pod restarts) saying which.
+CACHE_SYNC_TIMEOUT = 120.0
+
 
 @kopf.on.startup()
-async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: Config = memo.config
+    metrics: Metrics = memo.metrics
     # Our own Events describe verdicts; kopf's per-handler success events would only be noise.
     settings.posting.level = logging.WARNING
-    # kopf's bookkeeping goes to status (declared in the CRD), never to annotations a GitOps tool would diff.
-    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
-    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.last-handled-configuration")
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    settings.watching.connect_timeout = 10
-    # Only the operator's own Jobs and pods matter: filter server-side, not after receiving every pod.
-    settings.watching.label_selectors["jobs"] = jobs.PROBE_SELECTOR
-    settings.watching.label_selectors["pods"] = jobs.PROBE_SELECTOR
-
-    metrics: Metrics = memo.metrics
-    store = KubeStore(await new_api_client())
-    controller = Controller(store=store, config=config, metrics=metrics)
-    await controller.start()
-    memo.store, memo.controller = store, controller
+    # kopf runs the lifecycle (start-up, clean-up, health, signals), not the watches: the operator's own
+    # informers do (kube/informer.py says why). So kopf need not discover CRDs or Namespaces either.
+    settings.scanning.disabled = True
+    api = await ApiClient.from_environment(observe=metrics.observe_request)
+    memo.api = api
+    controller = Controller(store=KubeStore(api), config=config, metrics=metrics)
+    cache = Cache(api, namespaces=config.namespaces, listener=controller.listener())
+    await cache.start(within=CACHE_SYNC_TIMEOUT)
+    memo.cache = cache
+    await controller.start(cache)
+    memo.controller = controller
 
 
 @kopf.on.cleanup()
 async def stop(*, memo: kopf.Memo, **_: Any) -> None:
     controller: Controller | None = getattr(memo, "controller", None)
-    store: KubeStore | None = getattr(memo, "store", None)
+    cache: Cache | None = getattr(memo, "cache", None)
+    api: ApiClient | None = getattr(memo, "api", None)
     if controller is not None:
         await controller.stop()
-    if store is not None:
-        await store.close()
+    if cache is not None:
+        await cache.stop()
+    if api is not None:
+        await api.close()

@@ -26,7 +26,8 @@ from typing import Any
 
 import aiohttp
 
-from slot_operator.kube.store import ApiError, KubeStore, new_api_client
+from slot_operator.kube.api import ApiClient, ApiError
+from slot_operator.kube.store import KubeStore
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class _Candidate:
             if holder:  # taken over from an expired holder
                 spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
         spec.update(holderIdentity=self.holder, renewTime=now, leaseDurationSeconds=LEASE_DURATION)
-        return await self._store.write_lease({**lease, "spec": spec})
+        return await self._store.write_lease({**lease, "spec": spec}, within=RENEW_DEADLINE)
 
     async def release(self) -> bool:
         """Hand the Lease over at once on a clean stop, instead of making the next leader wait for it to expire."""
@@ -95,7 +96,7 @@ class _Candidate:
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.holder:
             return False
         return await self._store.write_lease(
-            {**lease, "spec": {**lease["spec"], "holderIdentity": None, "renewTime": None}}
+            {**lease, "spec": {**lease["spec"], "holderIdentity": None, "renewTime": None}}, within=RENEW_DEADLINE
         )
 
 
@@ -103,7 +104,8 @@ async def run_as_leader(
     run: Callable[[], Coroutine[Any, Any, None]], *, namespace: str, lease: str, holder: str
 ) -> None:
     """Wait for the Lease, then `run()` while renewing it; raise LeadershipLost if renewal fails."""
-    store = KubeStore(await new_api_client())
+    api = await ApiClient.from_environment()
+    store = KubeStore(api)
     candidate = _Candidate(store, namespace=namespace, name=lease, holder=holder)
     try:
         logger.info("waiting for Lease %s/%s as %s", namespace, lease, holder)
@@ -124,7 +126,7 @@ async def run_as_leader(
         if await candidate.release():
             logger.info("released Lease %s/%s", namespace, lease)
     finally:
-        await store.close()
+        await api.close()
 
 
 async def _attempt(candidate: _Candidate, *, within: float) -> bool:

@@ -1,252 +1,209 @@
-"""The operator's one storage layer: every API call it makes goes through `KubeStore`.
+"""Every write the operator makes, and the few reads it makes outside the watch caches.
 
-Objects travel as the plain JSON dicts the API server sends (camelCase), the
-same shape kopf hands to handlers, so the pure logic never sees client models.
-Reads are consistent reads (no resourceVersion), so decisions see fresh state.
+Objects travel as the plain JSON dicts the API server sends (camelCase), so the pure logic
+never sees client models. Reads outside the caches happen only where correctness needs a
+fresh answer: after a conflicting status write (409), for a Job that already existed when
+created, and for a probe whose deadline passed without a word from the watch.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime
-import json
+import hashlib
 import logging
-import uuid
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
-import aiohttp
-import pydantic
-from kubernetes.aio import client as kclient
-from kubernetes.aio import config as kconfig
-
+from slot_operator.kube.api import ApiClient, ApiError
 from slot_operator.logic import jobs, timestamps
 from slot_operator.logic.outcome import NoVerdict
 
 logger = logging.getLogger(__name__)
 
-SLOT_PLURAL = "slots"
+SLOTS = f"/apis/{jobs.GROUP}/{jobs.VERSION}/namespaces/{{namespace}}/slots/{{name}}"
+JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
+EVENTS = "/api/v1/namespaces/{namespace}/events"
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+MERGE_PATCH = "application/merge-patch+json"
 
 
 class JobRejected(RuntimeError):
-    """The API server (or the client's model) refused a probe Job: `outcome` says why, naming the Slot field."""
+    """The API server refused a probe Job: `outcome` says why, naming the Slot field."""
 
     def __init__(self, outcome: NoVerdict) -> None:
         super().__init__(outcome.message)
         self.outcome = outcome
 
 
-class ApiError(RuntimeError):
-    def __init__(self, status: int, message: str, causes: tuple[tuple[str, str], ...] = ()) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.message = message
-        self.causes = causes  # (field, message) pairs from a Status's details, when the server gives them
-
-
-async def _json(call: Awaitable[aiohttp.ClientResponse]) -> dict[str, Any]:
-    response = await call
-    body = await response.read()
-    if response.status >= 400:
-        causes: tuple[tuple[str, str], ...] = ()
-        try:
-            failure = json.loads(body)
-            message = str(failure.get("message") or body[:300])
-            causes = tuple(
-                (str(cause.get("field")), str(cause.get("message") or cause.get("reason") or ""))
-                for cause in (failure.get("details") or {}).get("causes") or ()
-                if cause.get("field")
-            )
-        except (ValueError, AttributeError):
-            message = body[:300].decode(errors="replace")
-        raise ApiError(int(response.status), message, causes)
-    return dict(json.loads(body)) if body else {}
-
-
-async def _optional(call: Awaitable[aiohttp.ClientResponse]) -> dict[str, Any] | None:
-    try:
-        return await _json(call)
-    except ApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
-async def new_api_client() -> kclient.ApiClient:
-    """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""
-    configuration = kclient.Configuration()
-    try:
-        kconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except kconfig.ConfigException:
-        await kconfig.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    return kclient.ApiClient(configuration)
-
-
 class KubeStore:
-    def __init__(self, api: kclient.ApiClient) -> None:
-        self._api = api
-        self._core = kclient.CoreV1Api(api)
-        self._batch = kclient.BatchV1Api(api)
-        self._custom = kclient.CustomObjectsApi(api)
-        self._coordination = kclient.CoordinationV1Api(api)
-
-    async def close(self) -> None:
-        await self._api.close()  # type: ignore[no-untyped-call]
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+        self.events = EventRecorder(api)
 
     # Slots
     async def get_slot(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await _optional(
-            self._custom.get_namespaced_custom_object_without_preload_content(
-                jobs.GROUP, jobs.VERSION, namespace, SLOT_PLURAL, name
-            )
-        )
+        return await _optional(self.api.request("get", SLOTS.format(namespace=namespace, name=name), resource="slots"))
 
     async def patch_slot_status(
-        self, namespace: str, name: str, patch: Mapping[str, Any], *, resource_version: str | None = None
+        self, namespace: str, name: str, patch: Mapping[str, Any], *, resource_version: str
     ) -> dict[str, Any]:
-        """Merge-patch status; with `resource_version`, only if the Slot is still that version (else 409)."""
-        body: dict[str, Any] = {"status": dict(patch)}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
-        return await _json(
-            self._custom.patch_namespaced_custom_object_status_without_preload_content(
-                jobs.GROUP,
-                jobs.VERSION,
-                namespace,
-                SLOT_PLURAL,
-                name,
-                body,
-                _content_type="application/merge-patch+json",
-            )
+        """Merge-patch status, only if the Slot is still at `resource_version` (else ApiError 409)."""
+        return await self.api.request(
+            "patch",
+            SLOTS.format(namespace=namespace, name=name) + "/status",
+            resource="slots/status",
+            body={"metadata": {"resourceVersion": resource_version}, "status": dict(patch)},
+            content_type=MERGE_PATCH,
         )
 
-    # Probe Jobs and their pods
-    async def list_slot_jobs(self, namespace: str, slot_uid: str) -> list[dict[str, Any]]:
-        selector = f"{jobs.PROBE_SELECTOR},{jobs.LABEL_SLOT_UID}={slot_uid}"
-        result = await _json(
-            self._batch.list_namespaced_job_without_preload_content(namespace, label_selector=selector)
-        )
-        return list(result.get("items") or [])
-
-    async def list_probe_jobs(self, namespaces: tuple[str, ...]) -> list[dict[str, Any]]:
-        """Every probe Job in the watched namespaces (all when empty)."""
-        if not namespaces:
-            result = await _json(
-                self._batch.list_job_for_all_namespaces_without_preload_content(label_selector=jobs.PROBE_SELECTOR)
-            )
-            return list(result.get("items") or [])
-        items: list[dict[str, Any]] = []
-        for namespace in namespaces:
-            result = await _json(
-                self._batch.list_namespaced_job_without_preload_content(namespace, label_selector=jobs.PROBE_SELECTOR)
-            )
-            items.extend(result.get("items") or [])
-        return items
-
-    async def create_job(self, manifest: Mapping[str, Any]) -> bool:
-        """Create a probe Job; False when one of that name already exists (it is the same probe)."""
+    # Probe Jobs
+    async def create_job(self, manifest: Mapping[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+        """Create a probe Job: (True, the Job), or (False, the existing Job of that name: the same probe)."""
+        meta = manifest["metadata"]
         try:
-            body = kclient.V1Job.model_validate(manifest)
-        except pydantic.ValidationError as exc:
-            error = exc.errors()[0]
-            field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
-            raise JobRejected(
-                jobs.rejection(status=422, message=error["msg"], causes=[(field, error["msg"])])
-            ) from None
-        try:
-            await _json(
-                self._batch.create_namespaced_job_without_preload_content(manifest["metadata"]["namespace"], body)
+            created = await self.api.request(
+                "create", JOBS.format(namespace=meta["namespace"]), resource="jobs", body=manifest
             )
         except ApiError as exc:
             if exc.status == 409:
-                return False
-            if 400 <= exc.status < 500 and exc.status not in (401, 429):
+                return False, await self.get_job(meta["namespace"], meta["name"])
+            if 400 <= exc.status < 500 and exc.status not in (401, 429):  # 403: quota, admission
                 raise JobRejected(jobs.rejection(status=exc.status, message=exc.message, causes=exc.causes)) from None
             raise
-        return True
+        return True, created
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await _optional(self.api.request("get", f"{JOBS.format(namespace=namespace)}/{name}", resource="jobs"))
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Delete a probe Job and (in the background) its pods; absent is fine."""
         await _optional(
-            self._batch.delete_namespaced_job_without_preload_content(name, namespace, propagation_policy="Background")
-        )
-
-    async def list_job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
-        result = await _json(
-            self._core.list_namespaced_pod_without_preload_content(
-                namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}"
+            self.api.request(
+                "delete",
+                f"{JOBS.format(namespace=namespace)}/{name}",
+                resource="jobs",
+                params={"propagationPolicy": "Background"},
             )
         )
-        return list(result.get("items") or [])
-
-    # Claims (read-only: the operator never writes to a slot volume or its claim)
-    async def get_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await _optional(
-            self._core.read_namespaced_persistent_volume_claim_without_preload_content(name, namespace)
-        )
-
-    async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
-        result = await _json(self._core.list_namespaced_pod_without_preload_content(namespace))
-        return list(result.get("items") or [])
-
-    # Events
-    async def emit_event(
-        self, slot: Mapping[str, Any], *, kind: str, reason: str, message: str, now: datetime.datetime
-    ) -> None:
-        """A core/v1 Event on the Slot; failures are logged, never raised (events are best effort)."""
-        meta = slot.get("metadata") or {}
-        stamp = timestamps.format_time(now)
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}", "namespace": meta.get("namespace")},
-            "involvedObject": {
-                "apiVersion": f"{jobs.GROUP}/{jobs.VERSION}",
-                "kind": "Slot",
-                "name": meta.get("name"),
-                "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-            "type": kind,
-            "reason": reason,
-            "message": message,
-            "source": {"component": jobs.MANAGED_BY},
-            "reportingComponent": f"{jobs.GROUP}/{jobs.MANAGED_BY}",
-            "reportingInstance": jobs.MANAGED_BY,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        try:
-            await _json(
-                self._core.create_namespaced_event_without_preload_content(
-                    str(meta.get("namespace")), kclient.CoreV1Event.model_validate(event)
-                )
-            )
-        except (ApiError, OSError) as exc:
-            logger.warning(
-                "could not post event %s on slot %s/%s: %s", reason, meta.get("namespace"), meta.get("name"), exc
-            )
 
     # Leases (leader election)
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await _optional(self._coordination.read_namespaced_lease_without_preload_content(name, namespace))
+        return await _optional(
+            self.api.request("get", f"{LEASES.format(namespace=namespace)}/{name}", resource="leases")
+        )
 
-    async def write_lease(self, lease: Mapping[str, Any]) -> bool:
+    async def write_lease(self, lease: Mapping[str, Any], *, within: float) -> bool:
         """Create (no resourceVersion) or replace (conditional on it) a Lease; False when another writer won."""
         meta = lease["metadata"]
-        body = kclient.V1Lease.model_validate(lease)
+        path = LEASES.format(namespace=meta["namespace"])
         try:
             if meta.get("resourceVersion"):
-                await _json(
-                    self._coordination.replace_namespaced_lease_without_preload_content(
-                        meta["name"], meta["namespace"], body
-                    )
-                )
+                await self.api.request("update", f"{path}/{meta['name']}", resource="leases", body=lease, within=within)
             else:
-                await _json(self._coordination.create_namespaced_lease_without_preload_content(meta["namespace"], body))
+                await self.api.request("create", path, resource="leases", body=lease, within=within)
         except ApiError as exc:
             if exc.status == 409:
                 return False
             raise
         return True
+
+
+class EventRecorder:
+    """core/v1 Events on Slots, aggregated the way the kubelet's are.
+
+    A repeat of the same (Slot, type, reason, message) bumps `count` and `lastTimestamp` on
+    one Event instead of posting another, so a probe failing every retry leaves one Event
+    "x12 over 3h". The Event's name is derived from those fields, so a restarted operator
+    finds (409) and continues the same Event. Best effort: failures are logged, never raised.
+    """
+
+    REMEMBERED = 4096  # aggregated Events tracked in memory (least recently used dropped)
+
+    def __init__(self, api: ApiClient) -> None:
+        self._api = api
+        self._counts: collections.OrderedDict[str, int] = collections.OrderedDict()  # event path -> count
+
+    async def emit(
+        self, slot: Mapping[str, Any], *, kind: str, reason: str, message: str, now: datetime.datetime
+    ) -> None:
+        meta = slot.get("metadata") or {}
+        namespace, name, uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
+        digest = hashlib.sha256(f"{uid}/{kind}/{reason}/{message}".encode()).hexdigest()[:16]
+        event_name = f"{name[:200]}.{digest}"
+        path = f"{EVENTS.format(namespace=namespace)}/{event_name}"
+        stamp = timestamps.format_time(now)
+        try:
+            count = self._counts.get(path)
+            if count is not None and await self._bump(path, count + 1, stamp):
+                return
+            event = build_event(slot, name=event_name, kind=kind, reason=reason, message=message, stamp=stamp)
+            try:
+                await self._api.request("create", EVENTS.format(namespace=namespace), resource="events", body=event)
+                self._remember(path, 1)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                existing = await _optional(self._api.request("get", path, resource="events"))
+                await self._bump(path, int((existing or {}).get("count") or 1) + 1, stamp)
+        except (ApiError, OSError) as exc:
+            logger.warning("could not post event %s on slot %s/%s: %s", reason, namespace, name, exc)
+
+    async def _bump(self, path: str, count: int, stamp: str) -> bool:
+        """Set the Event's count; False when it is gone (expired by the API server's --event-ttl)."""
+        answer = await _optional(
+            self._api.request(
+                "patch",
+                path,
+                resource="events",
+                body={"count": count, "lastTimestamp": stamp},
+                content_type=MERGE_PATCH,
+            )
+        )
+        if answer is None:
+            self._counts.pop(path, None)
+            return False
+        self._remember(path, count)
+        return True
+
+    def _remember(self, path: str, count: int) -> None:
+        self._counts[path] = count
+        self._counts.move_to_end(path)
+        while len(self._counts) > self.REMEMBERED:
+            self._counts.popitem(last=False)
+
+
+def build_event(
+    slot: Mapping[str, Any], *, name: str, kind: str, reason: str, message: str, stamp: str
+) -> dict[str, Any]:
+    meta = slot.get("metadata") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": meta.get("namespace")},
+        "involvedObject": {
+            "apiVersion": f"{jobs.GROUP}/{jobs.VERSION}",
+            "kind": "Slot",
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+        },
+        "type": kind,
+        "reason": reason,
+        "message": message,
+        "source": {"component": jobs.MANAGED_BY},
+        "reportingComponent": f"{jobs.GROUP}/{jobs.MANAGED_BY}",
+        "reportingInstance": jobs.MANAGED_BY,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+async def _optional(call: Awaitable[dict[str, Any]]) -> dict[str, Any] | None:
+    try:
+        return dict(await call)
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise

@@ -154,7 +154,12 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outco
             reason=FailureReason.CRASHED, message=f"probe Job failed: {reason or 'unknown reason'}", finished=finished
         )
 
-    # Still running: look for reasons that would otherwise only surface at the deadline.
+    # Still running as far as the Job controller has said. A probe container that terminated with a verdict
+    # exit code is the verdict already: no need to wait for the Job's condition (seconds, under load).
+    code = (terminated or {}).get("exitCode")
+    if terminated is not None and isinstance(code, int) and phase_for_exit(code) is not None:
+        return _from_exit(code, terminated, timestamps.parse_time(terminated.get("finishedAt")))
+    # Look for reasons that would otherwise only surface at the deadline.
     for pod in _newest(pods):
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue

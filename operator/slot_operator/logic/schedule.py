@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,11 @@ from slot_operator.logic.outcome import NoVerdict, is_finished
 from slot_operator.logic.verdict import FailureReason
 
 PROBE_REQUEST_ANNOTATION = "woved.dev/probe-requested-at"
+# Periodic probes are pushed back by up to this fraction of the interval (Flux's reconcile jitter, 5%).
+INTERVAL_JITTER = 0.05
+# Overdue periodic probes found at start-up are spread at this pace, over at most STARTUP_SPREAD.
+STARTUP_PACE = 20.0  # Slots a second
+STARTUP_SPREAD = datetime.timedelta(minutes=5)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -32,6 +38,30 @@ def backoff(failures: int, *, base: datetime.timedelta, cap: datetime.timedelta)
     exponent = min(max(failures - 1, 0), 30)
     delay: datetime.timedelta = base * (2**exponent)
     return min(delay, cap)
+
+
+def _fraction(seed: str) -> float:
+    """A stable number in [0, 1) derived from `seed`."""
+    return int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big") / 2**64
+
+
+def jittered(interval: datetime.timedelta, *, seed: str) -> datetime.timedelta:
+    """`interval` plus up to INTERVAL_JITTER of it, stable for a seed: Slots created together drift apart."""
+    return interval * (1 + INTERVAL_JITTER * _fraction(seed))
+
+
+def spread(seed: str, *, window: datetime.timedelta) -> datetime.timedelta:
+    """A stable offset in [0, window) for a seed: a fleet found overdue is probed over `window`, not at once."""
+    return window * _fraction(seed)
+
+
+def spread_window(statuses: Sequence[Mapping[str, Any]], *, now: datetime.datetime) -> datetime.timedelta:
+    """How long to spread the periodic probes found overdue at start-up over: one alone goes at once."""
+    overdue = 0
+    for status in statuses:
+        next_time = timestamps.parse_time(status.get("nextProbeTime"))
+        overdue += next_time is not None and next_time <= now
+    return min(datetime.timedelta(seconds=overdue / STARTUP_PACE), STARTUP_SPREAD)
 
 
 def manual_request(annotations: Mapping[str, str] | None) -> str | None:

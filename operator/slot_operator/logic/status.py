@@ -186,9 +186,17 @@ def _apply_rule(
     _set(new, RECONCILING, "True", reason, f"{message}; {waiting}" if message else waiting, generation, now)
 
 
-def queued(status: Mapping[str, Any], *, generation: int, position: int, now: datetime.datetime) -> dict[str, Any]:
+def queued(
+    status: Mapping[str, Any], *, generation: int, probe: ProbeRef, ahead: int, now: datetime.datetime
+) -> dict[str, Any]:
+    """Due, but every probe place is taken. Written once, when the Slot joins the queue: its Job is already
+    named (deterministic), and the status is not rewritten as the queue moves or when the probe starts."""
     new = _base(status, generation, now)
-    message = f"waiting for a probe slot (position {position} in the queue)"
+    new["currentProbe"] = probe.to_status()
+    message = (
+        f"probe Job {probe.job_name} ({probe.trigger}) waits for a place under the concurrency cap; "
+        f"{ahead} Slot(s) ahead when it joined the queue at {timestamps.format_time(now)}"
+    )
     _apply_rule(new, generation=generation, activity=Activity.QUEUED, message=message, now=now)
     return new
 

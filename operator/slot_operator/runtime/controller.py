@@ -1,8 +1,14 @@
-"""Reconcile Slots: observe (API reads) → decide (pure logic) → act (status, Jobs, events).
+"""Reconcile Slots: observe (watch caches) → decide (pure logic) → act (status, Jobs, Events).
 
-Level-triggered: every watch event only enqueues the Slot's key; each reconcile
-reads the Slot and its Jobs fresh from the API and derives everything from them,
-so missed events, restarts and duplicate deliveries converge to the same result.
+Level-triggered: every watch event only enqueues the Slot it concerns; each reconcile derives
+everything from the cached Slot, its Jobs and their pods, so missed events, restarts and
+duplicate deliveries converge to the same result. A reconcile makes no API read: the caches
+are fed by the watches, and every object the operator writes is cached from the API's answer.
+Writes are conditional (the Slot's resourceVersion; deterministic Job names), so a decision
+taken from a stale cache fails with 409 instead of doing harm, and the Slot is read fresh.
+
+API work per probe does not grow with the fleet: one status write when a Slot becomes due
+(Queued, or Probing when a place is free), the Job, one status write for the verdict.
 """
 
 from __future__ import annotations
@@ -11,12 +17,16 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from slot_operator import metrics as metrics_module
 from slot_operator.config import Config
-from slot_operator.kube.store import ApiError, JobRejected, KubeStore
+from slot_operator.kube.api import ApiError
+from slot_operator.kube.cache import Cache, Listener
+from slot_operator.kube.informer import Key, Object
+from slot_operator.kube.store import JobRejected, KubeStore
 from slot_operator.logic import jobs, schedule, timestamps
 from slot_operator.logic import status as status_logic
 from slot_operator.logic.conditions import READY, find
@@ -24,31 +34,24 @@ from slot_operator.logic.outcome import NoVerdict, Outcome, Running, Verdict, cl
 from slot_operator.logic.spec import InvalidSpec, SlotSpec, parse_spec
 from slot_operator.logic.status import ProbeRef
 from slot_operator.logic.verdict import FailureReason, Phase
+from slot_operator.runtime.capacity import Capacity
 from slot_operator.runtime.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
 
-SlotKey = tuple[str, str]  # (namespace, name)
-# After a probe's deadline, give the Job controller this long to report before looking again.
+SlotKey = Key  # (namespace, name)
+# After a probe's deadline, give the Job controller this long to report before reading the Job afresh.
 DEADLINE_GRACE = datetime.timedelta(seconds=30)
 # Retry delays for a reconcile that hit an API error (not a probe failure: those are in status).
 ERROR_RETRY_BASE, ERROR_RETRY_MAX = 1.0, 60.0
+# After a conflicting write (409), the Slot is read afresh and reconciled again after this (doubling) delay.
+CONFLICT_RETRY_BASE, CONFLICT_RETRY_MAX = 0.05, 5.0
+# A worker on one Slot for this long is stuck (every API call is bounded far below it): liveness fails.
+STUCK_AFTER = 300.0
 
 
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def slot_key(body: Mapping[str, Any]) -> SlotKey:
-    meta = body.get("metadata") or {}
-    return str(meta.get("namespace")), str(meta.get("name"))
-
-
-def owning_slot(body: Mapping[str, Any]) -> SlotKey | None:
-    """The Slot a probe Job or pod belongs to, from the annotation the operator put on it."""
-    meta = body.get("metadata") or {}
-    name = (meta.get("annotations") or {}).get(jobs.ANNOTATION_SLOT)
-    return (str(meta.get("namespace")), str(name)) if name else None
 
 
 class Controller:
@@ -60,32 +63,56 @@ class Controller:
         metrics: metrics_module.Metrics,
         clock: Callable[[], datetime.datetime] = utcnow,
     ) -> None:
-        self._store = store
-        self._config = config
-        self._metrics = metrics
-        self._clock = clock
+        self.store = store
+        self.config = config
+        self.metrics = metrics
+        self.clock = clock
+        self.cache: Cache | None = None
         self.queue: WorkQueue[SlotKey] = WorkQueue()
-        self._running: dict[SlotKey, str] = {}  # Slots holding a place under the cap → their Job
-        self._waiting: dict[SlotKey, datetime.datetime] = {}  # Slots due but capped → since when (FIFO)
-        self._claims: dict[SlotKey, SlotKey] = {}  # Slot → (namespace, claimName), to react to claims appearing
+        self.capacity: Capacity[SlotKey] = Capacity(config.max_concurrent_probes)
+        self.started: dict[SlotKey, str] = {}  # probe Jobs this process created or adopted, by Slot
+        self.unspread: set[SlotKey] = set()  # Slots not reconciled since start-up (overdue probes get spread)
+        self.spread_window = datetime.timedelta(0)
         self._errors: dict[SlotKey, int] = {}
+        self._conflicts: dict[SlotKey, int] = {}
+        self._busy: dict[str, tuple[SlotKey, float]] = {}  # worker -> (Slot, since), for liveness
         self._workers: list[asyncio.Task[None]] = []
 
+    def listener(self) -> Listener:
+        return Listener(
+            slot_changed=self._slot_changed,
+            probe_changed=self.queue.add,
+            claim_changed=self._claim_changed,
+            claim_users_changed=self._claim_changed,
+        )
+
     # Lifecycle
-    async def start(self) -> None:
-        """Count the probe Jobs already running (before any Slot is reconciled) so the cap holds across restarts."""
-        for job in await self._store.list_probe_jobs(self._config.namespaces):
-            key = owning_slot(job)
-            if key and not is_finished(job) and not (job.get("metadata") or {}).get("deletionTimestamp"):
-                self._running[key] = str(job["metadata"]["name"])
+    async def start(self, cache: Cache) -> None:
+        """With the caches filled: count the probes already running (the cap holds across restarts), then work."""
+        self.cache = cache
+        for job in cache.probe_jobs():
+            meta = job.get("metadata") or {}
+            slot = (meta.get("annotations") or {}).get(jobs.ANNOTATION_SLOT)
+            if slot and not is_finished(job) and not meta.get("deletionTimestamp"):
+                key = (str(meta.get("namespace")), str(slot))
+                self.capacity.adopt(key, str(meta.get("name")))
+                self.started[key] = str(meta.get("name"))
+        keys = cache.slot_keys()
+        self.unspread = set(keys)
+        self.spread_window = schedule.spread_window(
+            [(cache.slot(key) or {}).get("status") or {} for key in keys], now=self.clock()
+        )
+        for key in keys:
+            self.queue.add(key)
         self._update_gauges()
         logger.info(
-            "controller started: %d probe Job(s) already running, cap %d",
-            len(self._running),
-            self._config.max_concurrent_probes,
+            "controller started: %d Slot(s), %d probe Job(s) already running, cap %d",
+            len(keys),
+            self.capacity.running,
+            self.config.max_concurrent_probes,
         )
         self._workers = [
-            asyncio.create_task(self._work(), name=f"slot-worker-{i}") for i in range(self._config.workers)
+            asyncio.create_task(self._work(f"worker-{i}"), name=f"slot-worker-{i}") for i in range(self.config.workers)
         ]
 
     async def stop(self) -> None:
@@ -96,53 +123,68 @@ class Controller:
                 await task
         self.queue.close()
 
-    # Feeds from the watches
-    def slot_seen(self, body: Mapping[str, Any], *, deleted: bool) -> None:
-        key = slot_key(body)
-        claim = (body.get("spec") or {}).get("claimName")
-        if deleted:
-            self._claims.pop(key, None)
-        elif claim:
-            self._claims[key] = (key[0], str(claim))
+    def stuck(self) -> list[str]:
+        """Workers that have been on one Slot for longer than any bounded call could take (for liveness)."""
+        now = time.monotonic()
+        return [
+            f"{worker} on {key[0]}/{key[1]} for {now - since:.0f}s"
+            for worker, (key, since) in self._busy.items()
+            if now - since > STUCK_AFTER
+        ] + [f"{task.get_name()} died" for task in self._workers if task.done()]
+
+    # Feeds from the caches
+    def _slot_changed(self, key: SlotKey, old: Object | None, new: Object | None) -> None:
         self.queue.add(key)
 
-    def child_seen(self, body: Mapping[str, Any]) -> None:
-        key = owning_slot(body)
-        if key:
+    def _claim_changed(self, claim: Key) -> None:
+        if self.cache is None:
+            return  # the initial listing: start() reconciles every Slot anyway
+        for key in self.cache.slots_of_claim(*claim):
             self.queue.add(key)
-
-    def claim_seen(self, namespace: str, name: str) -> None:
-        for key, claim in list(self._claims.items()):
-            if claim == (namespace, name):
-                self.queue.add(key)
 
     @property
     def queue_depth(self) -> int:
-        return len(self._waiting)
+        return self.capacity.waiting
 
     @property
     def probes_running(self) -> int:
-        return len(self._running)
+        return self.capacity.running
 
     # Worker loop
-    async def _work(self) -> None:
+    async def _work(self, worker: str) -> None:
         while True:
             key = await self.queue.get()
+            self._busy[worker] = (key, time.monotonic())
             try:
                 await self.reconcile(key)
                 self._errors.pop(key, None)
+                self._conflicts.pop(key, None)
             except asyncio.CancelledError:
                 raise
             except ApiError as exc:
-                if exc.status != 409:
+                if exc.status == 409:
+                    await self._refresh(key)
+                else:
                     self._retry_later(key, exc)
-                else:  # the Slot changed under us: read it again now
-                    logger.debug("slot %s/%s changed during reconcile; again", *key)
-                    self.queue.add(key)
             except Exception as exc:
                 self._retry_later(key, exc)
             finally:
+                self._busy.pop(worker, None)
                 self.queue.done(key)
+
+    async def _refresh(self, key: SlotKey) -> None:
+        """A write conflicted: the cache is behind. Read the Slot afresh and try again, with a growing delay."""
+        conflicts = self._conflicts.get(key, 0) + 1
+        self._conflicts[key] = conflicts
+        logger.debug("slot %s/%s changed under a write (%d); reading it again", *key, conflicts)
+        try:
+            fresh = await self.store.get_slot(*key)
+        except ApiError as exc:
+            self._retry_later(key, exc)
+            return
+        if fresh is not None and self.cache is not None:
+            self.cache.wrote_slot(fresh)
+        self.queue.add_after(key, min(CONFLICT_RETRY_BASE * 2 ** (conflicts - 1), CONFLICT_RETRY_MAX))
 
     def _retry_later(self, key: SlotKey, exc: Exception) -> None:
         """An API error or a bug: try this Slot again with a per-Slot exponential delay."""
@@ -154,80 +196,55 @@ class Controller:
         self.queue.add_after(key, delay)
 
     # Cap bookkeeping
-    def _reserve(self, key: SlotKey, now: datetime.datetime) -> int | None:
-        """Take a place under the cap (None), or join the FIFO queue and return the 1-based position."""
-        if key in self._running:
-            return None
-        since = self._waiting.setdefault(key, now)
-        free = self._config.max_concurrent_probes - len(self._running)
-        ahead = sum(1 for other, when in self._waiting.items() if (when, other) < (since, key))
-        if ahead < free:
-            del self._waiting[key]
-            self._running[key] = ""
-            self._update_gauges()
-            return None
-        self._update_gauges()
-        return ahead + 1
-
-    def _release(self, key: SlotKey) -> None:
-        """Give up `key`'s place under the cap (if it held one)."""
-        self._running.pop(key, None)
-        self._wake_waiters()
-
-    def _unqueue(self, key: SlotKey) -> None:
-        """`key` no longer waits (not due, suspended, invalid, adopted, gone)."""
-        self._waiting.pop(key, None)
-        self._wake_waiters()
-
-    def _wake_waiters(self) -> None:
-        """Enqueue the first waiters that fit under the cap; cheap and idempotent, so called on every change."""
-        free = self._config.max_concurrent_probes - len(self._running)
-        for waiting in sorted(self._waiting, key=lambda k: (self._waiting[k], k))[: max(free, 0)]:
-            self.queue.add(waiting)
+    def release(self, key: SlotKey) -> None:
+        """`key` no longer holds a place or waits for one; the places freed go to the longest waiters."""
+        for granted in self.capacity.release(key):
+            self.queue.add(granted)
         self._update_gauges()
 
     def _forget(self, key: SlotKey) -> None:
-        self._waiting.pop(key, None)
-        self._release(key)
-        self._claims.pop(key, None)
+        self.release(key)
+        self.started.pop(key, None)
+        self.unspread.discard(key)
         self._errors.pop(key, None)
+        self._conflicts.pop(key, None)
         self.queue.forget(key)
-        self._metrics.forget_slot(*key)
-        self._update_gauges()
+        self.metrics.forget_slot(*key)
 
     def _update_gauges(self) -> None:
-        self._metrics.queue_depth.set(len(self._waiting))
-        self._metrics.running.set(len(self._running))
+        self.metrics.queue_depth.set(self.capacity.waiting)
+        self.metrics.running.set(self.capacity.running)
 
     # Reconcile
     async def reconcile(self, key: SlotKey) -> None:
-        namespace, name = key
-        slot = await self._store.get_slot(namespace, name)
+        assert self.cache is not None, "start() first"
+        slot = self.cache.slot(key)
         if slot is None or (slot.get("metadata") or {}).get("deletionTimestamp"):
             self._forget(key)
             return
-        step = _Step(self, slot)
-        await step.run()
+        await _Step(self, self.cache, slot).run()
 
 
 class _Step:
-    """One reconcile of one Slot; holds the Slot as last read or written."""
+    """One reconcile of one Slot, from the cached Slot; `stored` is its status as the API last had it."""
 
-    def __init__(self, controller: Controller, slot: dict[str, Any]) -> None:
+    def __init__(self, controller: Controller, cache: Cache, slot: Object) -> None:
         self.c = controller
+        self.cache = cache
         self.slot = slot
         meta = slot["metadata"]
         self.key: SlotKey = (str(meta["namespace"]), str(meta["name"]))
         self.uid = str(meta["uid"])
         self.generation = int(meta.get("generation") or 1)
-        self.now = controller._clock()
+        self.now = controller.clock()
+        self.working: dict[str, Any] = dict(slot.get("status") or {})  # what this reconcile builds on
 
     @property
-    def status(self) -> dict[str, Any]:
-        return dict(self.slot.get("status") or {})
+    def stored(self) -> Mapping[str, Any]:
+        return self.slot.get("status") or {}
 
     async def run(self) -> None:
-        config = self.c._config
+        config = self.c.config
         try:
             spec = parse_spec(
                 self.slot.get("spec") or {},
@@ -237,131 +254,145 @@ class _Step:
         except InvalidSpec as exc:
             await self._invalid(str(exc))
             return
-        if await self._settle_current_probe(spec):
-            return  # a probe is running: its Job's events (or the deadline wake-up) bring us back
+        if await self._follow_probe(spec):
+            return  # a probe is running: its Job's and pod's events (or the deadline wake-up) bring us back
         await self._schedule_next(spec)
 
     async def _invalid(self, message: str) -> None:
-        self.c._unqueue(self.key)
         # A probe of a spec that is no longer valid answers nothing useful: stop it and free its place.
-        job = schedule.current_job(self.status, await self.c._store.list_slot_jobs(self.key[0], self.uid))
+        job = schedule.current_job(self.working, self.cache.slot_jobs(self.uid))
         if job is not None and not is_finished(job):
-            await self.c._store.delete_job(self.key[0], str(job["metadata"]["name"]))
-        self.c._release(self.key)
-        was_invalid = (self.status.get("lastProbe") or {}).get("reason") == FailureReason.INVALID_SPEC or any(
-            c.get("reason") == FailureReason.INVALID_SPEC for c in self.status.get("conditions") or ()
+            await self.c.store.delete_job(self.key[0], str(job["metadata"]["name"]))
+        self.c.release(self.key)
+        was_invalid = (self.working.get("lastProbe") or {}).get("reason") == FailureReason.INVALID_SPEC or any(
+            c.get("reason") == FailureReason.INVALID_SPEC for c in self.working.get("conditions") or ()
         )
         await self._write(
-            status_logic.invalid_spec(self.status, generation=self.generation, message=message, now=self.now)
+            status_logic.invalid_spec(self.working, generation=self.generation, message=message, now=self.now)
         )
         if not was_invalid:
             await self._event("Warning", FailureReason.INVALID_SPEC, message)
 
-    async def _settle_current_probe(self, spec: SlotSpec) -> bool:
+    async def _follow_probe(self, spec: SlotSpec) -> bool:
         """Follow the probe in flight: adopt it, record its outcome, or stop it when the spec moved on.
 
         Returns True while the probe is still running.
         """
-        store, status = self.c._store, self.status
         namespace = self.key[0]
-        job = schedule.current_job(status, await store.list_slot_jobs(namespace, self.uid))
-        recorded = ProbeRef.from_status(status.get("currentProbe"))
+        job = schedule.current_job(self.working, self.cache.slot_jobs(self.uid))
+        recorded = ProbeRef.from_status(self.working.get("currentProbe"))
         if job is None:
-            self.c._release(self.key)
-            if recorded is not None:
-                await self._record(
-                    recorded,
-                    NoVerdict(
-                        reason=FailureReason.JOB_LOST,
-                        message=f"probe Job {recorded.job_name} not found: never created, or deleted before it "
-                        "reported",
-                    ),
-                    spec,
-                )
+            created = self.c.started.pop(self.key, None)
+            if created is not None:  # this process created or adopted a Job for this Slot, and it is gone
+                self.c.release(self.key)
+                if recorded is not None and recorded.job_name == created:
+                    message = f"probe Job {created} was deleted before it reported"
+                    await self._record(recorded, NoVerdict(reason=FailureReason.JOB_LOST, message=message), spec)
             return False
         job_name = str(job["metadata"]["name"])
-        if (status.get("lastProbe") or {}).get("jobName") == job_name and recorded is None:
-            # Outcome already in status; a Job we meant to stop (image pull failure, unschedulable) may linger.
-            if not is_finished(job):
-                await store.delete_job(namespace, job_name)
-            self.c._release(self.key)
+        pods = self.cache.job_pods(namespace, job_name)
+        if (self.working.get("lastProbe") or {}).get("jobName") == job_name and recorded is None:
+            # Outcome already in status. The Job controller may still be catching up (the pod's exit code was
+            # the verdict); a Job we meant to stop (image pull failure, unschedulable) may linger: stop it again.
+            lingering = classify(job, pods)
+            if not is_finished(job) and not isinstance(lingering, Running) and lingering.stop_job:
+                await self.c.store.delete_job(namespace, job_name)
+            self._done_with(job_name)
             return False
         probe = recorded if recorded is not None and recorded.job_name == job_name else _adopted(job)
         if probe.generation < self.generation and not is_finished(job):
             logger.info(
                 "slot %s/%s: spec changed to generation %d, stopping probe %s", *self.key, self.generation, job_name
             )
-            await store.delete_job(namespace, job_name)
-            self.c._release(self.key)
-            superseded = self.status
-            superseded.pop("currentProbe", None)
-            await self._write(superseded)
+            await self.c.store.delete_job(namespace, job_name)
+            self._done_with(job_name)
+            self.working.pop("currentProbe", None)  # the next write (the new generation's intent) drops it
             return False
-        outcome: Outcome = classify(job, await store.list_job_pods(namespace, job_name))
+        outcome: Outcome = classify(job, pods)
         if isinstance(outcome, Running):
-            self.c._unqueue(self.key)
-            self.c._running[self.key] = job_name
+            self.c.capacity.adopt(self.key, job_name)
+            self.c.started[self.key] = job_name
             self.c._update_gauges()
-            await self._write(status_logic.probing(status, generation=self.generation, probe=probe, now=self.now))
-            deadline = probe.start_time + spec.timeout + DEADLINE_GRACE
-            self.c.queue.add_after(self.key, max((deadline - self.now).total_seconds(), DEADLINE_GRACE.total_seconds()))
+            if recorded is None or recorded.job_name != job_name:  # a Job from an older run: record it
+                await self._write(
+                    status_logic.probing(self.working, generation=self.generation, probe=probe, now=self.now)
+                )
+            deadline = _started_at(job, probe) + spec.timeout + DEADLINE_GRACE
+            if deadline <= self.now:
+                await self._reread_job(job_name)
+            else:
+                self.c.queue.add_after(self.key, (deadline - self.now).total_seconds())
             return True
-        await self._record(probe, outcome, spec)
+        await self._record(probe, outcome, spec, started=_started_at(job, probe))
         if outcome.stop_job:
-            await store.delete_job(namespace, job_name)
-        self.c._release(self.key)
+            await self.c.store.delete_job(namespace, job_name)
+        self._done_with(job_name)
         return False
 
+    def _done_with(self, job_name: str) -> None:
+        if self.c.started.get(self.key) == job_name:
+            del self.c.started[self.key]
+        if self.c.capacity.holds(self.key):
+            self.c.release(self.key)
+
+    async def _reread_job(self, job_name: str) -> None:
+        """Past the deadline and the cache still says running: read the Job afresh (the watch may be behind)."""
+        fresh = await self.c.store.get_job(self.key[0], job_name)
+        if fresh is not None:
+            self.cache.wrote_job(fresh)
+        self.c.queue.add_after(self.key, DEADLINE_GRACE.total_seconds())
+
     async def _schedule_next(self, spec: SlotSpec) -> None:
-        status = self.status
         request = schedule.manual_request((self.slot.get("metadata") or {}).get("annotations"))
-        claim_exists, claim = None, None
-        if (status.get("lastProbe") or {}).get("reason") == FailureReason.CLAIM_NOT_FOUND:
-            claim = await self.c._store.get_claim(self.key[0], spec.claim_name)
-            claim_exists = claim is not None
+        claim = self.cache.claim(self.key[0], spec.claim_name)
         trigger, due_at = schedule.due(
-            status, generation=self.generation, request=request, claim_exists=claim_exists, now=self.now
+            self.working, generation=self.generation, request=request, claim_exists=claim is not None, now=self.now
         )
+        first_look = self.key in self.c.unspread
+        self.c.unspread.discard(self.key)
         if spec.suspend or trigger is None:
-            self.c._unqueue(self.key)
+            self.c.release(self.key)
             await self._write(
-                status_logic.idle(status, generation=self.generation, suspended=spec.suspend, now=self.now)
+                status_logic.idle(self.working, generation=self.generation, suspended=spec.suspend, now=self.now)
             )
             if due_at is not None and not spec.suspend:
                 self.c.queue.add_after(self.key, (due_at - self.now).total_seconds())
             return
-        position = self.c._reserve(self.key, self.now)
+        if first_look and trigger.kind in ("interval", "retry") and not self.c.capacity.holds(self.key):
+            # Overdue periodic probes found at start-up are spread, so a restarted operator does not wake
+            # every Slot at once: a stable offset per Slot within a window that grows with their number.
+            delay = schedule.spread(self.uid, window=min(spec.interval, self.c.spread_window))
+            if delay.total_seconds() >= 1:
+                self.c.queue.add_after(self.key, delay.total_seconds())
+                return
+        probe = self._intent(spec, trigger)
+        position = self.c.capacity.acquire(self.key, now=time.monotonic())
+        self.c._update_gauges()
         if position is not None:
-            await self._write(status_logic.queued(status, generation=self.generation, position=position, now=self.now))
+            if ProbeRef.from_status(self.working.get("currentProbe")) != probe:
+                await self._write(
+                    status_logic.queued(
+                        self.working, generation=self.generation, probe=probe, ahead=position, now=self.now
+                    )
+                )
             return
         try:
-            await self._start(spec, trigger, claim)
+            await self._start(spec, probe, claim)
         except BaseException:
-            self.c._release(self.key)
+            self.c.release(self.key)
             raise
 
-    async def _start(self, spec: SlotSpec, trigger: schedule.Trigger, claim: dict[str, Any] | None) -> None:
-        store, namespace = self.c._store, self.key[0]
-        if claim is None:  # not read yet by this reconcile
-            claim = await store.get_claim(namespace, spec.claim_name)
-        modes = set(((claim or {}).get("spec") or {}).get("accessModes") or ())
-        users = (
-            schedule.claim_users(await store.list_pods(namespace), spec.claim_name)
-            if modes & {"ReadWriteOnce", "ReadWriteOncePod"}
-            else []
-        )
-        placement = schedule.place(claim, spec.claim_name, users)
-        if isinstance(placement, NoVerdict):
-            self.c._release(self.key)
-            await self._record(None, placement, spec, trigger=trigger)
-            return
-        # Deterministic: two operators deciding the same probe from the same status pick the same name (409).
-        last = self.status.get("lastProbe") or {}
+    def _intent(self, spec: SlotSpec, trigger: schedule.Trigger) -> ProbeRef:
+        """The probe this status calls for; its Job name is deterministic, so two deciders pick the same one."""
+        recorded = ProbeRef.from_status(self.working.get("currentProbe"))
+        last = self.working.get("lastProbe") or {}
         previous = last.get("jobName") or last.get("completionTime") or ""  # failures without a Job have no name
-        failures = int(self.status.get("consecutiveProbeFailures") or 0)
+        failures = int(self.working.get("consecutiveProbeFailures") or 0)
         token = f"{previous}/{self.generation}/{trigger.kind}/{trigger.request or ''}/{failures}"
         name = jobs.job_name(self.key[1], self.uid, token)
-        probe = ProbeRef(
+        if recorded is not None and recorded.job_name == name:
+            return recorded  # already announced (queued, or an earlier attempt to start it)
+        return ProbeRef(
             job_name=name,
             image=spec.image,
             generation=self.generation,
@@ -369,34 +400,49 @@ class _Step:
             request=trigger.request,
             start_time=self.now,
         )
-        # Intent first: if the operator dies after this write, the next run adopts or replaces this Job.
-        await self._write(status_logic.probing(self.status, generation=self.generation, probe=probe, now=self.now))
+
+    async def _start(self, spec: SlotSpec, probe: ProbeRef, claim: Object | None) -> None:
+        namespace = self.key[0]
+        placement = schedule.place(claim, spec.claim_name, self.cache.claim_users(namespace, spec.claim_name))
+        if isinstance(placement, NoVerdict):
+            self.c.release(self.key)
+            trigger = schedule.Trigger(kind=probe.trigger, request=probe.request)
+            await self._record(None, placement, spec, trigger=trigger)
+            return
+        if ProbeRef.from_status(self.working.get("currentProbe")) != probe:
+            # Intent first: if the operator dies after this write, the next run adopts or recreates this Job.
+            await self._write(status_logic.probing(self.working, generation=self.generation, probe=probe, now=self.now))
         manifest = jobs.build_probe_job(
-            name=name,
+            name=probe.job_name,
             namespace=namespace,
             slot_name=self.key[1],
             slot_uid=self.uid,
             generation=self.generation,
-            trigger=trigger.kind,
+            trigger=probe.trigger,
             spec=spec,
             node=placement.node,
-            ttl=self.c._config.job_ttl,
+            ttl=self.c.config.job_ttl,
         )
         try:
-            created = await store.create_job(manifest)
+            created, job = await self.c.store.create_job(manifest)
         except JobRejected as exc:
             # The API server refused the Job (a field it calls invalid, quota, admission): say so in conditions.
-            self.c._release(self.key)
-            await self._record(None, exc.outcome, spec, trigger=trigger)
+            self.c.release(self.key)
+            await self._record(
+                None, exc.outcome, spec, trigger=schedule.Trigger(kind=probe.trigger, request=probe.request)
+            )
             return
-        self.c._running[self.key] = name
+        if job is not None:
+            self.cache.wrote_job(job)
+        self.c.capacity.adopt(self.key, probe.job_name)
+        self.c.started[self.key] = probe.job_name
         self.c._update_gauges()
         logger.info(
             "slot %s/%s: probe %s %s (%s%s)",
             *self.key,
-            name,
+            probe.job_name,
             "started" if created else "already running",
-            trigger.kind,
+            probe.trigger,
             f", on node {placement.node}" if placement.node else "",
         )
         self.c.queue.add_after(self.key, (spec.timeout + DEADLINE_GRACE).total_seconds())
@@ -408,21 +454,21 @@ class _Step:
         spec: SlotSpec,
         *,
         trigger: schedule.Trigger | None = None,
+        started: datetime.datetime | None = None,
     ) -> None:
-        before = self.status
+        before = self.working
         old_phase = status_logic.phase_of(before)
-        metrics = self.c._metrics
         if isinstance(outcome, Verdict):
             assert probe is not None
+            # Flux-style jitter: probes of Slots created together drift apart instead of waking together forever.
+            interval = schedule.jittered(spec.interval, seed=f"{self.uid}/{probe.job_name}")
             new = status_logic.verdict(
-                before, generation=self.generation, probe=probe, outcome=outcome, interval=spec.interval, now=self.now
+                before, generation=self.generation, probe=probe, outcome=outcome, interval=interval, now=self.now
             )
             result = outcome.phase.value
         else:
             failures = int(before.get("consecutiveProbeFailures") or 0) + 1
-            retry_at = self.now + schedule.backoff(
-                failures, base=self.c._config.retry_base, cap=self.c._config.retry_max
-            )
+            retry_at = self.now + schedule.backoff(failures, base=self.c.config.retry_base, cap=self.c.config.retry_max)
             new = status_logic.no_verdict(
                 before,
                 generation=self.generation,
@@ -435,10 +481,12 @@ class _Step:
             )
             result = outcome.reason.value
         await self._write(new)
+        metrics = self.c.metrics
         metrics.results.labels(result).inc()
-        if probe is not None:
+        if started is not None:
+            finished = outcome.finished or self.now
             metrics.duration.labels("verdict" if isinstance(outcome, Verdict) else "no-verdict").observe(
-                max((self.now - probe.start_time).total_seconds(), 0.0)
+                max((finished - started).total_seconds(), 0.0)
             )
         logger.info("slot %s/%s: %s (%s)", *self.key, result, outcome.message)
         if isinstance(outcome, Verdict):
@@ -451,28 +499,35 @@ class _Step:
             await self._event("Warning", outcome.reason.value, outcome.message)
 
     async def _event(self, kind: str, reason: str, message: str) -> None:
-        await self.c._store.emit_event(self.slot, kind=kind, reason=reason, message=message, now=self.now)
+        await self.c.store.events.emit(self.slot, kind=kind, reason=reason, message=message, now=self.now)
 
     async def _write(self, new: dict[str, Any]) -> None:
-        """Patch only what changed (watch replays and no-op reconciles cost no write)."""
-        patch = status_logic.diff(self.status, new)
+        """Patch only what changed since the API last had it (watch replays and no-op reconciles cost nothing)."""
+        patch = status_logic.diff(self.stored, new)
         if patch:
-            # Conditional on the version read: a concurrent writer makes this fail (409) and the Slot re-reconcile.
-            self.slot = await self.c._store.patch_slot_status(
+            # Conditional on the version read: a concurrent writer makes this fail (409) and the Slot is read again.
+            answer = await self.c.store.patch_slot_status(
                 self.key[0], self.key[1], patch, resource_version=str(self.slot["metadata"]["resourceVersion"])
             )
+            self.slot = self.cache.wrote_slot(answer)
+        self.working = dict(self.slot.get("status") or {}) if patch else new
         self._observe_metrics()
 
     def _observe_metrics(self) -> None:
-        status = self.status
+        status = self.working
         ready = find(status.get("conditions") or (), READY) or {}
-        self.c._metrics.observe_slot(
+        self.c.metrics.observe_slot(
             *self.key,
             phase=status_logic.phase_of(status),
             ready=ready.get("status") == "True" and int(ready.get("observedGeneration") or 0) == self.generation,
             last_probe=timestamps.parse_time((status.get("lastProbe") or {}).get("completionTime")),
             last_ready=timestamps.parse_time(status.get("lastReadyTime")),
         )
+
+
+def _started_at(job: Mapping[str, Any], probe: ProbeRef) -> datetime.datetime:
+    """When the probe's Job was created (a queued probe's intent is older than its Job)."""
+    return timestamps.parse_time((job.get("metadata") or {}).get("creationTimestamp")) or probe.start_time
 
 
 def _adopted(job: Mapping[str, Any]) -> ProbeRef:
