@@ -74,8 +74,10 @@ demo: isolation binaries
 dev: isolation binaries
 	$(ISOLATED) $(PY) -m devcluster.demo --keep-running
 
+# BENCH_ARGS: e.g. --slots 200 --cap 20 --idle-slots 0 --json (see python -m bench --help)
+BENCH_ARGS ?=
 bench: isolation binaries
-	$(ISOLATED) $(PY) -m devcluster.bench
+	$(ISOLATED) $(PY) -m bench $(BENCH_ARGS)
 
 # Claims may hold files of subordinate ids, which only the user namespace can remove.
 clean: cluster-down

@@ -35,6 +35,8 @@ from devcluster import build, isolation, pki
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_ROOT = REPO / ".cluster"
 NODES = ("sim-node-a", "sim-node-b")
+# API calls made as a ServiceAccount of this namespace are written to logs/audit.log (see `make bench`).
+AUDITED_NAMESPACE = "audited"
 # What probes need (Jobs, their pods' garbage collection, TTL cleanup, namespaces and service accounts)
 # and what the chart's operator Deployment needs (rollouts through ReplicaSets).
 CONTROLLERS = (
@@ -70,6 +72,10 @@ class Cluster:
     @property
     def volumes_dir(self) -> pathlib.Path:
         return self.root / "volumes"
+
+    @property
+    def audit_log(self) -> pathlib.Path:
+        return self.root / "logs" / "audit.log"
 
     @property
     def logs_dir(self) -> pathlib.Path:
@@ -218,6 +224,22 @@ def down(root: pathlib.Path = DEFAULT_ROOT) -> None:
         _state_path(root).unlink()
 
 
+def _write_audit_policy(root: pathlib.Path) -> pathlib.Path:
+    """Metadata-level audit of ServiceAccounts in AUDITED_NAMESPACE only: nothing else is logged."""
+    policy = {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": [
+            {"level": "Metadata", "userGroups": [f"system:serviceaccounts:{AUDITED_NAMESPACE}"]},
+            {"level": "None"},
+        ],
+    }
+    path = root / "audit-policy.json"
+    path.write_text(json.dumps(policy))
+    return path
+
+
 def _binary(name: str) -> str:
     return str(build.bin_dir() / name)
 
@@ -295,6 +317,11 @@ def up(root: pathlib.Path = DEFAULT_ROOT) -> Cluster:
                 "--profiling=false",
                 "--enable-priority-and-fairness=false",
                 "--event-ttl=1h",
+                # Only identities in the audited namespace are logged (`make bench` counts their API calls).
+                f"--audit-policy-file={_write_audit_policy(root)}",
+                f"--audit-log-path={root / 'logs' / 'audit.log'}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=1024",
                 "--v=1",
             ],
         )

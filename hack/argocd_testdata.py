@@ -80,7 +80,7 @@ def _needs_reauth() -> Status:
 STATES: dict[str, Callable[[], tuple[int, str, bool, Status]]] = {
     # The API server's default for a Slot the operator has not written yet (the CRD's status default).
     "not-yet-seen": lambda: (1, OLD_IMAGE, False, {"observedGeneration": 0}),
-    "queued": lambda: (1, OLD_IMAGE, False, st.queued({}, generation=1, position=3, now=T0)),
+    "queued": lambda: (1, OLD_IMAGE, False, st.queued({}, generation=1, probe=_probe(1, OLD_IMAGE), ahead=3, now=T0)),
     "probing": lambda: (1, OLD_IMAGE, False, st.probing({}, generation=1, probe=_probe(1, OLD_IMAGE), now=T0)),
     "first-probe-crashed": lambda: (1, OLD_IMAGE, False, _crash({}, 1, OLD_IMAGE, 1)),
     "claim-missing": lambda: (
@@ -140,7 +140,9 @@ STATES: dict[str, Callable[[], tuple[int, str, bool, Status]]] = {
         2,
         NEW_IMAGE,
         False,
-        st.queued(_ready(), generation=2, position=2, now=_at(10)),
+        st.queued(
+            _ready(), generation=2, probe=_probe(2, NEW_IMAGE, trigger="spec-changed", minutes=10), ahead=2, now=_at(10)
+        ),
     ),
     "ready-then-new-image-crashed": lambda: (2, NEW_IMAGE, False, _crash(_ready(), 2, NEW_IMAGE, 11)),
     "ready-then-new-image-suspended": lambda: (
@@ -153,7 +155,13 @@ STATES: dict[str, Callable[[], tuple[int, str, bool, Status]]] = {
         2,
         NEW_IMAGE,
         False,
-        st.queued(_needs_reauth(), generation=2, position=4, now=_at(10)),
+        st.queued(
+            _needs_reauth(),
+            generation=2,
+            probe=_probe(2, NEW_IMAGE, trigger="spec-changed", minutes=10),
+            ahead=4,
+            now=_at(10),
+        ),
     ),
     "invalid-spec": lambda: (
         2,

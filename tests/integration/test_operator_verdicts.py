@@ -169,6 +169,18 @@ def test_failed_probe_retries_with_growing_backoff(
     assert slot["status"]["nextProbeTime"] >= slot["status"]["lastProbe"]["completionTime"]
     assert slot["status"]["phase"] == "Pending"
 
+    # The same failure again bumps the count of one Event ("x3"), it does not post an Event per retry.
+    def one_counted_event() -> bool:
+        crashed = [e for e in slots.slot_events(api_client, namespace, "s") if e.reason == "ProbeCrashed"]
+        return len(crashed) == 1 and (crashed[0].count or 0) >= 3
+
+    wait_for(
+        one_counted_event,
+        timeout=30,
+        message="one ProbeCrashed Event counting every attempt",
+        describe=lambda: [(e.reason, e.count) for e in slots.slot_events(api_client, namespace, "s")],
+    )
+
 
 def test_deadline_gives_probe_timed_out(
     api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any

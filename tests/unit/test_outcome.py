@@ -342,3 +342,31 @@ def test_other_start_errors_stay_crashes() -> None:
     outcome = classify(failed, [pod(state=_start_error('exec: "entrypoint": executable file not found in $PATH'))])
     assert isinstance(outcome, NoVerdict)
     assert outcome.reason is FailureReason.CRASHED
+
+
+# --- the pod's exit code is the verdict, before the Job controller says so ------------------------
+
+
+@pytest.mark.parametrize(("code", "phase"), [(0, Phase.READY), (64, Phase.IMAGE_BROKEN), (65, Phase.NEEDS_INIT),
+                                             (66, Phase.NEEDS_REAUTH)])  # fmt: skip
+def test_a_verdict_exit_code_is_the_verdict_while_the_job_still_runs(code: int, phase: Phase) -> None:
+    state = terminated(code, noisy("x", "from the pod") if code else "")
+    state["terminated"]["finishedAt"] = T_DONE
+    outcome = classify(job(), [pod(state=state)])
+    assert isinstance(outcome, Verdict)
+    assert (outcome.phase, outcome.exit_code, outcome.finished) == (phase, code, DONE)
+    assert not outcome.stop_job  # the Job finishes by itself; nothing to delete
+
+
+def test_a_crash_exit_code_waits_for_the_job_controller() -> None:
+    """Exit 1 is retried by the Job (backoffLimit); only the Job's own failure ends the probe."""
+    assert classify(job(), [pod(state=terminated(1))]) == Running()
+    assert classify(job(), [pod(state=terminated(137))]) == Running()
+
+
+def test_the_newest_pod_decides_while_the_job_runs() -> None:
+    crashed = pod("p-1", created="2024-05-06T07:00:00Z", state=terminated(1))
+    retry = pod("p-2", created="2024-05-06T07:01:00Z", state=terminated(0))
+    outcome = classify(job(), [crashed, retry])
+    assert isinstance(outcome, Verdict)
+    assert outcome.phase is Phase.READY

@@ -63,7 +63,7 @@ def failed(status: dict[str, Any], *, generation: int, request: str | None = Non
 
 
 def test_a_new_slot_has_no_verdict() -> None:
-    view = report.view(slot(st.queued({}, generation=1, position=3, now=T0)))
+    view = report.view(slot(st.queued({}, generation=1, probe=probe(1), ahead=3, now=T0)))
     assert (view.phase, view.verdict_generation, view.verdict_current) == (Phase.PENDING, None, False)
     assert not view.ready
     assert view.reason == "Queued"
@@ -209,7 +209,7 @@ def test_why_tells_the_verdict_the_message_the_events_and_the_fix() -> None:
         (decided(Phase.READY), {}, "Nothing to do"),
         (decided(Phase.NEEDS_INIT), {}, "#slotneedsinit"),
         (decided(Phase.IMAGE_BROKEN), {}, "the last Ready image"),
-        (st.queued({}, generation=1, position=2, now=T0), {}, "#slotprobequeuenotdraining"),
+        (st.queued({}, generation=1, probe=probe(1), ahead=2, now=T0), {}, "#slotprobequeuenotdraining"),
         ({}, {"suspend": True}, "suspend"),
         (failed({}, generation=1), {}, "kubectl logs -n agents job/s-probe-1"),
         (st.idle(decided(Phase.READY), generation=2, suspended=False, now=T0), {}, "#slotnotready"),

@@ -282,3 +282,33 @@ def test_spec_at_fault_waits_for_a_new_generation_or_a_request() -> None:
     assert due(status) == (None, None)
     assert due(status, request="r") == (Trigger(kind="manual", request="r"), None)
     assert due(status, generation=3) == (Trigger(kind="spec-changed"), None)
+
+
+# --- spreading probes over time ---------------------------------------------------------------
+
+
+def test_jitter_stays_within_five_percent_and_is_stable_per_seed() -> None:
+    interval = datetime.timedelta(hours=6)
+    values = [schedule.jittered(interval, seed=f"uid-{n}") for n in range(200)]
+    assert all(interval <= value < interval * 1.05 for value in values)
+    assert len(set(values)) > 150  # Slots created together drift apart
+    assert schedule.jittered(interval, seed="uid-1") == schedule.jittered(interval, seed="uid-1")
+
+
+def test_spread_offsets_cover_the_window() -> None:
+    window = datetime.timedelta(minutes=5)
+    offsets = [schedule.spread(f"uid-{n}", window=window) for n in range(1000)]
+    assert all(datetime.timedelta(0) <= offset < window for offset in offsets)
+    assert min(offsets) < window / 10
+    assert max(offsets) > window * 9 / 10
+
+
+def test_spread_window_grows_with_the_overdue_fleet_and_is_capped() -> None:
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    overdue = {"nextProbeTime": "2025-12-31T00:00:00Z"}
+    later = {"nextProbeTime": "2026-01-02T00:00:00Z"}
+    assert schedule.spread_window([overdue], now=now) == datetime.timedelta(seconds=1 / schedule.STARTUP_PACE)
+    assert schedule.spread_window([overdue] * 2000 + [later] * 5000 + [{}], now=now) == datetime.timedelta(
+        seconds=2000 / schedule.STARTUP_PACE
+    )
+    assert schedule.spread_window([overdue] * 100_000, now=now) == schedule.STARTUP_SPREAD

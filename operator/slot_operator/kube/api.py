@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -97,13 +98,17 @@ class ApiClient:
         self._session = aiohttp.ClientSession(connector=connector, trust_env=False, read_bufsize=2**20)
 
     @classmethod
-    async def from_environment(cls, *, observe: Observer | None = None) -> ApiClient:
-        """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""
+    async def from_environment(cls, *, kubeconfig: str | None = None, observe: Observer | None = None) -> ApiClient:
+        """In-cluster credentials when running in a pod, else `kubeconfig`, $KUBECONFIG or ~/.kube/config."""
         configuration = kclient.Configuration()
         try:
+            if kubeconfig:
+                raise kconfig.ConfigException("a kubeconfig was named")
             kconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except kconfig.ConfigException:
-            await kconfig.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            await kconfig.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig or os.environ.get("KUBECONFIG") or None, client_configuration=configuration
+            )
         context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
         if not configuration.verify_ssl:  # the kubeconfig says insecure-skip-tls-verify
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE

@@ -226,10 +226,10 @@ class Cache:
 
     def slot(self, key: Key) -> Object | None:
         informer = self._scope(self._slots, key[0])
-        return informer.get(key) if informer else None
+        return informer.store.get(key) if informer else None
 
     def slot_keys(self) -> list[Key]:
-        return [key for informer in self._slots.values() for key in informer.items]
+        return [key for informer in self._slots.values() for key in informer.store.items]
 
     def slot_jobs(self, slot_uid: str) -> list[Object]:
         return list((self._jobs_by_slot.get(slot_uid) or {}).values())
@@ -239,7 +239,7 @@ class Cache:
 
     def claim(self, namespace: str, name: str) -> Object | None:
         informer = self._scope(self._claims, namespace)
-        return informer.get((namespace, name)) if informer else None
+        return informer.store.get((namespace, name)) if informer else None
 
     def claim_users(self, namespace: str, claim: str) -> list[Object]:
         return list((self._users_by_claim.get((namespace, claim)) or {}).values())
@@ -248,12 +248,12 @@ class Cache:
         return sorted(self._slots_by_claim.get((namespace, claim)) or ())
 
     def probe_jobs(self) -> list[Object]:
-        return [job for informer in self._jobs.values() for job in informer.items.values()]
+        return [job for informer in self._jobs.values() for job in informer.store.items.values()]
 
     # Writes the operator made: cache the API's answer, so the watch's echo of it is no news
     def wrote_slot(self, obj: Mapping[str, Any]) -> Object:
         informer = self._scope(self._slots, key_of(obj)[0])
-        changed = informer.apply_write(obj) if informer else None
+        changed = informer.store.apply_write(obj) if informer else None
         if changed is None:
             return trim_slot(obj)
         old, new = changed
@@ -262,7 +262,7 @@ class Cache:
 
     def wrote_job(self, obj: Mapping[str, Any]) -> None:
         informer = self._scope(self._jobs, key_of(obj)[0])
-        changed = informer.apply_write(obj) if informer else None
+        changed = informer.store.apply_write(obj) if informer else None
         if changed is not None:
             self._index_job(*changed)
 

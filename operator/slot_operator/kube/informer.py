@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from slot_operator.kube import api as api_module
@@ -60,7 +60,67 @@ class _Gone(Exception):
     """The watch cannot resume from this resourceVersion: list again."""
 
 
+class Store:
+    """The objects of one watch, keyed by (namespace, name); every change is reported once. No I/O."""
+
+    def __init__(self, *, transform: Transform = dict, on_change: OnChange) -> None:
+        self._transform = transform
+        self._notify = on_change
+        self.items: dict[Key, Object] = {}
+
+    def get(self, key: Key) -> Object | None:
+        return self.items.get(key)
+
+    def _on_change(self, old: Object | None, new: Object | None) -> None:
+        try:
+            self._notify(old, new)
+        except Exception:  # a bug in a listener must not stop the watch
+            logger.exception("change handler failed for %s", key_of(new or old or {}))
+
+    def replace(self, raw_items: Iterable[Mapping[str, Any]]) -> None:
+        """A full listing: what vanished is reported deleted, what is new or changed is reported, the rest not."""
+        items = {key_of(obj): obj for obj in map(self._transform, raw_items)}
+        old_items, self.items = self.items, items
+        for key, old in old_items.items():
+            if key not in items:
+                self._on_change(old, None)
+        for key, new in items.items():
+            previous = old_items.get(key)
+            if previous is None or resource_version(previous) != resource_version(new):
+                self._on_change(previous, new)
+
+    def apply(self, kind: str, raw: Mapping[str, Any]) -> None:
+        """One watch event: ADDED, MODIFIED or DELETED."""
+        new = self._transform(raw)
+        key = key_of(new)
+        old = self.items.get(key)
+        if kind == "DELETED":
+            if old is not None:
+                del self.items[key]
+                self._on_change(old, None)
+            return
+        if old is not None and is_older(new, old):
+            return  # the echo of the operator's own write (already cached), or older than it
+        self.items[key] = new
+        self._on_change(old, new)
+
+    def apply_write(self, obj: Mapping[str, Any]) -> tuple[Object | None, Object] | None:
+        """Cache an object as the API answered a write of it; (old, new), or None if the cache is already newer.
+
+        Not reported to the listener: the writer acts on its own write.
+        """
+        new = self._transform(obj)
+        key = key_of(new)
+        old = self.items.get(key)
+        if old is not None and is_older(new, old):
+            return None
+        self.items[key] = new
+        return old, new
+
+
 class Informer:
+    """Keeps a Store in step with the API server: list, then watch; list again when the watch expires."""
+
     def __init__(
         self,
         api: api_module.ApiClient,
@@ -72,38 +132,17 @@ class Informer:
         on_change: OnChange,
     ) -> None:
         self.resource = resource  # for logs and metrics: "slots", "jobs", ...
+        self.store = Store(transform=transform, on_change=on_change)
         self._api = api
         self._path = path
         self._selectors = dict(selectors or {})
-        self._transform = transform
-        self._notify = on_change
-        self.items: dict[Key, Object] = {}
         self.synced = asyncio.Event()
         self.relists = 0  # lists after the first one
         self.last_contact = time.monotonic()  # last list, event or bookmark from the server
         self.last_error: api_module.ApiError | None = None
 
-    def _on_change(self, old: Object | None, new: Object | None) -> None:
-        try:
-            self._notify(old, new)
-        except Exception:  # a bug in a listener must not stop the watch
-            logger.exception("%s: change handler failed", self)
-
     def __repr__(self) -> str:
         return f"Informer({self._path}, {self._selectors})"
-
-    def get(self, key: Key) -> Object | None:
-        return self.items.get(key)
-
-    def apply_write(self, obj: Mapping[str, Any]) -> tuple[Object | None, Object] | None:
-        """Cache an object as the API answered a write of it; (old, new), or None if the cache is already newer."""
-        new = self._transform(obj)
-        key = key_of(new)
-        old = self.items.get(key)
-        if old is not None and is_older(new, old):
-            return None
-        self.items[key] = new
-        return old, new
 
     async def run(self) -> None:
         """List and watch until cancelled; failures are retried with backoff, never given up."""
@@ -132,31 +171,19 @@ class Informer:
                 await asyncio.sleep(delay)
 
     async def _list(self) -> str:
-        items: dict[Key, Object] = {}
+        items: list[Mapping[str, Any]] = []
         params: dict[str, str] = {**self._selectors, "limit": str(PAGE_SIZE)}
         while True:
             page = await self._api.request("list", self._path, resource=self.resource, params=params)
-            for raw in page.get("items") or ():
-                obj = self._transform(raw)
-                items[key_of(obj)] = obj
+            items.extend(page.get("items") or ())
             meta = page.get("metadata") or {}
             if not meta.get("continue"):
                 version = str(meta.get("resourceVersion") or "")
                 break
             params["continue"] = str(meta["continue"])
         self.last_contact = time.monotonic()
-        self._replace(items)
+        self.store.replace(items)
         return version
-
-    def _replace(self, items: dict[Key, Object]) -> None:
-        old_items, self.items = self.items, items
-        for key, old in old_items.items():
-            if key not in items:
-                self._on_change(old, None)
-        for key, new in items.items():
-            previous = old_items.get(key)
-            if previous is None or resource_version(previous) != resource_version(new):
-                self._on_change(previous, new)
 
     async def _watch(self, version: str) -> str:
         params = {
@@ -175,21 +202,6 @@ class Informer:
                     raise _Gone
                 raise api_module.ApiError(int(obj.get("code") or 0), str(obj.get("message") or obj))
             version = resource_version(obj) or version
-            if kind == "BOOKMARK":
-                continue
-            self._apply(str(kind), obj)
+            if kind != "BOOKMARK":
+                self.store.apply(str(kind), obj)
         return version
-
-    def _apply(self, kind: str, raw: Mapping[str, Any]) -> None:
-        new = self._transform(raw)
-        key = key_of(new)
-        old = self.items.get(key)
-        if kind == "DELETED":
-            if old is not None:
-                del self.items[key]
-                self._on_change(old, None)
-            return
-        if old is not None and is_older(new, old):
-            return  # the echo of the operator's own write (already cached), or older than it
-        self.items[key] = new
-        self._on_change(old, new)

@@ -22,6 +22,7 @@ class Capacity(Generic[K]):
         self.limit = limit
         self._holders: dict[K, str] = {}  # key -> its probe Job's name ("" until created)
         self._ticket: dict[K, int] = {}  # waiting key -> its arrival number (identifies its live heap entry)
+        self._ahead: dict[K, int] = {}  # waiting key -> how many waited before it when it joined
         self._line: list[tuple[float, int, K]] = []  # (joined, arrival number, key); stale entries skipped
         self._arrivals = itertools.count()
 
@@ -40,39 +41,43 @@ class Capacity(Generic[K]):
         return key in self._ticket
 
     def acquire(self, key: K, *, now: float) -> int | None:
-        """Take a place (None), or wait in line: the number of keys ahead when `key` joined (0-based).
+        """Take a place (None), or wait in line: how many keys were ahead when `key` joined.
 
-        Idempotent: a holder keeps its place, a waiter its turn (and gets 0 back, its position
-        being only reported once, when it joins).
+        Idempotent: a holder keeps its place, a waiter its turn (and the same answer: the line is
+        not recounted as it moves).
         """
         if key in self._holders:
             return None
         if key in self._ticket:
-            return 0
+            return self._ahead[key]
         if len(self._holders) < self.limit and not self._ticket:
             self._holders[key] = ""
             return None
         ahead = len(self._ticket)
         ticket = next(self._arrivals)
         self._ticket[key] = ticket
+        self._ahead[key] = ahead
         heapq.heappush(self._line, (now, ticket, key))
         return ahead
 
     def adopt(self, key: K, job: str) -> None:
         """`key` has a probe running (found after a restart, or just created): it holds a place, even over the cap."""
         self._ticket.pop(key, None)
+        self._ahead.pop(key, None)
         self._holders[key] = job
 
     def release(self, key: K) -> list[K]:
         """`key` gives up its place or its turn; returns the waiters now handed a place (reconcile them)."""
         self._holders.pop(key, None)
         self._ticket.pop(key, None)
+        self._ahead.pop(key, None)
         granted: list[K] = []
         while len(self._holders) < self.limit and self._ticket:
             _, ticket, head = heapq.heappop(self._line)
             if self._ticket.get(head) != ticket:
                 continue  # left the line (or rejoined later): a stale entry
             del self._ticket[head]
+            del self._ahead[head]
             self._holders[head] = ""
             granted.append(head)
         self._compact()

@@ -263,6 +263,7 @@ class _Step:
         job = schedule.current_job(self.working, self.cache.slot_jobs(self.uid))
         if job is not None and not is_finished(job):
             await self.c.store.delete_job(self.key[0], str(job["metadata"]["name"]))
+        self.c.started.pop(self.key, None)
         self.c.release(self.key)
         was_invalid = (self.working.get("lastProbe") or {}).get("reason") == FailureReason.INVALID_SPEC or any(
             c.get("reason") == FailureReason.INVALID_SPEC for c in self.working.get("conditions") or ()

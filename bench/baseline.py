@@ -1,0 +1,122 @@
+"""BENCHMARK BASELINE: not part of the product, never run outside `make bench`.
+
+The least a client must do to give N Slots a verdict: for each new Slot, create the probe Job
+the operator would create, learn the probe container's exit code from a watch of the probe
+pods, and write one status patch. No conditions, no queue status, no retries, no adoption
+after a restart, no events: it exists so that `make bench` can show what the operator's
+guarantees cost on top of the unavoidable work (one Job and one status write per probe).
+
+    python -m bench.baseline --namespace NS --cap C      (KUBECONFIG selects the cluster and identity)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+from typing import Any
+
+from slot_operator.kube.api import ApiClient
+from slot_operator.kube.informer import Informer, Object
+from slot_operator.logic import jobs
+from slot_operator.logic.spec import parse_spec
+from slot_operator.logic.verdict import phase_for_exit
+
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+async def run(namespace: str, cap: int) -> None:
+    api = await ApiClient.from_environment()
+    loop = asyncio.get_running_loop()
+    exits: dict[str, asyncio.Future[int]] = {}  # Job name -> the probe container's exit code
+    new_slots: asyncio.Queue[Object] = asyncio.Queue()
+    seen: set[str] = set()
+
+    def on_pod(old: Object | None, new: Object | None) -> None:
+        for status in ((new or {}).get("status") or {}).get("containerStatuses") or ():
+            terminated = (status.get("state") or {}).get("terminated")
+            if status.get("name") == "probe" and terminated:
+                job = str(new["metadata"]["labels"][JOB_NAME_LABEL])  # type: ignore[index]
+                future = exits.setdefault(job, loop.create_future())
+                if not future.done():
+                    future.set_result(int(terminated["exitCode"]))
+
+    def on_slot(old: Object | None, new: Object | None) -> None:
+        if new is not None and not new.get("status") and new["metadata"]["name"] not in seen:
+            seen.add(new["metadata"]["name"])
+            new_slots.put_nowait(new)
+
+    watches = [
+        Informer(
+            api, resource="slots", path=f"/apis/woved.dev/v1alpha1/namespaces/{namespace}/slots", on_change=on_slot
+        ),
+        Informer(
+            api,
+            resource="pods",
+            path=f"/api/v1/namespaces/{namespace}/pods",
+            selectors={"labelSelector": jobs.PROBE_SELECTOR},
+            on_change=on_pod,
+        ),
+    ]
+    places = asyncio.Semaphore(cap)
+
+    async def probe(slot: dict[str, Any]) -> None:
+        meta = slot["metadata"]
+        spec = parse_spec(
+            slot["spec"], default_interval=datetime.timedelta(hours=6), default_timeout=datetime.timedelta(minutes=2)
+        )
+        name = jobs.job_name(meta["name"], meta["uid"], "baseline")
+        async with places:
+            manifest = jobs.build_probe_job(
+                name=name,
+                namespace=namespace,
+                slot_name=meta["name"],
+                slot_uid=meta["uid"],
+                generation=int(meta.get("generation") or 1),
+                trigger="created",
+                spec=spec,
+                node=None,
+                ttl=datetime.timedelta(hours=1),
+            )
+            await api.request("create", f"/apis/batch/v1/namespaces/{namespace}/jobs", resource="jobs", body=manifest)
+            code = await exits.setdefault(name, loop.create_future())
+        phase = phase_for_exit(code)
+        await api.request(
+            "patch",
+            f"/apis/woved.dev/v1alpha1/namespaces/{namespace}/slots/{meta['name']}/status",
+            resource="slots/status",
+            body={
+                "status": {
+                    "phase": phase.value if phase else "Pending",
+                    "observedGeneration": int(meta.get("generation") or 1),
+                    "lastProbe": {"jobName": name, "exitCode": code},
+                }
+            },
+            content_type="application/merge-patch+json",
+        )
+
+    tasks = [asyncio.create_task(watch.run()) for watch in watches]
+    await asyncio.gather(*(watch.synced.wait() for watch in watches))
+    print("watching", flush=True)
+    probes: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            task = asyncio.create_task(probe(await new_slots.get()))
+            probes.add(task)
+            task.add_done_callback(probes.discard)
+    finally:
+        for task in [*tasks, *probes]:
+            task.cancel()
+        await api.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--cap", type=int, required=True)
+    args = parser.parse_args()
+    asyncio.run(run(args.namespace, args.cap))
+
+
+if __name__ == "__main__":
+    main()

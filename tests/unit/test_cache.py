@@ -1,0 +1,178 @@
+"""What the watch caches keep (kube/cache.py): trimmed objects, and indexes every reconcile reads from.
+
+The indexes are fed through the informers' stores exactly as a watch feeds them; nothing is sent
+to an API server here (the client is built, never called).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from slot_operator.kube.api import ApiClient
+from slot_operator.kube.cache import Cache, Listener, trim_claim_user, trim_job, trim_probe_pod, trim_slot
+from slot_operator.kube.informer import Key
+from slot_operator.logic import jobs
+
+NS = "agents"
+
+
+def meta(name: str, rv: str = "1", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "namespace": NS, "uid": f"uid-{name}", "resourceVersion": rv, **extra}
+
+
+def slot(name: str, claim: str, rv: str = "1") -> dict[str, Any]:
+    return {"metadata": meta(name, rv, generation=1), "spec": {"claimName": claim, "agent": "codex"}, "status": {}}
+
+
+def probe_job(name: str, slot_name: str) -> dict[str, Any]:
+    return {
+        "metadata": meta(
+            name,
+            labels={jobs.LABEL_SLOT_UID: f"uid-{slot_name}", jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY},
+            annotations={jobs.ANNOTATION_SLOT: slot_name},
+            managedFields=[{"manager": "kube-controller-manager"}],
+        ),
+        "spec": {"template": {"spec": {"containers": [{"image": "img:1", "env": [{"name": "X"}] * 50}]}}},
+        "status": {"active": 1, "conditions": [], "uncountedTerminatedPods": {}},
+    }
+
+
+def probe_pod(name: str, job: str, slot_name: str, rv: str = "1") -> dict[str, Any]:
+    return {
+        "metadata": meta(
+            name, rv, labels={"batch.kubernetes.io/job-name": job}, annotations={jobs.ANNOTATION_SLOT: slot_name}
+        ),
+        "spec": {"containers": [{"name": "probe"}]},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [{"name": "probe", "state": {"running": {}}, "image": "x"}],
+        },
+    }
+
+
+def worker(name: str, claim: str, node: str = "n1", rv: str = "1") -> dict[str, Any]:
+    return {
+        "metadata": meta(name, rv, labels={"app": "worker"}),
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "w", "image": "w"}],
+            "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": claim}}, {"name": "t", "emptyDir": {}}],
+        },
+        "status": {"phase": "Running", "podIP": "10.0.0.1"},
+    }
+
+
+class Heard:
+    def __init__(self) -> None:
+        self.slots: list[Key] = []
+        self.probes: list[Key] = []
+        self.claims: list[Key] = []
+        self.users: list[Key] = []
+
+    def listener(self) -> Listener:
+        return Listener(
+            slot_changed=lambda key, old, new: self.slots.append(key),
+            probe_changed=self.probes.append,
+            claim_changed=self.claims.append,
+            claim_users_changed=self.users.append,
+        )
+
+
+@pytest.fixture
+async def cache_and_heard() -> AsyncIterator[tuple[Cache, Heard]]:
+    heard = Heard()
+    api = ApiClient(server="https://127.0.0.1:1", ssl_context=ssl.create_default_context())
+    yield Cache(api, namespaces=(NS,), listener=heard.listener()), heard
+    await api.close()
+
+
+def _store(cache: Cache, group: str) -> Any:
+    return getattr(cache, group)[NS].store
+
+
+async def test_jobs_and_pods_are_found_by_slot_and_job(cache_and_heard: tuple[Cache, Heard]) -> None:
+    cache, heard = cache_and_heard
+    _store(cache, "_jobs").replace([probe_job("s1-probe-a", "s1"), probe_job("s2-probe-b", "s2")])
+    _store(cache, "_probe_pods").apply("ADDED", probe_pod("s1-probe-a-x", "s1-probe-a", "s1"))
+    assert [j["metadata"]["name"] for j in cache.slot_jobs("uid-s1")] == ["s1-probe-a"]
+    assert [p["metadata"]["name"] for p in cache.job_pods(NS, "s1-probe-a")] == ["s1-probe-a-x"]
+    assert cache.job_pods(NS, "s2-probe-b") == []
+    assert sorted(heard.probes) == [(NS, "s1"), (NS, "s1"), (NS, "s2")]
+
+    _store(cache, "_jobs").apply("DELETED", probe_job("s1-probe-a", "s1"))
+    _store(cache, "_probe_pods").apply("DELETED", probe_pod("s1-probe-a-x", "s1-probe-a", "s1"))
+    assert cache.slot_jobs("uid-s1") == []
+    assert cache.job_pods(NS, "s1-probe-a") == []
+    assert cache._jobs_by_slot.keys() == {"uid-s2"}
+    assert not cache._pods_by_job
+
+
+async def test_slots_are_found_by_claim_and_follow_a_claim_change(cache_and_heard: tuple[Cache, Heard]) -> None:
+    cache, heard = cache_and_heard
+    store = _store(cache, "_slots")
+    store.replace([slot("a", "home-1"), slot("b", "home-1"), slot("c", "home-2")])
+    assert cache.slots_of_claim(NS, "home-1") == [(NS, "a"), (NS, "b")]
+    store.apply("MODIFIED", slot("b", "home-2", rv="2"))
+    assert cache.slots_of_claim(NS, "home-1") == [(NS, "a")]
+    assert cache.slots_of_claim(NS, "home-2") == [(NS, "b"), (NS, "c")]
+    store.replace([slot("c", "home-2")])  # a relist: a and b were deleted meanwhile
+    assert cache.slots_of_claim(NS, "home-1") == []
+    assert cache.slot((NS, "a")) is None
+    assert (NS, "a") in heard.slots
+
+
+async def test_pods_using_a_claim_are_indexed_by_claim(cache_and_heard: tuple[Cache, Heard]) -> None:
+    cache, heard = cache_and_heard
+    users = _store(cache, "_users")
+    users.replace([worker("w1", "home-1"), worker("w2", "home-1", node="n2"), worker("other", "home-9")])
+    assert sorted(p["metadata"]["name"] for p in cache.claim_users(NS, "home-1")) == ["w1", "w2"]
+    users.apply("DELETED", worker("w1", "home-1"))  # it ended: the field selector no longer matches it
+    assert [p["spec"]["nodeName"] for p in cache.claim_users(NS, "home-1")] == ["n2"]
+    assert (NS, "home-1") in heard.users
+
+
+async def test_own_writes_update_the_indexes_without_waking_the_controller(
+    cache_and_heard: tuple[Cache, Heard],
+) -> None:
+    cache, heard = cache_and_heard
+    cache.wrote_job(probe_job("s1-probe-a", "s1"))
+    assert len(cache.slot_jobs("uid-s1")) == 1
+    written = cache.wrote_slot(slot("s1", "home-1", rv="5"))
+    assert written["metadata"]["resourceVersion"] == "5"
+    assert cache.slots_of_claim(NS, "home-1") == [(NS, "s1")]
+    assert heard.probes == []
+    assert heard.slots == []
+
+
+def test_trimmed_objects_keep_what_decisions_read_and_drop_the_rest() -> None:
+    job = trim_job(probe_job("j", "s"))
+    assert "managedFields" not in job["metadata"]
+    assert job["spec"] == {"template": {"spec": {"containers": [{"image": "img:1"}]}}}
+    assert job["status"] == {"conditions": []}
+
+    pod = trim_probe_pod(probe_pod("p", "j", "s"))
+    assert pod["status"]["containerStatuses"] == [{"name": "probe", "state": {"running": {}}}]
+    assert pod["metadata"]["annotations"] == {jobs.ANNOTATION_SLOT: "s"}
+
+    user = trim_claim_user(worker("w", "home-1"))
+    assert user == {
+        "metadata": {"name": "w", "namespace": NS, "resourceVersion": "1"},
+        "spec": {"nodeName": "n1", "volumes": [{"persistentVolumeClaim": {"claimName": "home-1"}}]},
+        "status": {"phase": "Running"},
+    }
+
+    applied = slot("s", "home")
+    applied["metadata"]["annotations"] = {
+        "kubectl.kubernetes.io/last-applied-configuration": "{...}",
+        "woved.dev/probe-requested-at": "t1",
+    }
+    assert trim_slot(applied)["metadata"]["annotations"] == {"woved.dev/probe-requested-at": "t1"}
+
+
+def test_a_probe_pod_of_our_own_is_marked_as_such_for_placement() -> None:
+    pod = worker("p", "home-1")
+    pod["metadata"]["labels"] = {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY, "other": "x"}
+    assert trim_claim_user(pod)["metadata"]["labels"] == {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}

@@ -1,0 +1,121 @@
+"""The concurrency cap (runtime/capacity.py): places, the line, hand-over in arrival order."""
+
+from __future__ import annotations
+
+import pytest
+from slot_operator.runtime.capacity import Capacity
+
+
+def test_places_are_taken_until_the_cap_then_keys_wait_with_their_position() -> None:
+    cap: Capacity[str] = Capacity(2)
+    assert cap.acquire("a", now=1) is None
+    assert cap.acquire("b", now=2) is None
+    assert cap.acquire("c", now=3) == 0
+    assert cap.acquire("d", now=4) == 1
+    assert (cap.running, cap.waiting) == (2, 2)
+    assert cap.holds("a")
+    assert cap.is_waiting("d")
+
+
+def test_acquire_is_idempotent_for_holders_and_waiters() -> None:
+    cap: Capacity[str] = Capacity(1)
+    cap.acquire("a", now=1)
+    cap.acquire("b", now=2)
+    assert cap.acquire("a", now=9) is None
+    assert cap.acquire("b", now=9) == 0  # still waiting, and the same answer
+    cap.acquire("c", now=10)
+    assert cap.acquire("c", now=11) == 1
+    assert (cap.running, cap.waiting) == (1, 2)
+
+
+def test_a_freed_place_goes_to_the_longest_waiter_not_a_newcomer() -> None:
+    cap: Capacity[str] = Capacity(1)
+    cap.acquire("a", now=1)
+    cap.acquire("b", now=2)
+    cap.acquire("c", now=3)
+    assert cap.release("a") == ["b"]
+    assert cap.holds("b")
+    assert cap.acquire("newcomer", now=4) == 1  # behind c
+    assert cap.release("b") == ["c"]
+    assert cap.release("c") == ["newcomer"]
+
+
+def test_leaving_the_line_skips_the_key_without_a_rescan() -> None:
+    cap: Capacity[str] = Capacity(1)
+    cap.acquire("a", now=1)
+    for key, when in (("b", 2), ("c", 3), ("d", 4)):
+        cap.acquire(key, now=when)
+    assert cap.release("c") == []  # c gave up its turn (suspended, deleted, no longer due)
+    assert cap.waiting == 2
+    assert cap.release("a") == ["b"]
+    assert cap.release("b") == ["d"]
+
+
+def test_a_key_that_leaves_and_rejoins_goes_to_the_back() -> None:
+    cap: Capacity[str] = Capacity(1)
+    cap.acquire("a", now=1)
+    cap.acquire("b", now=2)
+    cap.acquire("c", now=3)
+    cap.release("b")
+    assert cap.acquire("b", now=4) == 1
+    assert cap.release("a") == ["c"]
+    assert cap.release("c") == ["b"]
+
+
+def test_adopted_probes_count_even_over_the_cap() -> None:
+    """Probes found running after a restart (or created just before a lower cap) hold places until they end."""
+    cap: Capacity[str] = Capacity(1)
+    cap.adopt("a", "a-probe")
+    cap.adopt("b", "b-probe")
+    assert cap.running == 2
+    assert cap.acquire("c", now=1) == 0
+    assert cap.release("a") == []  # still one over the cap
+    assert cap.release("b") == ["c"]
+
+
+def test_adopting_a_waiter_takes_it_out_of_the_line() -> None:
+    cap: Capacity[str] = Capacity(1)
+    cap.acquire("a", now=1)
+    cap.acquire("b", now=2)
+    cap.adopt("b", "b-probe")  # its Job turned up (another replica created it)
+    assert (cap.running, cap.waiting) == (2, 0)
+    assert cap.release("a") == []
+
+
+def test_several_places_freed_at_once_go_to_as_many_waiters() -> None:
+    cap: Capacity[str] = Capacity(3)
+    for key in "abc":
+        cap.acquire(key, now=0)
+    for when, key in enumerate("defg", start=1):
+        cap.acquire(key, now=when)
+    cap.limit = 5  # (only the constructor sets it in the operator; here it frees two places at once)
+    assert cap.release("a") == ["d", "e", "f"]
+    assert cap.waiting == 1
+
+
+def test_oldest_wait_tracks_the_head_of_the_line() -> None:
+    cap: Capacity[str] = Capacity(1)
+    assert cap.oldest_wait(now=100) == 0
+    cap.acquire("a", now=1)
+    cap.acquire("b", now=10)
+    cap.acquire("c", now=20)
+    assert cap.oldest_wait(now=25) == 15
+    cap.release("b")
+    assert cap.oldest_wait(now=25) == 5
+
+
+def test_many_waiters_leaving_keep_the_heap_small() -> None:
+    cap: Capacity[int] = Capacity(1)
+    cap.acquire(-1, now=0)
+    for key in range(1000):
+        cap.acquire(key, now=key)
+    for key in range(0, 1000, 2):
+        cap.release(key)
+    assert cap.waiting == 500
+    assert len(cap._line) <= 2 * cap.waiting + 64
+    assert cap.release(-1) == [1]
+
+
+def test_the_cap_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Capacity(0)
