@@ -123,10 +123,10 @@ class ApiProxy:
         path_qs = request.path_qs
         watching = request.query.get("watch") in ("1", "true")
         if watching:
-            self.watch_requests.append(path_qs)
             if self._expire is not None and request.path not in self._expire:
                 self._expire.add(request.path)
                 path_qs = re.sub(r"resourceVersion=[^&]*", "resourceVersion=1", path_qs)
+            self.watch_requests.append(path_qs)  # as sent upstream
         task = asyncio.current_task()
         assert task is not None
         if watching:
