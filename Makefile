@@ -68,11 +68,15 @@ test-integration: isolation binaries image-if-buildable
 test: isolation lint binaries image-if-buildable
 	$(ISOLATED) $(PY) -m pytest tests $(PYTEST_ARGS)
 
-demo: isolation binaries
-	$(ISOLATED) $(PY) -m devcluster.demo
+# OPERATOR=pod runs the operator as the chart's Deployment from the built image (default: a host process).
+OPERATOR ?= process
+DEMO_IMAGE := $(if $(filter pod,$(OPERATOR)),image)
 
-dev: isolation binaries
-	$(ISOLATED) $(PY) -m devcluster.demo --keep-running
+demo: isolation binaries $(DEMO_IMAGE)
+	$(ISOLATED) $(PY) -m tools.demo --operator=$(OPERATOR)
+
+dev: isolation binaries $(DEMO_IMAGE)
+	$(ISOLATED) $(PY) -m tools.demo --keep-running --operator=$(OPERATOR)
 
 # BENCH_ARGS: e.g. --slots 200 --cap 20 --idle-slots 0 --json (see python -m bench --help)
 BENCH_ARGS ?=

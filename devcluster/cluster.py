@@ -363,6 +363,7 @@ def up(root: pathlib.Path = DEFAULT_ROOT) -> Cluster:
                 f"--kubeconfig={root / 'kubeconfig'}",
                 f"--volumes-dir={root / 'volumes'}",
                 f"--images-dir={REPO / 'devcluster' / 'images'}",
+                f"--oci-dir={REPO / 'dist'}",
                 f"--nodes={','.join(NODES)}",
                 # Not under /tmp: a pod mounting an emptyDir at /tmp would hide its own scratch files.
                 f"--state-dir={root / 'nodesim'}",

@@ -20,7 +20,7 @@ import shutil
 import stat
 import tarfile
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, cast
 
 REF_NAME = "org.opencontainers.image.ref.name"
 WHITEOUT = ".wh."
@@ -120,7 +120,7 @@ def _layer_stream(tar: tarfile.TarFile, image: OciImage, layer: Layer) -> IO[byt
     if blob is None:
         raise OciError(f"{image.archive}: layer {layer.digest} is missing")
     if layer.media_type in GZIP_LAYERS:
-        return gzip.GzipFile(fileobj=blob, mode="rb")
+        return cast(IO[bytes], gzip.GzipFile(fileobj=blob, mode="rb"))
     if layer.media_type in TAR_LAYERS:
         return blob
     raise OciError(f"{image.archive}: layer {layer.digest} has unsupported media type {layer.media_type}")
@@ -234,6 +234,6 @@ def unpack(image: OciImage, dest: pathlib.Path) -> None:
                 layer.extract(member, root, set_attrs=True, filter=check)
                 added.add(path)
     for name, mode in sorted(directory_modes.items(), key=lambda item: -item[0].count("/")):
-        path = pathlib.Path(root, name)
-        if path.is_dir() and not path.is_symlink():
-            path.chmod(mode)
+        made = pathlib.Path(root, name)
+        if made.is_dir() and not made.is_symlink():
+            made.chmod(mode)

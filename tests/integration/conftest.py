@@ -24,9 +24,10 @@ _REPO = str(pathlib.Path(__file__).resolve().parents[2])
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-from devcluster import cluster  # noqa: E402
+from devcluster import cluster, isolation  # noqa: E402
 from tests.integration.kubewait import NotYet, read_or_none, wait_for  # noqa: E402
 from tests.integration.operator_process import OperatorProcess  # noqa: E402
+from tools import image as image_tool  # noqa: E402
 
 SLOT_UID = 10001  # the agent images' uid/gid (docs/design.md section 1)
 SLOT_GID = 10001
@@ -49,6 +50,17 @@ def kube_cluster() -> Iterator[cluster.Cluster]:
     yield running
     if not was_running:
         cluster.down(root)
+
+
+@pytest.fixture(scope="session")
+def operator_archive() -> pathlib.Path:
+    """The OCI archive `make image` wrote (make test builds it first); its image is `image_tool.IMAGE`."""
+    if not image_tool.ARCHIVE.is_file():
+        message = f"{image_tool.ARCHIVE} is missing: run `make image` (it needs buildah or a Docker engine)"
+        if isolation.real_root():
+            pytest.fail(message)  # root can always build it (CI): a missing image is a failure there
+        pytest.skip(message)
+    return image_tool.ARCHIVE
 
 
 @pytest.fixture(scope="session")

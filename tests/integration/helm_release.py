@@ -1,8 +1,8 @@
 """Render and install the slot-operator Helm chart against the test cluster.
 
-`installed_chart()` installs a release (replicas=0 by default: there is no operator
-image on the test cluster, and an installed-but-idle release is all the RBAC checks
-need) and uninstalls it afterwards. Combine it with `sa_kubeconfig.write_sa_kubeconfig`
+`installed_chart()` installs a release (replicas=0 by default: an installed-but-idle
+release is all the RBAC checks need; test_chart_operator_pod.py runs the Deployment
+from the built image) and uninstalls it afterwards. Combine it with `sa_kubeconfig.write_sa_kubeconfig`
 to run the operator process locally with exactly the chart's permissions.
 """
 

@@ -1,11 +1,11 @@
 """The Helm chart against the real API server: server-side validation of the rendered
 manifests, a real install, and RBAC as the API server's authorizer sees it.
 
-No operator pod runs: there is no operator image on the test cluster (and no
-kubelet that could pull one), so installs use replicas=0. What is tested here is
-what the chart gives the operator's ServiceAccount; the last test runs the operator
-as a local process with exactly those permissions (a kubeconfig holding a token
-of the chart's ServiceAccount) and checks it reaches a verdict without a 403.
+No operator pod runs here (installs use replicas=0; test_chart_operator_pod.py runs the
+Deployment from the built image). What is tested here is what the chart gives the
+operator's ServiceAccount; the last test runs the operator as a local process with
+exactly those permissions (a kubeconfig holding a token of the chart's ServiceAccount)
+and checks it reaches every phase without a 403.
 """
 
 from __future__ import annotations

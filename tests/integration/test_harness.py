@@ -25,7 +25,7 @@ import pytest
 from kubernetes import client
 
 from devcluster import cluster
-from devcluster.claimdirs import snapshot
+from tests.claimdirs import snapshot
 from tests.integration.kubewait import NotYet, read_or_none, wait_for
 
 pytestmark = pytest.mark.integration

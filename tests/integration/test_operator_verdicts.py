@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from devcluster.claimdirs import snapshot
+from tests.claimdirs import snapshot
 from tests.integration import slots
 from tests.integration.kubewait import wait_for
 from tests.integration.slots import condition, create_slot, wait_slot, wait_verdict, write_file

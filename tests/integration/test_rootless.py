@@ -55,7 +55,7 @@ NAMESPACE = "rootless"
 # Runs as the account inside its user namespace: each claim prepared exactly as the root suite does.
 PREPARE = r"""
 import json, os, pathlib, sys
-from devcluster.claimdirs import snapshot
+from tests.claimdirs import snapshot
 from tests.integration.test_operator_verdicts import CASES
 volumes = pathlib.Path(sys.argv[1])
 for case in sys.argv[2:]:
@@ -67,7 +67,7 @@ for case in sys.argv[2:]:
 """
 SNAPSHOT = r"""
 import json, pathlib, sys
-from devcluster.claimdirs import snapshot
+from tests.claimdirs import snapshot
 print(json.dumps({case: snapshot(pathlib.Path(sys.argv[1]) / case) for case in sys.argv[2:]}))
 """
 # Inside a container on the read-only claim: who it runs as, the owners it sees, and whether it can write.

@@ -27,8 +27,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `devcluster` imports from the repo root however pytest is invoked
     sys.path.insert(0, str(REPO))
 
-from devcluster.claimdirs import snapshot  # noqa: E402
-from devcluster.imagestore import ImageStore  # noqa: E402
+from devcluster.nodesim.images import ImageStore  # noqa: E402
+from tests.claimdirs import snapshot  # noqa: E402
 
 IMAGE = REPO / "devcluster" / "images" / "local" / "agent-shell"
 ROOTFS = IMAGE / "rootfs"

@@ -18,8 +18,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `devcluster` imports from the repo root however pytest is invoked
     sys.path.insert(0, str(REPO))
 
-from devcluster import nodesim  # noqa: E402
-from devcluster.imagestore import ImageInvalid, ImageNotFound, ImageStore, parse_reference  # noqa: E402
+from devcluster.nodesim import pods, runtime, scheduling, state  # noqa: E402
+from devcluster.nodesim.images import ImageInvalid, ImageNotFound, ImageStore, parse_reference  # noqa: E402
 
 LABELS = {"kubernetes.io/hostname": "sim-node-b", "kubernetes.io/os": "linux"}
 
@@ -119,7 +119,7 @@ def _affinity(*terms: dict[str, Any]) -> dict[str, Any]:
     ],
 )
 def test_node_fits(spec: dict[str, Any], fits: bool) -> None:
-    assert nodesim.node_fits(_pod(spec), "sim-node-b", LABELS) is fits
+    assert scheduling.node_fits(_pod(spec), "sim-node-b", LABELS) is fits
 
 
 @pytest.mark.parametrize(
@@ -127,22 +127,22 @@ def test_node_fits(spec: dict[str, Any], fits: bool) -> None:
     [("$(A)/x", "1/x"), ("$(MISSING)", "$(MISSING)"), ("$$(A)", "$(A)"), ("a$b", "a$b"), ("$$", "$")],
 )
 def test_expand_vars(text: str, expected: str) -> None:
-    assert nodesim.expand_vars(text, {"A": "1"}) == expected
+    assert runtime.expand_vars(text, {"A": "1"}) == expected
 
 
 def test_tail_log_keeps_last_80_lines_and_2_kib(tmp_path: pathlib.Path) -> None:
     log = tmp_path / "log"
     log.write_text("".join(f"line {i}\n" for i in range(200)))
-    tail = nodesim.tail_log(log)
+    tail = runtime.tail_log(log)
     assert tail.splitlines() == [f"line {i}" for i in range(120, 200)]
     log.write_text("x" * 5000 + "\nlast\n")
-    assert len(nodesim.tail_log(log).encode()) == 2048
-    assert nodesim.tail_log(log).endswith("last\n")
-    assert nodesim.tail_log(tmp_path / "missing") == ""
+    assert len(runtime.tail_log(log).encode()) == 2048
+    assert runtime.tail_log(log).endswith("last\n")
+    assert runtime.tail_log(tmp_path / "missing") == ""
 
 
 def test_work_queue_dedupes_and_delays() -> None:
-    queue = nodesim.WorkQueue()
+    queue = state.WorkQueue()
     queue.add(("pod", "a"))
     queue.add(("pod", "a"))
     queue.add_after(("pod", "b"), 0.2)
@@ -152,7 +152,7 @@ def test_work_queue_dedupes_and_delays() -> None:
 
 
 def test_work_queue_wakes_on_add() -> None:
-    queue = nodesim.WorkQueue()
+    queue = state.WorkQueue()
     got: list[object] = []
     waiter = threading.Thread(target=lambda: got.append(queue.get(timeout=10)))
     waiter.start()
@@ -162,7 +162,7 @@ def test_work_queue_wakes_on_add() -> None:
 
 
 def test_container_status_shapes() -> None:
-    cr = nodesim.ContainerRuntime(name="probe")
+    cr = pods.ContainerRuntime(name="probe")
     waiting = cr.status("img")
     assert waiting["state"] == {"waiting": {"reason": "ContainerCreating"}}
     assert (waiting["ready"], waiting["started"], waiting["imageID"]) == (False, False, "")

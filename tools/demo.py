@@ -5,6 +5,12 @@ Fills each example claim's directory with the files its scenario needs, applies
 `kubectl get slots -o wide`, and tears down what it started. Exit 0 only when
 every example reached its expected outcome. `--keep-running` (`make dev`) stays up
 until interrupted, for trying things by hand.
+
+`--operator=process` (default) runs the operator as a host process with the admin
+kubeconfig; `--operator=pod` (`make demo OPERATOR=pod`) runs it as users do: `helm
+install` of the chart with the image `make image` built (localhost/slot-operator:dev),
+the node simulator running the Deployment's pod from that image, and `helm uninstall`
+at the end.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 
-from devcluster import cluster
+from devcluster import build, cluster
 
 NAMESPACE = "slots-demo"
 EXAMPLES = cluster.REPO / "examples"
@@ -83,10 +90,81 @@ def _outcomes(kubeconfig: pathlib.Path) -> dict[str, tuple[str, str]]:
     return seen
 
 
+class _HostOperator:
+    """The operator as a process on this machine, with the admin kubeconfig."""
+
+    def __init__(self, running: cluster.Cluster) -> None:
+        self.log_path = running.logs_dir / "operator.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "slot_operator", f"--namespace={NAMESPACE}", "--metrics-port=0",
+             "--health-port=0", "--retry-base=30s"],
+            env={**os.environ, "KUBECONFIG": str(running.kubeconfig)},
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        _say(f"operator started (log: {self.log_path})")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+class _ChartOperator:
+    """The operator as users run it: the Helm chart's Deployment, its pod run from localhost/slot-operator:dev."""
+
+    RELEASE = "slot-operator"
+
+    def __init__(self, running: cluster.Cluster) -> None:
+        from tools import image  # the image build is a tool of its own; only this mode needs it
+
+        if not image.ARCHIVE.is_file():
+            raise SystemExit(f"{image.ARCHIVE} is missing: run `make image` first (make demo OPERATOR=pod does)")
+        self.kubeconfig = running.kubeconfig
+        self.helm = str(build.ensure(["helm"]) / "helm")
+        repository, tag = image.IMAGE.rsplit(":", 1)
+        # Pods share the host's network in the simulator: free ports, so several clusters can run side by side.
+        sets = [f"image.repository={repository}", f"image.tag={tag}", "image.pullPolicy=Never",
+                f"watchNamespaces={{{NAMESPACE}}}", f"health.port={_free_port()}", f"metrics.port={_free_port()}",
+                "operator.retryBase=30s", "operator.logFormat=text"]  # fmt: skip
+        self._helm("upgrade", "--install", self.RELEASE, str(cluster.REPO / "charts" / "slot-operator"),
+                   "--namespace", NAMESPACE, "--create-namespace", "--wait", "--timeout", "180s",
+                   *(item for value in sets for item in ("--set", value)))  # fmt: skip
+        selector = f"app.kubernetes.io/instance={self.RELEASE}"
+        pods = _kubectl(self.kubeconfig, "get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "name").split()
+        _say(f"chart installed, Deployment available; operator {' '.join(pods)} (log: {running.logs_dir / 'pods'})")
+
+    def _helm(self, *args: str) -> None:
+        proc = subprocess.run([self.helm, *args, "--kubeconfig", str(self.kubeconfig)], capture_output=True,
+                              text=True, check=False)  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"helm {args[0]}: {proc.stderr.strip()}")
+
+    def alive(self) -> bool:
+        return True  # the Deployment replaces a pod that dies; the wait's deadline covers a broken image
+
+    def stop(self) -> None:
+        self._helm("uninstall", self.RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "120s")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep-running", action="store_true", help="stay up until interrupted (make dev)")
     parser.add_argument("--timeout", type=float, default=240, help="seconds to wait for every verdict")
+    parser.add_argument(
+        "--operator",
+        choices=["process", "pod"],
+        default="process",
+        help="run the operator as a host process, or as the chart's Deployment from the built image",
+    )
     args = parser.parse_args()
 
     started_cluster = cluster.status() is None
@@ -99,27 +177,13 @@ def main() -> int:
         os.chown(home, AGENT_UID, AGENT_UID)
         seed(home)
     _kubectl(kubeconfig, "apply", "-f", str(EXAMPLES))
-    log_path = running.logs_dir / "operator.log"
-    operator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "slot_operator",
-            f"--namespace={NAMESPACE}",
-            "--metrics-port=0",
-            "--health-port=0",
-            "--retry-base=30s",
-        ],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        stdout=log_path.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-    _say(f"operator started (log: {log_path}); waiting for {len(EXPECTED)} verdicts")
+    operator = _ChartOperator(running) if args.operator == "pod" else _HostOperator(running)
+    _say(f"waiting for {len(EXPECTED)} verdicts")
     ok = False
     try:
         deadline = time.monotonic() + args.timeout
         seen: dict[str, tuple[str, str]] = {}
-        while time.monotonic() < deadline and operator.poll() is None:
+        while time.monotonic() < deadline and operator.alive():
             seen = _outcomes(kubeconfig)
             if all(seen.get(name) == expected for name, expected in EXPECTED.items()):
                 ok = True
@@ -136,8 +200,7 @@ def main() -> int:
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
     finally:
-        operator.terminate()
-        operator.wait(timeout=30)
+        operator.stop()
         if started_cluster:
             cluster.down()
             _say("torn down")
