@@ -38,12 +38,18 @@ def _body(**spec: Any) -> dict[str, Any]:
 
 
 def _create(api: client.ApiClient, namespace: str, body: dict[str, Any], *, dry_run: bool = True) -> str | None:
-    """None if the API server accepts the Slot, else its error message."""
+    """None if the API server accepts the Slot, else its error message.
+
+    409 AlreadyExists also means accepted: validation passed and only the name was taken (a dry
+    run of a Slot that a test stored earlier, while a CRD change is not yet in effect).
+    """
     try:
         client.CustomObjectsApi(api).create_namespaced_custom_object(
             slots.GROUP, slots.VERSION, namespace, slots.PLURAL, body, dry_run="All" if dry_run else None
         )
     except client.ApiException as exc:
+        if exc.status == 409 and dry_run:
+            return None
         if exc.status != 422:
             raise
         return str(json.loads(exc.body)["message"])
