@@ -78,6 +78,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "no-leader-election": {"leaderElection": {"enabled": False}},
     "namespaced-no-leader-election": {"watchNamespaces": ["team-a"], "leaderElection": {"enabled": False}},
     "servicemonitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
+                   "grafanaDashboard": {"enabled": True, "namespace": "grafana"}},
     "metrics-off": {"metrics": {"port": 0}},
     "no-replicas": {"replicas": 0},
     "custom": {

@@ -110,6 +110,12 @@ def test_suspended_and_invalid_specs_say_so() -> None:
     assert not fixed.invalid_spec
 
 
+def test_ready_false_without_a_verdict_reason_is_no_verdict() -> None:
+    waiting = {"type": "Ready", "status": "False", "reason": "AwaitingProbe", "observedGeneration": 2}
+    view = report.view(slot({"phase": "Pending", "conditions": [waiting]}, generation=2))
+    assert (view.verdict_generation, view.verdict_current) == (None, False)
+
+
 def test_a_status_from_a_stranger_does_not_crash_the_view() -> None:
     view = report.view({"metadata": {"name": "s"}, "status": {"phase": "Sideways", "conditions": [{"type": "Ready"}]}})
     assert (view.phase, view.verdict_generation, view.reason) == (Phase.PENDING, None, "AwaitingProbe")

@@ -7,6 +7,7 @@ exactly the behaviour under test (a key is handed out, or it is not, by a deadli
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -220,3 +221,18 @@ async def test_tuple_keys() -> None:
     assert len(q) == 2
     assert await asyncio.wait_for(q.get(), LONG) == ("agents", "codex-1")
     q.close()
+
+
+async def test_oldest_wait_is_the_first_ready_keys(queue: WorkQueue[str]) -> None:
+    assert queue.oldest_wait(now=time.monotonic()) == 0.0
+    before = time.monotonic()
+    queue.add("a")
+    queue.add("b")
+    after = time.monotonic()
+    assert after + 10 - before >= queue.oldest_wait(now=after + 10) >= 10
+    queue.add("a")  # already waiting: keeps its place and its age
+    assert queue.oldest_wait(now=after + 10) >= 10
+    assert await get(queue) == "a"
+    assert queue.oldest_wait(now=after + 10) <= after + 10 - before  # now "b"'s
+    assert await get(queue) == "b"
+    assert queue.oldest_wait(now=after + 10) == 0.0

@@ -73,6 +73,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.serviceMonitor.enabled (eq (int .Values.metrics.port) 0) }}
 {{- fail "serviceMonitor.enabled needs metrics (metrics.port > 0)" }}
 {{- end }}
+{{- if and .Values.prometheusRule.enabled (eq (int .Values.metrics.port) 0) }}
+{{- fail "prometheusRule.enabled needs metrics (metrics.port > 0)" }}
+{{- end }}
 {{- if eq (int .Values.metrics.port) (int .Values.health.port) }}
 {{- fail "metrics.port and health.port must differ" }}
 {{- end }}
@@ -109,4 +112,33 @@ for one thing the operator does; nothing on Secrets, no writes to claims.
 - apiGroups: [""]
   resources: [events]
   verbs: [create, get, patch]
+{{- end }}
+
+{{/*
+PromQL label matchers selecting this release's series: by default the job Prometheus
+gives the chart's ServiceMonitor targets (the metrics Service's name).
+*/}}
+{{- define "slot-operator.metricsSelector" -}}
+{{- .Values.prometheusRule.selector | default (printf "job=%q" (printf "%s-metrics" (include "slot-operator.fullname" .))) }}
+{{- end }}
+
+{{/*
+An alert's `for` and labels: severity, prometheusRule.alertLabels, and the alert's own
+extra labels if any. Args: (list $ "AlertName") or (list $ "AlertName" (dict ...)).
+*/}}
+{{- define "slot-operator.alertMeta" -}}
+{{- $root := index . 0 }}
+{{- $alert := index $root.Values.prometheusRule.alerts (index . 1) }}
+{{- $own := dict "severity" $alert.severity }}
+{{- if gt (len .) 2 }}
+{{- $own = merge $own (index . 2) }}
+{{- end -}}
+for: {{ $alert.for | quote }}
+labels:
+  {{- merge $own (deepCopy $root.Values.prometheusRule.alertLabels) | toYaml | nindent 2 }}
+{{- end }}
+
+{{- define "slot-operator.runbookUrl" -}}
+{{- $root := index . 0 }}
+{{- printf "%s#%s" $root.Values.prometheusRule.runbookUrlBase (lower (index . 1)) }}
 {{- end }}

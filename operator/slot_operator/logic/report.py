@@ -19,6 +19,8 @@ from slot_operator.logic.verdict import EXIT_PHASES, FailureReason, Phase
 # `kubectl slot probe --wait` exits with the probe's own code for a verdict (0 Ready, 64/65/66).
 EXIT_FOR_PHASE = {phase: code for code, phase in EXIT_PHASES.items()}
 _FAILURE_REASONS = frozenset(reason.value for reason in FailureReason)
+# Ready's reason when it carries a verdict: the probe passed, or the phase it found (docs/design.md §2).
+_VERDICT_REASONS = frozenset({"SmokeTestPassed", *(phase.value for phase in Phase if phase is not Phase.PENDING)})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -70,8 +72,9 @@ def view(slot: Mapping[str, Any]) -> SlotView:
     probe_ok = find(conditions, PROBE_SUCCEEDED) or {}
     last = status.get("lastProbe") or {}
     phase = _phase(status)
-    # Ready is True or False only from a verdict, stamped with the generation that verdict was made on.
-    verdict_generation = int(ready.get("observedGeneration") or 0) if ready.get("status") in ("True", "False") else None
+    # A verdict sets Ready True or False with its own reason, stamped with the generation it was made on.
+    has_verdict = ready.get("status") in ("True", "False") and ready.get("reason") in _VERDICT_REASONS
+    verdict_generation = int(ready.get("observedGeneration") or 0) if has_verdict else None
     last_failed = str(last.get("reason") or "") in _FAILURE_REASONS
     last_time = timestamps.parse_time(last.get("completionTime"))
     last_ready = timestamps.parse_time(status.get("lastReadyTime"))

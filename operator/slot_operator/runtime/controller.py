@@ -27,9 +27,8 @@ from slot_operator.kube.api import ApiError
 from slot_operator.kube.cache import Cache, Listener
 from slot_operator.kube.informer import Key, Object
 from slot_operator.kube.store import JobRejected, KubeStore
-from slot_operator.logic import jobs, schedule, timestamps
+from slot_operator.logic import jobs, report, schedule, timestamps
 from slot_operator.logic import status as status_logic
-from slot_operator.logic.conditions import READY, find
 from slot_operator.logic.outcome import NoVerdict, Outcome, Running, Verdict, classify, is_finished
 from slot_operator.logic.spec import InvalidSpec, SlotSpec, parse_spec
 from slot_operator.logic.status import ProbeRef
@@ -105,6 +104,11 @@ class Controller:
         for key in keys:
             self.queue.add(key)
         self._update_gauges()
+        self.metrics.track_queues(
+            workqueue_depth=lambda: len(self.queue),
+            workqueue_oldest=lambda: self.queue.oldest_wait(now=time.monotonic()),
+            probe_queue_oldest=lambda: self.capacity.oldest_wait(now=time.monotonic()),
+        )
         logger.info(
             "controller started: %d Slot(s), %d probe Job(s) already running, cap %d",
             len(keys),
@@ -162,11 +166,13 @@ class Controller:
             except asyncio.CancelledError:
                 raise
             except ApiError as exc:
+                self.metrics.reconcile_failed(status=exc.status, reason=exc.reason)
                 if exc.status == 409:
                     await self._refresh(key)
                 else:
                     self._retry_later(key, exc)
             except Exception as exc:
+                self.metrics.reconcile_failed(status=None, reason="")
                 self._retry_later(key, exc)
             finally:
                 self._busy.pop(worker, None)
@@ -238,6 +244,7 @@ class _Step:
         self.generation = int(meta.get("generation") or 1)
         self.now = controller.clock()
         self.working: dict[str, Any] = dict(slot.get("status") or {})  # what this reconcile builds on
+        self.interval: datetime.timedelta | None = None  # the spec's, once it parses
 
     @property
     def stored(self) -> Mapping[str, Any]:
@@ -254,6 +261,7 @@ class _Step:
         except InvalidSpec as exc:
             await self._invalid(str(exc))
             return
+        self.interval = spec.interval
         if await self._follow_probe(spec):
             return  # a probe is running: its Job's and pod's events (or the deadline wake-up) bring us back
         await self._schedule_next(spec)
@@ -482,13 +490,12 @@ class _Step:
             )
             result = outcome.reason.value
         await self._write(new)
-        metrics = self.c.metrics
-        metrics.results.labels(result).inc()
-        if started is not None:
-            finished = outcome.finished or self.now
-            metrics.duration.labels("verdict" if isinstance(outcome, Verdict) else "no-verdict").observe(
-                max((finished - started).total_seconds(), 0.0)
-            )
+        self.c.metrics.probe_finished(
+            *self.key,
+            result=result,
+            verdict=isinstance(outcome, Verdict),
+            seconds=((outcome.finished or self.now) - started).total_seconds() if started is not None else None,
+        )
         logger.info("slot %s/%s: %s (%s)", *self.key, result, outcome.message)
         if isinstance(outcome, Verdict):
             if outcome.phase is not old_phase:
@@ -515,15 +522,7 @@ class _Step:
         self._observe_metrics()
 
     def _observe_metrics(self) -> None:
-        status = self.working
-        ready = find(status.get("conditions") or (), READY) or {}
-        self.c.metrics.observe_slot(
-            *self.key,
-            phase=status_logic.phase_of(status),
-            ready=ready.get("status") == "True" and int(ready.get("observedGeneration") or 0) == self.generation,
-            last_probe=timestamps.parse_time((status.get("lastProbe") or {}).get("completionTime")),
-            last_ready=timestamps.parse_time(status.get("lastReadyTime")),
-        )
+        self.c.metrics.observe_slot(report.view({**self.slot, "status": self.working}), interval=self.interval)
 
 
 def _started_at(job: Mapping[str, Any], probe: ProbeRef) -> datetime.datetime:

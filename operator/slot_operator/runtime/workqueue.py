@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
@@ -23,6 +24,7 @@ class WorkQueue(Generic[K]):
     def __init__(self) -> None:
         self._ready: collections.deque[K] = collections.deque()
         self._queued: set[K] = set()
+        self._since: dict[K, float] = {}  # ready key -> when it joined the line (time.monotonic)
         self._processing: set[K] = set()
         self._dirty: set[K] = set()
         self._timers: dict[K, asyncio.TimerHandle] = {}
@@ -37,6 +39,7 @@ class WorkQueue(Generic[K]):
             return
         if key not in self._queued:
             self._queued.add(key)
+            self._since[key] = time.monotonic()
             self._ready.append(key)
             self._wakeup.set()
 
@@ -70,8 +73,13 @@ class WorkQueue(Generic[K]):
             await self._wakeup.wait()
         key = self._ready.popleft()
         self._queued.discard(key)
+        self._since.pop(key, None)
         self._processing.add(key)
         return key
+
+    def oldest_wait(self, *, now: float) -> float:
+        """Seconds the first ready key has waited for a worker (0 when none waits); `now` is time.monotonic()."""
+        return max(now - self._since[self._ready[0]], 0.0) if self._ready else 0.0
 
     def done(self, key: K) -> None:
         self._processing.discard(key)
