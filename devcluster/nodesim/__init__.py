@@ -42,8 +42,10 @@ refuses to start without it rather than run containers unisolated. Pods share th
 host's network, as with `hostNetwork: true`: a probe connects to 127.0.0.1, and two
 pods cannot listen on one port.
 
-Simplifications (documented, deliberate): init containers and ephemeral containers
-are ignored (Initialized is always True); the crash-loop back-off is 1 s doubling to
+Simplifications (documented, deliberate): init containers run in order, each to
+completion (restarted on failure unless restartPolicy is Never), but sidecars
+(restartPolicy Always on an init container) and ephemeral containers are not
+simulated; the crash-loop back-off is 1 s doubling to
 10 s (the kubelet's 10 s to 5 min, scaled down); env `valueFrom` supports only simple
 fieldRefs and `envFrom` is skipped, both with a warning; projected tokens are written
 once and not rotated; exec and gRPC probes are ignored with a warning; resources,

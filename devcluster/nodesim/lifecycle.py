@@ -1,6 +1,7 @@
 """Pod lifecycle: the kubelet's sync loop for pods bound to a simulated node, and the status it writes.
 
-Runs each container once its image resolves (ErrImagePull then ImagePullBackOff
+Runs init containers in order, each to completion, then each container once its
+image resolves (ErrImagePull then ImagePullBackOff
 while it does not, retried so an image added later is found), restarts containers
 as restartPolicy says (Always, OnFailure) with a short crash-loop back-off, runs
 their startup/liveness/readiness probes (readiness drives Ready, a failed startup or
@@ -65,8 +66,9 @@ class Kubelet:
         )
         for cond in status.get("conditions") or []:
             rt.transitions[cond["type"]] = (cond.get("status", ""), cond.get("lastTransitionTime") or now_rfc3339())
-        previous = {cs["name"]: cs for cs in status.get("containerStatuses") or []}
-        for c in pod["spec"]["containers"]:
+        statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+        previous = {cs["name"]: cs for cs in statuses}
+        for c in [*(pod["spec"].get("initContainers") or []), *pod["spec"]["containers"]]:
             cr = ContainerRuntime(name=c["name"])
             state = (previous.get(c["name"]) or {}).get("state") or {}
             # Containers a previous simulator run started are gone with it: report them lost.
@@ -82,7 +84,7 @@ class Kubelet:
                 cr.terminate_unstarted(
                     "ContainerStatusUnknown", "The container could not be located when the pod was terminated"
                 )
-            rt.containers[c["name"]] = cr
+            (rt.containers if c in pod["spec"]["containers"] else rt.init_containers)[c["name"]] = cr
         deadline = pod["spec"].get("activeDeadlineSeconds")
         if deadline:
             self.state.queue.add_after(("pod", rt.uid), rt.start_epoch + int(deadline) - time.time() + 0.05)
@@ -115,9 +117,22 @@ class Kubelet:
             LOG.info("pod %s: DeadlineExceeded after %ss: killing", rt.key, deadline)
             self._stop_pod(rt, pod, grace=self._grace(pod), why="deadline")
         if not rt.stopping:
+            self._sync_init_containers(pod, rt)
+        if not rt.stopping and rt.initialized:
             for c in pod["spec"]["containers"]:
                 self._sync_container(pod, rt, c)
         self._write_status(pod, rt)
+
+    def _sync_init_containers(self, pod: JSON, rt: PodRuntime) -> None:
+        """Init containers one at a time, in order, each to completion before the next (sidecars are not simulated)."""
+        for c in pod["spec"].get("initContainers") or []:
+            cr = rt.init_containers[c["name"]]
+            if c.get("restartPolicy") == "Always":
+                rt.warn_once(f"init container {c['name']}: sidecar containers are not simulated; run to completion")
+            if cr.state == "terminated" and cr.exit_code == 0:
+                continue
+            self._sync_container(pod, rt, c, init=True)
+            return
 
     @staticmethod
     def _grace(pod: JSON) -> float:
@@ -128,7 +143,7 @@ class Kubelet:
 
     def _stop_pod(self, rt: PodRuntime, pod: JSON | None, *, grace: float, why: str) -> None:
         rt.stopping = True
-        for cr in rt.containers.values():
+        for cr in rt.all_containers():
             if cr.prober is not None:
                 cr.prober.stop()
             if cr.state == "waiting":
@@ -167,9 +182,9 @@ class Kubelet:
         self.runtimes.pop(rt.uid, None)
         shutil.rmtree(rt.state_dir, ignore_errors=True)
 
-    def _sync_container(self, pod: JSON, rt: PodRuntime, c: JSON) -> None:
-        cr = rt.containers[c["name"]]
-        if cr.state == "terminated" and cr.exit_code is not None and rt.restarts(cr.exit_code):
+    def _sync_container(self, pod: JSON, rt: PodRuntime, c: JSON, *, init: bool = False) -> None:
+        cr = (rt.init_containers if init else rt.containers)[c["name"]]
+        if cr.state == "terminated" and cr.exit_code is not None and rt.restarts(cr.exit_code, init=init):
             self._schedule_restart(rt, cr)
         if cr.state != "waiting":
             return
@@ -213,7 +228,8 @@ class Kubelet:
         cr.fallback_to_logs = c.get("terminationMessagePolicy") == "FallbackToLogsOnError"
         LOG.info("pod %s container %s: starting %s on %s", rt.key, cr.name, ref, rt.node)
         threading.Thread(target=self.runner.run, args=(rt, cr, launch), name=f"run-{rt.name}", daemon=True).start()
-        self._start_probes(rt, cr, c)
+        if not init:
+            self._start_probes(rt, cr, c)
 
     def _set_waiting(self, rt: PodRuntime, cr: ContainerRuntime, reason: str, message: str) -> None:
         if (cr.reason, cr.message) != (reason, message):
@@ -290,6 +306,10 @@ class Kubelet:
         return cond
 
     def _phase(self, rt: PodRuntime) -> str:
+        if rt.init_failed:
+            return "Failed"
+        if not rt.initialized:
+            return "Pending"
         # A container waiting to be restarted has run before: the pod stays Running, as with a kubelet.
         if any(cr.state == "waiting" and not cr.restart_count for cr in rt.containers.values()):
             return "Pending"
@@ -304,6 +324,13 @@ class Kubelet:
         terminal = phase in ("Succeeded", "Failed")
         specs = pod["spec"]["containers"]
         statuses = [rt.containers[c["name"]].status(c.get("image", "")) for c in specs]
+        init_specs = pod["spec"].get("initContainers") or []
+        init_statuses = [rt.init_containers[c["name"]].status(c.get("image", "")) for c in init_specs]
+        pending = [c["name"] for c in init_specs if rt.init_containers[c["name"]].exit_code != 0]
+        if not rt.initialized:
+            # Containers wait until every init container has completed, as the kubelet reports them.
+            for entry in statuses:
+                entry["state"] = {"waiting": {"reason": "PodInitializing"}}
         unready = [c["name"] for c in specs if not rt.containers[c["name"]].ready]
         if terminal:
             ready_reason, ready_message = "PodCompleted", ""
@@ -314,7 +341,15 @@ class Kubelet:
         ready = "False" if terminal or unready else "True"
         conditions = [
             self._condition(rt, "PodReadyToStartContainers", "False" if terminal else "True"),
-            self._condition(rt, "Initialized", "True"),
+            self._condition(rt, "Initialized", "True")
+            if rt.initialized
+            else self._condition(
+                rt,
+                "Initialized",
+                "False",
+                "ContainersNotInitialized",
+                f"containers with incomplete status: [{' '.join(pending)}]",
+            ),
             self._condition(rt, "Ready", ready, ready_reason, ready_message),
             self._condition(rt, "ContainersReady", ready, ready_reason, ready_message),
             self._condition(rt, "PodScheduled", "True"),
@@ -323,6 +358,7 @@ class Kubelet:
             "phase": phase,
             "conditions": conditions,
             "containerStatuses": statuses,
+            **({"initContainerStatuses": init_statuses} if init_specs else {}),
             "hostIP": "127.0.0.1",
             "hostIPs": [{"ip": "127.0.0.1"}],
             "podIP": "127.0.0.1",
@@ -358,7 +394,7 @@ class Kubelet:
         """Stop all loops and kill every container process (SIGTERM, then SIGKILL)."""
         with self.state.lock:
             self.state.stop.set()
-            containers = [cr for rt in self.runtimes.values() for cr in rt.containers.values()]
+            containers = [cr for rt in self.runtimes.values() for cr in rt.all_containers()]
             for cr in containers:
                 if cr.prober is not None:
                     cr.prober.stop()

@@ -109,6 +109,7 @@ class PodRuntime:
     state_dir: pathlib.Path
     restart_policy: str = "Never"
     containers: dict[str, ContainerRuntime] = dataclasses.field(default_factory=dict)
+    init_containers: dict[str, ContainerRuntime] = dataclasses.field(default_factory=dict)  # in spec order
     transitions: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
     reason: str = ""
     message: str = ""
@@ -122,15 +123,37 @@ class PodRuntime:
         return f"{self.namespace}/{self.name}"
 
     def running(self) -> list[ContainerRuntime]:
-        return [c for c in self.containers.values() if c.state == "running"]
+        return [c for c in self.all_containers() if c.state == "running"]
+
+    def all_containers(self) -> list[ContainerRuntime]:
+        return [*self.init_containers.values(), *self.containers.values()]
+
+    @property
+    def initialized(self) -> bool:
+        """Every init container has run to completion (exit 0), in order."""
+        return all(cr.state == "terminated" and cr.exit_code == 0 for cr in self.init_containers.values())
+
+    @property
+    def init_failed(self) -> bool:
+        """An init container failed and, with restartPolicy Never, is not run again: the pod fails."""
+        return self.restart_policy == "Never" and any(
+            cr.state == "terminated" and cr.exit_code != 0 for cr in self.init_containers.values()
+        )
 
     def warn_once(self, message: str) -> None:
         if message not in self.warned:
             self.warned.add(message)
             LOG.warning("pod %s: %s", self.key, message)
 
-    def restarts(self, exit_code: int) -> bool:
-        """Whether a container that exited with `exit_code` is started again (the pod's restartPolicy)."""
-        return not self.stopping and (
-            self.restart_policy == "Always" or (self.restart_policy == "OnFailure" and exit_code != 0)
+    def restarts(self, exit_code: int, *, init: bool = False) -> bool:
+        """Whether a container that exited with `exit_code` is started again (the pod's restartPolicy).
+
+        An init container runs until it succeeds, unless the policy is Never.
+        """
+        if self.stopping or (init and exit_code == 0):
+            return False
+        return (
+            self.restart_policy == "Always"
+            or (self.restart_policy == "OnFailure" and exit_code != 0)
+            or (init and self.restart_policy != "Never")
         )

@@ -174,3 +174,45 @@ def test_readiness_drives_ready_and_a_failing_liveness_probe_restarts(
     pod = wait_for(restarted, timeout=90, message="restarts after failed liveness probes")
     assert pod.status.phase == "Running"  # a restarting container keeps its pod Running
     assert pod.status.container_statuses[0].last_state.terminated.exit_code == 143  # SIGTERM from the kubelet
+
+
+def test_init_containers_run_in_order_before_the_containers(
+    core: client.CoreV1Api, namespace: str, operator_image: str
+) -> None:
+    """A root init container with only CHOWN and DAC_OVERRIDE hands a volume to uid 10001 (what issue 11 needs)."""
+    chown = {
+        "name": "chown",
+        "image": operator_image,
+        "command": ["python", "-c", "import os; os.makedirs('/data/home'); os.chown('/data/home', 10001, 10001)"],
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": False,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE"]},
+        },
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    }
+    write = {
+        "name": "write",
+        "image": operator_image,
+        "command": ["python", "-c", "open('/data/home/x', 'w').write('ok'); print(open('/data/home/x').read())"],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    }
+    spec = {"restartPolicy": "Never", "initContainers": [chown], "volumes": [{"name": "data", "emptyDir": {}}]}
+    core.create_namespaced_pod(namespace, _pod(namespace, "handover", write, **spec))
+    terminated = wait_for(_terminated(core, namespace, "handover"), timeout=90, message="the handover pod to finish")
+    assert terminated.exit_code == 0, terminated.message
+    pod = core.read_namespaced_pod("handover", namespace)
+    assert pod.status.init_container_statuses[0].state.terminated.exit_code == 0
+    assert {c.type: c.status for c in pod.status.conditions}["Initialized"] == "True"
+
+    failing = {**chown, "name": "fail", "command": ["python", "-c", "raise SystemExit(3)"]}
+    spec = {**spec, "initContainers": [failing]}
+    core.create_namespaced_pod(namespace, _pod(namespace, "init-fails", write, **spec))
+
+    def failed() -> Any:
+        pod = core.read_namespaced_pod("init-fails", namespace)
+        return pod if pod.status.phase == "Failed" else NotYet(pod.status.phase)
+
+    pod = wait_for(failed, timeout=90, message="a pod whose init container fails (restartPolicy Never) to fail")
+    assert pod.status.init_container_statuses[0].state.terminated.exit_code == 3
+    assert pod.status.container_statuses[0].state.waiting.reason == "PodInitializing"  # never started
