@@ -42,7 +42,8 @@ async def run(namespace: str, cap: int) -> None:
                     future.set_result(int(terminated["exitCode"]))
 
     def on_slot(old: Object | None, new: Object | None) -> None:
-        if new is not None and not new.get("status") and new["metadata"]["name"] not in seen:
+        # New Slots only (the CRD defaults status to {observedGeneration: 0}: no probe has written it).
+        if new is not None and not (new.get("status") or {}).get("lastProbe") and new["metadata"]["name"] not in seen:
             seen.add(new["metadata"]["name"])
             new_slots.put_nowait(new)
 
@@ -59,6 +60,7 @@ async def run(namespace: str, cap: int) -> None:
         ),
     ]
     places = asyncio.Semaphore(cap)
+    probes: set[asyncio.Task[None]] = set()
 
     async def probe(slot: dict[str, Any]) -> None:
         meta = slot["metadata"]
@@ -95,15 +97,19 @@ async def run(namespace: str, cap: int) -> None:
             content_type="application/merge-patch+json",
         )
 
+    def _finished(task: asyncio.Task[None]) -> None:
+        probes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            print(f"probe failed: {task.exception()!r}", flush=True)  # the bench then times out, naming this log
+
     tasks = [asyncio.create_task(watch.run()) for watch in watches]
     await asyncio.gather(*(watch.synced.wait() for watch in watches))
     print("watching", flush=True)
-    probes: set[asyncio.Task[None]] = set()
     try:
         while True:
             task = asyncio.create_task(probe(await new_slots.get()))
             probes.add(task)
-            task.add_done_callback(probes.discard)
+            task.add_done_callback(_finished)
     finally:
         for task in [*tasks, *probes]:
             task.cancel()

@@ -508,11 +508,6 @@ def test_diff_changed_and_removed_keys() -> None:
     assert st.diff(old, new) == {"phase": "Ready", "currentProbe": None, "lastReadyImage": "img"}
 
 
-def test_diff_leaves_kopf_bookkeeping_alone() -> None:
-    old = {"phase": "Ready", "kopf": {"progress": {}}}
-    assert st.diff(old, {"phase": "Ready"}) == {}
-
-
 def test_diff_nulls_keys_removed_inside_nested_objects() -> None:
     # A merge patch merges objects: a timed-out probe must not inherit the previous probe's exit code.
     old = {"lastProbe": {"jobName": "a", "exitCode": 66, "result": "creds-invalid", "reason": "NeedsReauth"}}

@@ -350,5 +350,5 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     patch: dict[str, Any] = {
         key: _replacing(old.get(key), value) for key, value in new.items() if old.get(key) != value
     }
-    patch.update({key: None for key in old if key not in new and key != "kopf"})
+    patch.update({key: None for key in old if key not in new})
     return patch
