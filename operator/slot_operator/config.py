@@ -34,7 +34,7 @@ class Config:
     leader_elect: bool = False
     leader_elect_namespace: str | None = None
     leader_elect_lease: str = "slot-operator"
-    workers: int = 8
+    workers: int = 16
 
 
 def _duration(

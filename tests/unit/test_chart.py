@@ -465,7 +465,7 @@ def test_default_args_map_values(rendered: dict[str, list[dict[str, Any]]]) -> N
     )
     assert container["args"] == [
         "--default-interval=6h", "--default-timeout=2m", "--max-concurrent-probes=10", "--job-ttl=1h",
-        "--retry-base=10s", "--retry-max=10m", "--workers=8", "--metrics-port=8080", "--health-port=8081",
+        "--retry-base=10s", "--retry-max=10m", "--workers=16", "--metrics-port=8080", "--health-port=8081",
         "--log-format=json",
         "--leader-elect", f"--leader-elect-namespace={NAMESPACE}", f"--leader-elect-lease={RELEASE}-slot-operator",
     ]  # fmt: skip

@@ -26,7 +26,7 @@ def test_defaults() -> None:
         leader_elect=False,
         leader_elect_namespace=None,
         leader_elect_lease="slot-operator",
-        workers=8,
+        workers=16,
     )
     assert config == Config()
 
