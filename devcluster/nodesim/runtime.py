@@ -214,6 +214,7 @@ class ContainerRunner:
         else:
             # The image's files are host paths here (no chroot): lay them back over any container mount that
             # hides them (an emptyDir at /tmp when the repository is under /tmp), read-only like an image layer.
+            _refuse_mounts_on_image_files(ops, image.rootfs)
             ops += ["image", str(image.rootfs), str(image.rootfs), "ro"]
         stage = state / "stage"
         stage.mkdir(exist_ok=True)
@@ -317,3 +318,18 @@ class ContainerRunner:
         if not message and cr.fallback_to_logs and exit_code != 0 and cr.log_path is not None:
             message = tail_log(cr.log_path)
         return message
+
+
+def _refuse_mounts_on_image_files(ops: list[str], rootfs: pathlib.Path) -> None:
+    """A directory volume whose mount point is a file of the image fails to mount, as in a real runtime.
+
+    The set-up script finds this by itself, unless another volume hides the image's file first
+    (the repository, so the image, under /tmp, where the container has its emptyDir).
+    """
+    for i in range(0, len(ops), 4):
+        kind, source, target = ops[i], ops[i + 1], pathlib.Path(ops[i + 2])
+        inside = target == rootfs or rootfs in target.parents
+        if kind == "dir" and inside and (target.is_file() or target.is_symlink()):
+            raise StartError(
+                f'error mounting "{source}" to rootfs at "{target}": mount point {target} exists but is not a dir'
+            )

@@ -176,3 +176,17 @@ def test_container_status_shapes() -> None:
         "startedAt": "2026-01-01T00:00:00Z",
         "finishedAt": "2026-01-01T00:00:01Z",
     }
+
+
+def test_a_directory_volume_on_a_file_of_a_directory_image_is_a_start_error(tmp_path: pathlib.Path) -> None:
+    """As a real runtime refuses it, wherever the repository (so the image) lives, /tmp included."""
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "bin" / "entrypoint").write_text("#!/bin/sh\n")
+    claim = tmp_path / "claim"
+    claim.mkdir()
+    ops = ["dir", "/scratch", "/tmp", "rw", "dir", str(claim), str(rootfs / "bin" / "entrypoint"), "ro"]
+    with pytest.raises(state.StartError, match="error mounting .* exists but is not a dir"):
+        runtime._refuse_mounts_on_image_files(ops, rootfs)
+    runtime._refuse_mounts_on_image_files(["dir", str(claim), str(rootfs / "bin"), "ro"], rootfs)
+    runtime._refuse_mounts_on_image_files(["dir", str(claim), "/home/codex", "ro"], rootfs)
