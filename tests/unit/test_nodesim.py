@@ -186,7 +186,7 @@ def test_a_directory_volume_on_a_file_of_a_directory_image_is_a_start_error(tmp_
     claim = tmp_path / "claim"
     claim.mkdir()
     ops = ["dir", "/scratch", "/tmp", "rw", "dir", str(claim), str(rootfs / "bin" / "entrypoint"), "ro"]
-    with pytest.raises(state.StartError, match="error mounting .* exists but is not a dir"):
+    with pytest.raises(state.StartError, match=r"error mounting .* exists but is not a dir"):
         runtime._refuse_mounts_on_image_files(ops, rootfs)
     runtime._refuse_mounts_on_image_files(["dir", str(claim), str(rootfs / "bin"), "ro"], rootfs)
     runtime._refuse_mounts_on_image_files(["dir", str(claim), "/home/codex", "ro"], rootfs)
