@@ -331,5 +331,6 @@ def _refuse_mounts_on_image_files(ops: list[str], rootfs: pathlib.Path) -> None:
         inside = target == rootfs or rootfs in target.parents
         if kind == "dir" and inside and (target.is_file() or target.is_symlink()):
             raise StartError(
+                "failed to start container: error during container init: "
                 f'error mounting "{source}" to rootfs at "{target}": mount point {target} exists but is not a dir'
             )
