@@ -18,7 +18,7 @@ created on the host as an empty directory (as real root only).
 
 Capabilities: `drop: [ALL]` empties the bounding set; a container that stays root
 keeps exactly what `add` lists (e.g. CHOWN, DAC_OVERRIDE) when it drops ALL, and the
-runtime's default set otherwise.
+runtime's default set otherwise (for a directory image: setpriv's bounding set).
 """
 
 from __future__ import annotations
@@ -239,7 +239,9 @@ class ContainerRunner:
             if no_new_privs:
                 enter.append("--no-new-privs")
             if "ALL" in ((csc.get("capabilities") or {}).get("drop") or []):
-                enter += ["--bounding-set", "-all", "--inh-caps", "-all"]
+                # What `add` lists stays in the bounding set: a root process then has exactly those.
+                added = "".join(f",+{cap.lower()}" for cap in capabilities(csc, uid=uid).split(",") if cap)
+                enter += ["--bounding-set", "-all" + added, "--inh-caps", "-all"]
             script_args = [str(stage), "", "rw", workdir]
         # bash, not sh: the script allocates file descriptors with {var}<
         full = [self.unshare, "-m", "--propagation", "private", "--", "/bin/bash", str(SETUP_SCRIPT)]

@@ -591,6 +591,50 @@ def test_run_as_non_root_refuses_root(core: client.CoreV1Api, namespace: str) ->
     assert waiting.message == "container has runAsNonRoot and image will run as root"
 
 
+CAPABILITIES = r"""
+import json, os
+caps = {line.split(":")[0]: int(line.split()[1], 16) for line in open("/proc/self/status") if line.startswith("Cap")}
+target = os.path.join(os.environ["TARGET"], "owned")
+try:
+    os.lchown(target, 10001, 10001)
+    chowned = os.lstat(target).st_uid
+except OSError as exc:
+    chowned = exc.strerror
+json.dump({"uid": os.getuid(), "effective": caps["CapEff"], "chowned": chowned}, open("/dev/termination-log", "w"))
+"""
+
+
+@pytest.mark.parametrize(
+    ("add", "chowned"), [(["CHOWN", "DAC_OVERRIDE"], 10001), ([], "Permission denied")]
+)  # not even into the 0750 home
+def test_root_keeps_exactly_the_capabilities_it_adds(
+    core: client.CoreV1Api, namespace: str, claim: ClaimFactory, add: list[str], chowned: object
+) -> None:
+    """Root with drop ALL and add CHOWN, DAC_OVERRIDE (the ownership migration) has those two and no more."""
+    home = claim("slot")
+    write(home, "owned", "x", owner=OLD_UID)
+    container = probe_container(command=["python3", "-c", CAPABILITIES], read_only=False)
+    container["env"].append({"name": "TARGET", "value": "/home/codex"})
+    container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"], "add": add},
+        "runAsNonRoot": False,
+        "runAsUser": 0,
+        "runAsGroup": 0,
+    }
+    spec = pod_spec(container, claim="slot", uid=0, gid=0)
+    spec["securityContext"]["runAsNonRoot"] = False
+    create_pod(core, namespace, "root", spec)
+
+    terminated = wait_terminated(core, namespace, "root")
+    assert terminated.exit_code == 0, terminated.message
+    report = json.loads(terminated.message)
+    cap_chown, cap_dac_override = 1 << 0, 1 << 1
+    assert report["uid"] == 0
+    assert report["effective"] == (cap_chown | cap_dac_override if add else 0)
+    assert report["chowned"] == chowned
+
+
 # ----------------------------------------------------------- (g) termination messages
 
 
