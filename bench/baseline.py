@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import os
 from typing import Any
 
 from slot_operator.kube.api import ApiClient
@@ -79,6 +80,8 @@ async def run(namespace: str, cap: int) -> None:
                 spec=spec,
                 node=None,
                 ttl=datetime.timedelta(hours=1),
+                # The same pods as the operator's: with the ownership audit when it runs one.
+                audit_image=os.environ.get("SLOT_OPERATOR_AUDIT_IMAGE") or None,
             )
             await api.request("create", f"/apis/batch/v1/namespaces/{namespace}/jobs", resource="jobs", body=manifest)
             code = await exits.setdefault(name, loop.create_future())

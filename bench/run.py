@@ -28,6 +28,7 @@ from slot_operator.kube.api import ApiClient
 from bench import audit, workload
 from bench.observe import Observer
 from devcluster import cluster
+from tools import image
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -74,7 +75,9 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _process(command: list[str], *, kubeconfig: pathlib.Path, log: pathlib.Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    # Probes run the ownership audit, as with the chart (an environment variable: older checkouts ignore it).
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO),
+           "SLOT_OPERATOR_AUDIT_IMAGE": image.operator_image()}  # fmt: skip
     with log.open("ab") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:

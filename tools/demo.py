@@ -6,6 +6,11 @@ Fills each example claim's directory with the files its scenario needs, applies
 every example reached its expected outcome. `--keep-running` (`make dev`) stays up
 until interrupted, for trying things by hand.
 
+`codex-old-uid` tells the uid-pin story: its home was written by the old uid-1000 image, so
+it reads NeedsInit, and the ownership audit in its probe diagnoses why (OwnershipMatches
+False, the message naming ~/.codex's owner and the fix). The demo then plays the person
+who approves the ownership migration (the annotation), and the Slot turns Ready.
+
 `--operator=process` (default) runs the operator as a host process with the admin
 kubeconfig; `--operator=pod` (`make demo OPERATOR=pod`) runs it as users do: `helm
 install` of the chart with the image `make image` built (localhost/slot-operator:dev),
@@ -28,6 +33,7 @@ import time
 from collections.abc import Callable
 
 from devcluster import build, cluster
+from tools import image
 
 NAMESPACE = "slots-demo"
 EXAMPLES = cluster.REPO / "examples"
@@ -35,7 +41,8 @@ AGENT_UID = 10001
 OLD_UID = 1000
 VALID_CODEX = json.dumps({"tokens": {"access_token": "demo", "refresh_token": "demo"}, "last_refresh": "2026-11-01"})
 
-# Slot → (phase, ProbeSucceeded) it must reach.
+MIGRATED = "codex-old-uid"
+# Slot → (phase, ProbeSucceeded) it must reach before the migration (MIGRATED: diagnosed, not yet migrated).
 EXPECTED = {
     "codex-ok": ("Ready", "True"),
     "claude-ok": ("Ready", "True"),
@@ -58,11 +65,18 @@ def _write(home: pathlib.Path, relative: str, content: str, *, uid: int) -> None
         os.chown(item, uid, uid)
 
 
+def _old_image_home(home: pathlib.Path) -> None:
+    """What the uid-1000 image left: its home (0755), ~/.codex (0700) and auth.json (0600), all 1000:1000."""
+    _write(home, ".codex/auth.json", VALID_CODEX, uid=OLD_UID)
+    os.chown(home, OLD_UID, OLD_UID)
+    home.chmod(0o755)
+
+
 SEEDS: dict[str, Callable[[pathlib.Path], None]] = {
     "codex-ok-home": lambda home: _write(home, ".codex/auth.json", VALID_CODEX, uid=AGENT_UID),
     "claude-ok-home": lambda home: _write(home, ".claude/.credentials.json", '{"claudeAiOauth": {}}', uid=AGENT_UID),
     "codex-fresh-home": lambda home: None,
-    "codex-old-uid-home": lambda home: _write(home, ".codex/auth.json", VALID_CODEX, uid=OLD_UID),
+    "codex-old-uid-home": _old_image_home,
     "codex-corrupt-home": lambda home: _write(home, ".codex/auth.json", '{"tokens": ', uid=AGENT_UID),
 }
 
@@ -81,12 +95,18 @@ def _kubectl(kubeconfig: pathlib.Path, *args: str, capture: bool = True) -> str:
 
 
 def _outcomes(kubeconfig: pathlib.Path) -> dict[str, tuple[str, str]]:
+    """Slot -> (phase, ProbeSucceeded); for MIGRATED also whether the audit has diagnosed the uid."""
     data = json.loads(_kubectl(kubeconfig, "get", "slots", "-n", NAMESPACE, "-o", "json"))
     seen = {}
     for item in data["items"]:
         status = item.get("status") or {}
-        probe = next((c["status"] for c in status.get("conditions") or () if c["type"] == "ProbeSucceeded"), "")
-        seen[item["metadata"]["name"]] = (status.get("phase", ""), probe)
+        conditions = {c["type"]: c for c in status.get("conditions") or ()}
+        probe = (conditions.get("ProbeSucceeded") or {}).get("status", "")
+        name = item["metadata"]["name"]
+        diagnosed = (conditions.get("OwnershipMatches") or {}).get("reason") == "OwnedByOtherUser"
+        if name == MIGRATED and status.get("phase") == "NeedsInit" and not diagnosed:
+            probe = "(not yet diagnosed)"
+        seen[name] = (status.get("phase", ""), probe)
     return seen
 
 
@@ -97,7 +117,8 @@ class _HostOperator:
         self.log_path = running.logs_dir / "operator.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "slot_operator", f"--namespace={NAMESPACE}", "--metrics-port=0",
-             "--health-port=0", "--retry-base=30s"],
+             "--health-port=0", "--retry-base=30s", f"--audit-image={image.operator_image()}",
+             "--allow-ownership-migration"],
             env={**os.environ, "KUBECONFIG": str(running.kubeconfig)},
             stdout=self.log_path.open("ab"),
             stderr=subprocess.STDOUT,
@@ -118,8 +139,6 @@ class _ChartOperator:
     RELEASE = "slot-operator"
 
     def __init__(self, running: cluster.Cluster) -> None:
-        from tools import image  # the image build is a tool of its own; only this mode needs it
-
         if not image.ARCHIVE.is_file():
             raise SystemExit(f"{image.ARCHIVE} is missing: run `make image` first (make demo OPERATOR=pod does)")
         self.kubeconfig = running.kubeconfig
@@ -128,7 +147,7 @@ class _ChartOperator:
         # Pods share the host's network in the simulator: free ports, so several clusters can run side by side.
         sets = [f"image.repository={repository}", f"image.tag={tag}", "image.pullPolicy=Never",
                 f"watchNamespaces={{{NAMESPACE}}}", f"health.port={_free_port()}", f"metrics.port={_free_port()}",
-                "operator.retryBase=30s", "operator.logFormat=text"]  # fmt: skip
+                "operator.retryBase=30s", "operator.logFormat=text", "ownershipMigration.enabled=true"]  # fmt: skip
         self._helm("upgrade", "--install", self.RELEASE, str(cluster.REPO / "charts" / "slot-operator"),
                    "--namespace", NAMESPACE, "--create-namespace", "--wait", "--timeout", "180s",
                    *(item for value in sets for item in ("--set", value)))  # fmt: skip
@@ -147,6 +166,43 @@ class _ChartOperator:
 
     def stop(self) -> None:
         self._helm("uninstall", self.RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "120s")
+
+
+def _reach(
+    kubeconfig: pathlib.Path, expected: dict[str, tuple[str, str]], *, deadline: float, alive: Callable[[], bool]
+) -> bool:
+    """Wait until every Slot shows its expected outcome; print `kubectl get slots -o wide` either way."""
+    seen: dict[str, tuple[str, str]] = {}
+    reached = False
+    while time.monotonic() < deadline and alive():
+        seen = _outcomes(kubeconfig)
+        if all(seen.get(name) == want for name, want in expected.items()):
+            reached = True
+            break
+        time.sleep(1)
+    print(_kubectl(kubeconfig, "get", "slots", "-n", NAMESPACE, "-o", "wide"), flush=True)
+    for name, want in expected.items():
+        if seen.get(name) != want:
+            _say(f"{name}: expected phase/ProbeSucceeded {want}, got {seen.get(name)}")
+    return reached
+
+
+def _migrate(kubeconfig: pathlib.Path, *, deadline: float, alive: Callable[[], bool]) -> bool:
+    """Play the person who reads the diagnosis and approves the ownership migration; wait for Ready."""
+    slot = json.loads(_kubectl(kubeconfig, "get", "slot", MIGRATED, "-n", NAMESPACE, "-o", "json"))
+    matches = next(c for c in slot["status"]["conditions"] if c["type"] == "OwnershipMatches")
+    _say(f"{MIGRATED} is NeedsInit, and the audit says why: {matches['message']}")
+    _say(f"approving the ownership migration: kubectl annotate slot/{MIGRATED} "
+         "woved.dev/ownership-migration-requested-at=demo")  # fmt: skip
+    _kubectl(kubeconfig, "annotate", "slot", MIGRATED, "-n", NAMESPACE, "--overwrite",
+             "woved.dev/ownership-migration-requested-at=demo")  # fmt: skip
+    ok = _reach(kubeconfig, {MIGRATED: ("Ready", "True")}, deadline=deadline, alive=alive)
+    last = json.loads(_kubectl(kubeconfig, "get", "slot", MIGRATED, "-n", NAMESPACE, "-o", "json"))["status"]
+    _say(f"migration: {(last.get('lastOwnershipMigration') or {}).get('message')}")
+    _say(
+        f"{MIGRATED}: NeedsInit -> diagnosed -> migration approved -> Ready" if ok else f"{MIGRATED} did not turn Ready"
+    )
+    return ok
 
 
 def _free_port() -> int:
@@ -182,18 +238,10 @@ def main() -> int:
     ok = False
     try:
         deadline = time.monotonic() + args.timeout
-        seen: dict[str, tuple[str, str]] = {}
-        while time.monotonic() < deadline and operator.alive():
-            seen = _outcomes(kubeconfig)
-            if all(seen.get(name) == expected for name, expected in EXPECTED.items()):
-                ok = True
-                break
-            time.sleep(1)
-        print(_kubectl(kubeconfig, "get", "slots", "-n", NAMESPACE, "-o", "wide"), flush=True)
-        for name, expected in EXPECTED.items():
-            if seen.get(name) != expected:
-                _say(f"{name}: expected phase/ProbeSucceeded {expected}, got {seen.get(name)}")
+        ok = _reach(kubeconfig, EXPECTED, deadline=deadline, alive=operator.alive)
         _say("every example reached its expected verdict" if ok else "some examples did not reach their verdict")
+        if ok:
+            ok = _migrate(kubeconfig, deadline=deadline, alive=operator.alive)
         if args.keep_running:
             _say(f"running; try: export KUBECONFIG={kubeconfig}; kubectl get slots -A -w   (Ctrl-C to stop)")
             signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -33,6 +33,8 @@ from devcluster import build, oci
 REPO = pathlib.Path(__file__).resolve().parent.parent
 IMAGE = "localhost/slot-operator:dev"
 ARCHIVE = REPO / "dist" / "slot-operator_dev.oci.tar"
+# The same operator as a directory image in the node simulator's store, running this repository's package.
+DIRECTORY_IMAGE = "local/slot-operator:repo"
 DOCKERFILE = REPO / "Dockerfile"
 # The stand-in base: Debian release and Python minor of the upstream base, from Debian's packages.
 STANDIN_SUITE = "bookworm"
@@ -50,6 +52,12 @@ HOST_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-
 
 class ImageError(RuntimeError):
     """The image could not be built; the message says which step and what to do."""
+
+
+def operator_image() -> str:
+    """The operator's image for pods in the local cluster (the ownership audit and migration): the one
+    `make image` built when there is one, else the directory image (devcluster/images/local/slot-operator)."""
+    return IMAGE if ARCHIVE.is_file() else DIRECTORY_IMAGE
 
 
 def _log(message: str) -> None:

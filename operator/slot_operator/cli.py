@@ -1,74 +1,27 @@
-"""The `slot-operator` console script (also `python -m slot_operator`)."""
+"""The `slot-operator` console script (also `python -m slot_operator`).
+
+`slot-operator [flags]` runs the operator. `slot-operator audit ...` and `slot-operator
+migrate-ownership ...` are the commands its own image runs in pods on a slot's volume
+(volume/): they start in a fraction of the operator's import time, since every probe pod
+runs the audit.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
 import sys
 from collections.abc import Sequence
 
-import kopf
-
-from slot_operator import config as config_module
-from slot_operator import standby
-from slot_operator.kube import leadership
-from slot_operator.metrics import Metrics
-
-logger = logging.getLogger(__name__)
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        config = config_module.parse(sys.argv[1:] if argv is None else argv, os.environ)
-        if config.leader_elect:
-            lease_namespace = leadership.default_namespace(config.leader_elect_namespace)
-    except (config_module.ConfigError, ValueError) as exc:
-        print(f"slot-operator: error: {exc}", file=sys.stderr)
-        return 2
-    kopf.configure(log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL)
-    # kopf logs every successful low-level handler call at INFO: one line per watch event. Failures still show.
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    import slot_operator.handlers  # noqa: F401 - registers the handlers with kopf
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["audit"]:
+        from slot_operator.volume import audit
 
-    # Metrics are served by every replica (a standby reports slot_operator_leader 0), like controller-runtime.
-    metrics = Metrics()
-    if config.metrics_port:
-        metrics.serve(config.metrics_port)
-    try:
-        if config.leader_elect:
-            asyncio.run(_lead(config, metrics, lease_namespace))
-        else:
-            metrics.leader.set(1)
-            asyncio.run(_operate(config, metrics))
-    except leadership.LeadershipLost as exc:
-        logger.error("%s: stopping", exc)
-        return 1
-    return 0
+        return audit.main(args[1:])
+    if args[:1] == ["migrate-ownership"]:
+        from slot_operator.volume import migrate
 
+        return migrate.main(args[1:])
+    from slot_operator import operate
 
-async def _operate(config: config_module.Config, metrics: Metrics) -> None:
-    await kopf.operator(
-        clusterwide=not config.namespaces,
-        namespaces=list(config.namespaces),
-        standalone=True,
-        liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
-        memo=kopf.Memo(config=config, metrics=metrics),
-    )
-
-
-async def _lead(config: config_module.Config, metrics: Metrics, namespace: str) -> None:
-    waiting = await standby.serve(config.health_port) if config.health_port else None
-
-    async def operate() -> None:
-        if waiting is not None:
-            await waiting.cleanup()  # kopf's health endpoint takes over the port
-        metrics.leader.set(1)
-        await _operate(config, metrics)
-
-    await leadership.run_as_leader(
-        operate,
-        namespace=namespace,
-        lease=config.leader_elect_lease,
-        holder=leadership.identity(os.environ.get("POD_NAME")),
-    )
+    return operate.main(args)

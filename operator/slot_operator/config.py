@@ -35,6 +35,11 @@ class Config:
     leader_elect_namespace: str | None = None
     leader_elect_lease: str = "slot-operator"
     workers: int = 16
+    # The operator's own image: the ownership audit in every probe pod and the ownership migration run from it
+    # (the chart sets it to the operator's image). Empty: no audit (OwnershipMatches Unknown, AuditDisabled).
+    audit_image: str = ""
+    # The first of the migration's two keys (the second is a person's annotation on the Slot).
+    allow_ownership_migration: bool = False
 
 
 def _duration(
@@ -106,6 +111,11 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         ("leader-elect-namespace", "", "namespace of the Lease (default: $POD_NAMESPACE, else the pod's namespace)"),
         ("leader-elect-lease", defaults.leader_elect_lease, "Lease name"),
         ("workers", str(defaults.workers), "Slots reconciled concurrently"),
+        (
+            "audit-image",
+            defaults.audit_image,
+            "the operator's own image, for the ownership audit in every probe and the ownership migration",
+        ),
     )
     for name, default, text in valued:
         parser.add_argument(f"--{name}", default=env(name, default), help=f"{text} (default: %(default)s)")
@@ -115,6 +125,13 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="run only while holding a Lease, for several replicas (env SLOT_OPERATOR_LEADER_ELECT=true)",
+    )
+    parser.add_argument(
+        "--allow-ownership-migration",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the ownership migration a person requests on a Slot (root Job with CAP_CHOWN; "
+        "env SLOT_OPERATOR_ALLOW_OWNERSHIP_MIGRATION=true)",
     )
     args = parser.parse_args(list(argv))
 
@@ -144,4 +161,8 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         leader_elect_namespace=args.leader_elect_namespace or environ.get("POD_NAMESPACE") or None,
         leader_elect_lease=args.leader_elect_lease,
         workers=_int("workers", args.workers, low=1, high=256),
+        audit_image=args.audit_image.strip(),
+        allow_ownership_migration=_flag(
+            "allow-ownership-migration", args.allow_ownership_migration, env("allow-ownership-migration", "false")
+        ),
     )

@@ -60,6 +60,7 @@ class Metrics:
         self.registry = registry or prometheus_client.CollectorRegistry()
         r = self.registry
         self._published: dict[tuple[str, str], tuple[SlotView, datetime.timedelta | None]] = {}
+        self._ownership_published: dict[tuple[str, str], tuple[bool | None, datetime.datetime | None]] = {}
         # The defaults a Python exporter serves (process_*, python_gc_*, python_info), in this registry.
         prometheus_client.ProcessCollector(registry=r)
         prometheus_client.PlatformCollector(registry=r)
@@ -88,6 +89,14 @@ class Metrics:
         self.last_ready = per_slot("slot_last_ready_timestamp_seconds", "When the Slot last had a Ready verdict.")
         self.failures = per_slot(
             "slot_consecutive_probe_failures", "Probes in a row that ended without a verdict (0 after a verdict)."
+        )
+        self.ownership = per_slot(
+            "slot_ownership_matches",
+            "1 when the Slot's audited files belong to the uid/gid its image runs as, 0 when not; absent: unknown.",
+        )
+        self.credentials_modified = per_slot(
+            "slot_credentials_last_modified_timestamp_seconds",
+            "Newest modification time of the Slot's credential files, as the ownership audit saw it.",
         )
         self.results = prometheus_client.Counter(
             f"{_PREFIX}_probe_results_total",
@@ -131,6 +140,12 @@ class Metrics:
             "How long the Slot first in line for a reconcile worker has waited (0 when none waits).",
             registry=r,
         )
+        self.migrations = prometheus_client.Counter(
+            f"{_PREFIX}_ownership_migrations_total",
+            "Answered ownership migration requests by outcome (Migrated, DryRun, MigrationFailed, or why refused).",
+            ["result"],
+            registry=r,
+        )
         self.leader = prometheus_client.Gauge(
             f"{_PREFIX}_leader", "1 when this replica runs the operator (holds the Lease, or runs alone).", registry=r
         )
@@ -145,6 +160,8 @@ class Metrics:
             self.last_ready,
             self.failures,
             self.results,
+            self.ownership,
+            self.credentials_modified,
         )
         # Known label values start at 0, so the first error or probe shows in rate() and the series always exist.
         for reason in ERROR_REASONS:
@@ -176,6 +193,23 @@ class Metrics:
             else:
                 gauge.labels(*key).set(value)
 
+    def observe_ownership(
+        self, namespace: str, slot: str, *, matches: bool | None, credentials_modified: datetime.datetime | None
+    ) -> None:
+        """What the last ownership audit found (status.ownership, status.credentials); absent while unknown."""
+        values = (matches, credentials_modified)
+        if self._ownership_published.get((namespace, slot)) == values:
+            return  # as observe_slot: most reconciles change nothing
+        self._ownership_published[(namespace, slot)] = values
+        for gauge, value in (
+            (self.ownership, None if matches is None else float(matches)),
+            (self.credentials_modified, _timestamp(credentials_modified)),
+        ):
+            if value is None:
+                gauge.remove_by_labels({"namespace": namespace, "slot": slot})
+            else:
+                gauge.labels(namespace, slot).set(value)
+
     def reconcile_failed(self, *, status: int | None, reason: str) -> None:
         self.reconcile_errors.labels(reconcile_error_reason(status=status, reason=reason)).inc()
 
@@ -190,6 +224,7 @@ class Metrics:
     def forget_slot(self, namespace: str, slot: str) -> None:
         """A deleted Slot leaves no series behind."""
         self._published.pop((namespace, slot), None)
+        self._ownership_published.pop((namespace, slot), None)
         for metric in self._per_slot:
             metric.remove_by_labels({"namespace": namespace, "slot": slot})
 

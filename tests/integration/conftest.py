@@ -27,6 +27,7 @@ if _REPO not in sys.path:
 from devcluster import cluster, isolation  # noqa: E402
 from tests.integration.kubewait import NotYet, read_or_none, wait_for  # noqa: E402
 from tests.integration.operator_process import OperatorProcess  # noqa: E402
+from tests.integration.slots import OPERATOR_IMAGE  # noqa: E402
 from tools import image as image_tool  # noqa: E402
 
 SLOT_UID = 10001  # the agent images' uid/gid (docs/design.md section 1)
@@ -160,6 +161,7 @@ def operator(
 
     The namespace enforces the Pod Security "restricted" profile, so every probe Job the
     operator creates in these tests proves its pods pass it (a violating pod is never created).
+    Every probe runs the ownership audit from the operator's image, as with the chart.
     """
     client.CoreV1Api(api_client).patch_namespace(
         namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
@@ -173,7 +175,7 @@ def operator(
             kubeconfig=kube_cluster.kubeconfig,
             namespaces=[namespace],
             log_path=logs / f"{namespace}-{len(started)}.log",
-            args=["--retry-base=2s", "--retry-max=30s", *flags],
+            args=["--retry-base=2s", "--retry-max=30s", f"--audit-image={OPERATOR_IMAGE}", *flags],
         )
         started.append(process)
         return process.start()

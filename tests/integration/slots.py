@@ -11,6 +11,7 @@ from typing import Any
 from kubernetes import client
 
 from tests.integration.kubewait import wait_for
+from tools import image as image_tool
 
 GROUP, VERSION, PLURAL = "woved.dev", "v1alpha1", "slots"
 PROBE_SELECTOR = "app.kubernetes.io/managed-by=slot-operator,app.kubernetes.io/component=probe"
@@ -18,6 +19,8 @@ CODEX_IMAGE = "local/agent-shell:codex"
 CLAUDE_IMAGE = "local/agent-shell:claude"
 BROKEN_IMAGE = "local/agent-shell:broken-cli"
 AGENT_UID = AGENT_GID = 10001
+# The operator's own image in the node simulator, for the ownership audit and migration (--audit-image).
+OPERATOR_IMAGE = image_tool.operator_image()
 
 
 def create_slot(

@@ -39,6 +39,7 @@ from devcluster import build, cluster, isolation
 from tests.integration import slots, test_operator_verdicts
 from tests.integration.kubewait import NotYet, read_or_none, wait_for
 from tests.integration.operator_process import OperatorProcess
+from tools import image as image_tool
 
 pytestmark = [
     pytest.mark.integration,
@@ -51,6 +52,7 @@ pytestmark = [
 SETPRIV = shutil.which("setpriv") or "setpriv"
 CASES = ["codex-valid", "claude-valid", "codex-missing", "codex-corrupt", "codex-uid-1000-home", "codex-uid-1000-file"]
 NAMESPACE = "rootless"
+OLD_UID = 1000
 
 # Runs as the account inside its user namespace: each claim prepared exactly as the root suite does.
 PREPARE = r"""
@@ -207,9 +209,16 @@ def _kill_processes_of(name: str) -> None:
                 os.kill(int(entry.name), signal.SIGKILL)
 
 
+# The operator's image for the audit and the migration: the directory image, which runs the repository's package
+# with the account's python3 (the OCI image's unpacking needs tarfile filters, which Python 3.11.2 lacks).
+AUDIT_IMAGE = image_tool.DIRECTORY_IMAGE
+
+
 def _slot_verdicts(api: client.ApiClient, tmp_path: pathlib.Path, kubeconfig: pathlib.Path) -> None:
+    """The verdicts root gets; the ownership audit (an init container) runs in every probe pod."""
+    args = ["--retry-base=2s", f"--audit-image={AUDIT_IMAGE}"]
     operator = OperatorProcess(
-        kubeconfig=kubeconfig, namespaces=[NAMESPACE], log_path=tmp_path / "operator.log", args=["--retry-base=2s"]
+        kubeconfig=kubeconfig, namespaces=[NAMESPACE], log_path=tmp_path / "operator.log", args=args
     ).start()
     try:
         for case in CASES:
@@ -219,6 +228,23 @@ def _slot_verdicts(api: client.ApiClient, tmp_path: pathlib.Path, kubeconfig: pa
             _, _, _, phase, exit_code = test_operator_verdicts.CASES[case]
             slot = slots.wait_verdict(api, NAMESPACE, case, phase, timeout=120)
             assert slot["status"]["lastProbe"]["exitCode"] == exit_code, case
+            owned = "OwnedByOtherUser" if case.startswith("codex-uid-1000") else "OwnerMatches"
+            assert slots.condition(slot, "OwnershipMatches")["reason"] == owned, case
+    finally:
+        operator.stop()
+
+
+def _migrate(api: client.ApiClient, tmp_path: pathlib.Path, kubeconfig: pathlib.Path, case: str) -> None:
+    """The ownership migration, approved: root of the user namespace with CAP_CHOWN re-owns uid 1000's files."""
+    args = ["--retry-base=2s", f"--audit-image={AUDIT_IMAGE}", "--allow-ownership-migration"]
+    operator = OperatorProcess(
+        kubeconfig=kubeconfig, namespaces=[NAMESPACE], log_path=tmp_path / "operator-migration.log", args=args
+    ).start()
+    try:
+        request = {"metadata": {"annotations": {"woved.dev/ownership-migration-requested-at": "rootless"}}}
+        slots.patch_slot(api, NAMESPACE, case, request)
+        slot = slots.wait_verdict(api, NAMESPACE, case, "Ready", timeout=120)
+        assert slot["status"]["lastOwnershipMigration"]["reason"] == "Migrated"
     finally:
         operator.stop()
 
@@ -328,6 +354,16 @@ def test_unprivileged_account_gets_the_verdicts_root_gets(tmp_path: pathlib.Path
                 "mkdir": "EROFS",
             }
             assert snapshots() == before, "a probe changed a claim"
+
+            migrated = "codex-uid-1000-home"
+            _migrate(api, tmp_path, kubeconfig, migrated)
+            # Inside the namespace: exactly uid 1000's entries now belong to 10001, nothing else changed.
+            expected = json.loads(json.dumps(before))
+            for entry in expected[migrated].values():
+                if entry[1:3] == [OLD_UID, OLD_UID]:
+                    entry[1:3] = [10001, 10001]
+            assert expected[migrated] != before[migrated]  # type: ignore[index]
+            assert snapshots() == expected
             api.close()
         finally:
             stopped = account.run(account.python, "-m", "devcluster.cluster", "down", f"--root={root}")

@@ -91,6 +91,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "nodeSelector": {"kubernetes.io/os": "linux"}, "podAnnotations": {"a": "b"},
         "tolerations": [{"key": "k", "operator": "Exists"}],
     },
+    "ownership-migration": {"ownershipMigration": {"enabled": True},
+                            "operator": {"auditImage": "registry.example/audit:1"}},
 }  # fmt: skip
 
 
@@ -165,7 +167,8 @@ NAMESPACED_RULES = {
     ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("", "persistentvolumeclaims"): {"list", "watch"},
-    ("", "events"): {"create", "get", "patch"},
+    # list: the Job controller's FailedCreate Event on an ownership migration Job (Pod Security).
+    ("", "events"): {"create", "get", "list", "patch"},
 }
 LEASES = ("coordination.k8s.io", "leases")
 
@@ -459,20 +462,29 @@ def test_strategy_follows_replicas(rendered: dict[str, list[dict[str, Any]]]) ->
 
 def test_default_args_map_values(rendered: dict[str, list[dict[str, Any]]]) -> None:
     (container,) = deployment(rendered["default"])["spec"]["template"]["spec"]["containers"]
-    assert (
-        container["image"]
-        == "ghcr.io/woved/slot-operator:" + yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
-    )
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert container["image"] == "ghcr.io/woved/slot-operator:" + app_version
     assert container["args"] == [
         "--default-interval=6h", "--default-timeout=2m", "--max-concurrent-probes=10", "--job-ttl=1h",
         "--retry-base=10s", "--retry-max=10m", "--workers=16", "--metrics-port=8080", "--health-port=8081",
-        "--log-format=json",
+        "--log-format=json", "--audit-image=ghcr.io/woved/slot-operator:" + app_version,
         "--leader-elect", f"--leader-elect-namespace={NAMESPACE}", f"--leader-elect-lease={RELEASE}-slot-operator",
     ]  # fmt: skip
     assert container["env"] == [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
+
+
+def test_ownership_migration_is_off_unless_enabled(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """The first of the migration's two keys is the chart value; the audit image is the operator's by default."""
+    for scenario in SCENARIOS:
+        (container,) = deployment(rendered[scenario])["spec"]["template"]["spec"]["containers"]
+        enabled = SCENARIOS[scenario].get("ownershipMigration", {}).get("enabled", False)
+        assert ("--allow-ownership-migration" in container["args"]) is enabled, scenario
+        (audit,) = [a for a in container["args"] if a.startswith("--audit-image=")]
+        expected = SCENARIOS[scenario].get("operator", {}).get("auditImage") or container["image"]
+        assert audit == f"--audit-image={expected}", scenario
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

@@ -195,3 +195,15 @@ def test_namespaces_from_flags_are_stripped_deduplicated_and_sorted() -> None:
 def test_empty_namespace_values_mean_all_namespaces() -> None:
     assert parse(["--namespace="], {}).namespaces == ()
     assert parse([], {"SLOT_OPERATOR_NAMESPACES": " , "}).namespaces == ()
+
+
+def test_ownership_flags() -> None:
+    """The audit image and the first key of the migration: off unless asked for, by flag or environment."""
+    assert (parse([], {}).audit_image, parse([], {}).allow_ownership_migration) == ("", False)
+    config = parse(["--audit-image", " ghcr.io/woved/slot-operator:1 ", "--allow-ownership-migration"], {})
+    assert (config.audit_image, config.allow_ownership_migration) == ("ghcr.io/woved/slot-operator:1", True)
+    env = {"SLOT_OPERATOR_AUDIT_IMAGE": "img:2", "SLOT_OPERATOR_ALLOW_OWNERSHIP_MIGRATION": "true"}
+    assert parse([], env).allow_ownership_migration is True
+    assert parse(["--no-allow-ownership-migration"], env).allow_ownership_migration is False
+    with pytest.raises(ConfigError, match="--allow-ownership-migration: expected true or false, got 'maybe'"):
+        parse([], {"SLOT_OPERATOR_ALLOW_OWNERSHIP_MIGRATION": "maybe"})

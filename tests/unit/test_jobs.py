@@ -14,6 +14,7 @@ from slot_operator.logic.spec import SlotSpec, parse_spec
 from slot_operator.logic.verdict import FailureReason
 
 UID = "6f1c2a8e-3b7d-4e59-9a1f-0c2d4e6f8a10"
+AUDIT_IMAGE = "ghcr.io/woved/slot-operator:0.2.0"
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -34,6 +35,7 @@ def build(spec: SlotSpec | None = None, *, node: str | None = None, **overrides:
         "spec": spec or make_spec(),
         "node": node,
         "ttl": datetime.timedelta(hours=1),
+        "audit_image": AUDIT_IMAGE,
     }
     args.update(overrides)
     return jobs.build_probe_job(**args)
@@ -251,13 +253,16 @@ def test_pod_security(uid: int, gid: int) -> None:
     assert pod["securityContext"]["runAsUser"] == uid
     assert pod["securityContext"]["runAsGroup"] == gid
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    sc = container(job)["securityContext"]
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc["capabilities"] == {"drop": ["ALL"]}
-    assert sc["runAsNonRoot"] is True
-    assert (sc["runAsUser"], sc["runAsGroup"]) == (uid, gid)
-    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert "privileged" not in sc or sc["privileged"] is False
+    # Every container, the ownership audit included: Pod Security "restricted" holds for the whole pod.
+    for each in [*pod["initContainers"], *pod["containers"]]:
+        sc = each["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["runAsNonRoot"] is True
+        assert sc["readOnlyRootFilesystem"] is True
+        assert (sc["runAsUser"], sc["runAsGroup"]) == (uid, gid)
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert "privileged" not in sc or sc["privileged"] is False
 
 
 def test_restricted_profile_forbidden_fields_absent() -> None:
@@ -420,3 +425,94 @@ def test_other_refusals_are_retried_and_still_name_the_field() -> None:
         FailureReason.JOB_REJECTED,
         "the API server refused the probe Job (HTTP 422): metadata.name: too long",
     )
+
+
+# --- the ownership audit (init container) and the migration Job -----------------------------------
+
+
+def test_audit_runs_first_as_the_probe_with_the_claim_read_only() -> None:
+    job = build(make_spec(mountPath="/home/agent", runAsUser=10001, runAsGroup=10002))
+    (audit,) = pod_spec(job)["initContainers"]
+    assert audit["name"] == "audit"
+    assert audit["image"] == AUDIT_IMAGE
+    assert audit["command"] == ["slot-operator", "audit", "--home=/home/agent", "--agent=codex"]
+    assert audit["volumeMounts"] == [{"name": "slot", "mountPath": "/home/agent", "readOnly": True}]
+    assert audit["terminationMessagePolicy"] == "File"  # the report is the termination message
+    assert "env" not in audit  # nothing of spec.env: the audit is independent of the agent image
+    # The probe itself is unchanged and still the only regular container.
+    assert container(job)["name"] == "probe"
+
+
+def test_no_audit_image_means_no_init_container() -> None:
+    assert "initContainers" not in pod_spec(build(audit_image=None))
+
+
+def test_audit_fields_that_come_from_the_slot_are_named() -> None:
+    assert jobs.slot_field("spec.template.spec.initContainers[0].volumeMounts[0].mountPath") == "spec.mountPath"
+    assert jobs.slot_field("spec.template.spec.initContainers[0].securityContext.runAsUser") == "spec.runAsUser"
+    assert jobs.slot_field("spec.template.spec.initContainers[0].image") is None  # the operator's: --audit-image
+
+
+def build_migration(*, dry_run: bool = False, **fields: Any) -> dict[str, Any]:
+    return jobs.build_migration_job(
+        name="codex-1-migrate-0123456789",
+        namespace="agents",
+        slot_name="codex-1",
+        slot_uid=UID,
+        request="tok-1",
+        spec=make_spec(**fields),
+        image=AUDIT_IMAGE,
+        old=(1000, 1000),
+        dry_run=dry_run,
+        ttl=datetime.timedelta(hours=1),
+    )
+
+
+def test_migration_job_is_root_with_chown_and_dac_override_only() -> None:
+    job = build_migration(runAsUser=10001, runAsGroup=10002)
+    pod = pod_spec(job)
+    (migrate,) = pod["containers"]
+    assert migrate["command"] == [
+        "slot-operator",
+        "migrate-ownership",
+        "--root=/home/codex",
+        "--from=1000:1000",
+        "--to=10001:10002",
+    ]
+    sc = migrate["securityContext"]
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE"]}
+    assert (sc["runAsUser"], sc["runAsGroup"], sc["runAsNonRoot"]) == (0, 0, False)
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["privileged"] is False
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert migrate["volumeMounts"] == [{"name": "slot", "mountPath": "/home/codex", "readOnly": False}]
+    assert pod["volumes"] == [
+        {"name": "slot", "persistentVolumeClaim": {"claimName": "codex-1-home", "readOnly": False}}
+    ]
+    assert pod["automountServiceAccountToken"] is False
+    assert not set(walk_keys(job)) & {"fsGroup", "hostPath", "hostPID", "hostNetwork", "nodeName"}
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "ownership-migration"
+    assert job["metadata"]["annotations"] == {
+        "woved.dev/slot": "codex-1",
+        "woved.dev/ownership-migration-request": "tok-1",
+    }
+    assert job["metadata"]["ownerReferences"][0]["uid"] == UID
+
+
+def test_dry_run_cannot_change_an_owner() -> None:
+    pod = pod_spec(build_migration(dry_run=True))
+    (migrate,) = pod["containers"]
+    assert migrate["command"][-1] == "--dry-run"
+    assert migrate["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]}
+    assert migrate["volumeMounts"][0]["readOnly"] is True
+    assert pod["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
+
+
+def test_own_selector_covers_probes_and_migrations() -> None:
+    assert jobs.OWN_SELECTOR == (
+        "app.kubernetes.io/managed-by=slot-operator,app.kubernetes.io/component in (probe,ownership-migration)"
+    )
+    assert jobs.job_name("codex-1", UID, "t", kind="migrate").startswith("codex-1-migrate-")

@@ -84,3 +84,24 @@ def test_error_reasons_start_at_zero() -> None:
         assert f'slot_operator_reconcile_errors_total{{reason="{reason}"}} 0.0' in text
     assert "process_cpu_seconds_total" in text
     assert "python_gc_objects_collected_total" in text
+
+
+def test_ownership_series_exist_only_while_known() -> None:
+    metrics = Metrics()
+    modified = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    metrics.observe_ownership("agents", "s", matches=False, credentials_modified=modified)
+    labels = {"namespace": "agents", "slot": "s"}
+    assert metrics.registry.get_sample_value("slot_operator_slot_ownership_matches", labels) == 0
+    assert (
+        metrics.registry.get_sample_value("slot_operator_slot_credentials_last_modified_timestamp_seconds", labels)
+        == modified.timestamp()
+    )
+    metrics.observe_ownership("agents", "s", matches=None, credentials_modified=None)
+    assert metrics.registry.get_sample_value("slot_operator_slot_ownership_matches", labels) is None
+    metrics.observe_ownership("agents", "s", matches=True, credentials_modified=modified)
+    metrics.forget_slot("agents", "s")
+    assert metrics.registry.get_sample_value("slot_operator_slot_ownership_matches", labels) is None
+    assert (
+        metrics.registry.get_sample_value("slot_operator_slot_credentials_last_modified_timestamp_seconds", labels)
+        is None
+    )

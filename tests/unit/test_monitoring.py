@@ -69,6 +69,10 @@ def probed_metrics() -> Metrics:
     metrics.observe_slot(report.view(slot), interval=datetime.timedelta(hours=6))
     metrics.probe_finished("agents", "codex-1", result="Ready", verdict=True, seconds=12.0)
     metrics.observe_request("patch", "slots", 200)
+    metrics.observe_ownership(
+        "agents", "codex-1", matches=True, credentials_modified=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    )
+    metrics.migrations.labels("Migrated").inc()
     return metrics
 
 
@@ -310,5 +314,5 @@ def test_every_metric_is_documented_in_the_readme() -> None:
             name = family.name + ("_total" if family.type == "counter" else "")
             labels = {key for sample in family.samples for key in sample.labels} - {"le"}
             served[name] = (family.type, labels)
-    assert len(served) == 19
+    assert len(served) == 22
     assert documented == served

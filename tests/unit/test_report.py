@@ -214,6 +214,14 @@ def test_why_tells_the_verdict_the_message_the_events_and_the_fix() -> None:
     [
         (decided(Phase.READY), {}, "Nothing to do"),
         (decided(Phase.NEEDS_INIT), {}, "#slotneedsinit"),
+        (
+            {**decided(Phase.NEEDS_INIT), "ownership": {"expected": "10001:10001", "found": ["1000:1000"]}},
+            {},
+            "The files belong to 1000:1000, the image runs as 10001:10001: stop the pods that use the claim, then "
+            "approve the ownership migration: kubectl annotate slot -n agents s --overwrite "
+            "woved.dev/ownership-migration-requested-at=",
+        ),
+        ({**decided(Phase.NEEDS_INIT), "ownership": {"expected": "10001:10001", "found": []}}, {}, "Initialise"),
         (decided(Phase.IMAGE_BROKEN), {}, "the last Ready image"),
         (st.queued({}, generation=1, probe=probe(1), ahead=2, now=T0), {}, "#slotprobequeuenotdraining"),
         ({}, {"suspend": True}, "suspend"),

@@ -67,6 +67,7 @@ def test_failure_reason_api_strings() -> None:
         "InvalidSpec",
         "ProbeJobLost",
         "ProbeJobRejected",
+        "AuditFailed",
     }
 
 

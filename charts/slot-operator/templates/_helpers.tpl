@@ -108,10 +108,11 @@ for one thing the operator does; nothing on Secrets, no writes to claims.
   resources: [pods, persistentvolumeclaims]
   verbs: [list, watch]
 # Events on Slots (phase transitions, probe failures); a repeat bumps the count of the
-# same Event (get, after a restart, to learn its count).
+# same Event (get, after a restart, to learn its count). list: the Job controller's
+# FailedCreate Event says why an ownership migration's pod was not admitted (Pod Security).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, get, patch]
+  verbs: [create, get, list, patch]
 {{- end }}
 
 {{/*

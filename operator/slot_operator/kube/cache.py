@@ -1,4 +1,5 @@
-"""What the operator knows of the cluster: Slots, probe Jobs and pods, claims and the pods using them.
+"""What the operator knows of the cluster: Slots, its Jobs (probes, ownership migrations) and their pods, claims
+and the pods using them.
 
 Fed by one informer per kind (per watched namespace, or cluster-wide), trimmed at ingest to
 the fields the decisions read, and indexed so every lookup a reconcile makes is a dict access:
@@ -56,17 +57,24 @@ def trim_job(obj: Mapping[str, Any]) -> Object:
 
 
 def trim_probe_pod(obj: Mapping[str, Any]) -> Object:
+    """A probe's or a migration's pod: its containers' states (the audit is an init container)."""
     status = obj.get("status") or {}
     return {
         "metadata": _meta(obj, "labels", "annotations"),
         "status": {
             "phase": status.get("phase"),
             "conditions": status.get("conditions") or [],
-            "containerStatuses": [
-                {"name": c.get("name"), "state": c.get("state") or {}} for c in status.get("containerStatuses") or ()
-            ],
+            **{
+                key: [{"name": c.get("name"), "state": c.get("state") or {}} for c in status.get(key) or ()]
+                for key in ("initContainerStatuses", "containerStatuses")
+            },
         },
     }
+
+
+def is_migration(obj: Mapping[str, Any]) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return labels.get(jobs.LABEL_COMPONENT) == jobs.COMPONENT_MIGRATION
 
 
 def trim_claim(obj: Mapping[str, Any]) -> Object:
@@ -138,13 +146,13 @@ class Cache:
         }
         self._jobs = {
             ns: self._informer(
-                api, "jobs", "batch/v1", ns, trim_job, self._on_job, {"labelSelector": jobs.PROBE_SELECTOR}
+                api, "jobs", "batch/v1", ns, trim_job, self._on_job, {"labelSelector": jobs.OWN_SELECTOR}
             )
             for ns in scopes
         }
         self._probe_pods = {
             ns: self._informer(
-                api, "pods", "v1", ns, trim_probe_pod, self._on_probe_pod, {"labelSelector": jobs.PROBE_SELECTOR}
+                api, "pods", "v1", ns, trim_probe_pod, self._on_probe_pod, {"labelSelector": jobs.OWN_SELECTOR}
             )
             for ns in scopes
         }
@@ -232,7 +240,12 @@ class Cache:
         return [key for informer in self._slots.values() for key in informer.store.items]
 
     def slot_jobs(self, slot_uid: str) -> list[Object]:
-        return list((self._jobs_by_slot.get(slot_uid) or {}).values())
+        """The Slot's probe Jobs."""
+        return [job for job in (self._jobs_by_slot.get(slot_uid) or {}).values() if not is_migration(job)]
+
+    def slot_migration_jobs(self, slot_uid: str) -> list[Object]:
+        """The Slot's ownership migration Jobs."""
+        return [job for job in (self._jobs_by_slot.get(slot_uid) or {}).values() if is_migration(job)]
 
     def job_pods(self, namespace: str, job_name: str) -> list[Object]:
         return list((self._pods_by_job.get((namespace, job_name)) or {}).values())
@@ -248,7 +261,9 @@ class Cache:
         return sorted(self._slots_by_claim.get((namespace, claim)) or ())
 
     def probe_jobs(self) -> list[Object]:
-        return [job for informer in self._jobs.values() for job in informer.store.items.values()]
+        return [
+            job for informer in self._jobs.values() for job in informer.store.items.values() if not is_migration(job)
+        ]
 
     # Writes the operator made: cache the API's answer, so the watch's echo of it is no news
     def wrote_slot(self, obj: Mapping[str, Any]) -> Object:

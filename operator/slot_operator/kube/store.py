@@ -29,11 +29,12 @@ MERGE_PATCH = "application/merge-patch+json"
 
 
 class JobRejected(RuntimeError):
-    """The API server refused a probe Job: `outcome` says why, naming the Slot field."""
+    """The API server refused a Job: `outcome` says why, naming the Slot field; `error` is the answer itself."""
 
-    def __init__(self, outcome: NoVerdict) -> None:
+    def __init__(self, outcome: NoVerdict, error: ApiError) -> None:
         super().__init__(outcome.message)
         self.outcome = outcome
+        self.error = error
 
 
 class KubeStore:
@@ -69,7 +70,8 @@ class KubeStore:
             if exc.status == 409:
                 return False, await self.get_job(meta["namespace"], meta["name"])
             if 400 <= exc.status < 500 and exc.status not in (401, 429):  # 403: quota, admission
-                raise JobRejected(jobs.rejection(status=exc.status, message=exc.message, causes=exc.causes)) from None
+                outcome = jobs.rejection(status=exc.status, message=exc.message, causes=exc.causes)
+                raise JobRejected(outcome, exc) from None
             raise
         return True, created
 
@@ -86,6 +88,24 @@ class KubeStore:
                 params={"propagationPolicy": "Background"},
             )
         )
+
+    async def pod_creation_failure(self, namespace: str, job_name: str) -> str | None:
+        """Why the Job controller could not create a Job's pod (its latest FailedCreate Event), if it said so.
+
+        A Pod Security level is enforced on pods, not on the Jobs that make them: a migration Job the
+        namespace's level rejects is created, and only this Event says why its pod never appears.
+        """
+        answer = await self.api.request(
+            "list",
+            EVENTS.format(namespace=namespace),
+            resource="events",
+            params={"fieldSelector": f"involvedObject.kind=Job,involvedObject.name={job_name},reason=FailedCreate"},
+        )
+        events = sorted(
+            answer.get("items") or (),
+            key=lambda event: str(event.get("lastTimestamp") or event.get("eventTime") or ""),
+        )
+        return str(events[-1].get("message") or "") if events else None
 
     # Leases (leader election)
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:

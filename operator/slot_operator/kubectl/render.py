@@ -71,6 +71,14 @@ def suggestion(slot: Mapping[str, Any], view: report.SlotView) -> str:
         return "Fix the spec field the message names; the operator probes as soon as the spec is valid."
     if view.verdict_current and view.phase is Phase.READY:
         return "Nothing to do: the current spec was probed and is Ready."
+    owners = status.get("ownership") or {}
+    if view.verdict_current and view.phase in (Phase.NEEDS_INIT, Phase.NEEDS_REAUTH) and owners.get("found"):
+        # The ownership audit found the cause: another uid owns the files (docs/design.md §2.4).
+        return (
+            f"The files belong to {' and '.join(owners['found'])}, the image runs as {owners.get('expected')}: "
+            f"stop the pods that use the claim, then approve the ownership migration: kubectl annotate slot {ref} "
+            f'--overwrite woved.dev/ownership-migration-requested-at="$(date +%s)". ({RUNBOOK}#slotneedsinit)'
+        )
     if view.verdict_current and view.phase is Phase.NEEDS_INIT:
         return (
             "Initialise the slot: log the agent in on the volume, or, if it was written by an older image "
@@ -101,6 +109,9 @@ def suggestion(slot: Mapping[str, Any], view: report.SlotView) -> str:
                                       f"job/{job}", "slotprobesfailing"),
         FailureReason.JOB_REJECTED.value: ("The API server refused the probe Job: the message says why (quota, "
                                            "admission).", None),
+        FailureReason.AUDIT_FAILED.value: ("The ownership audit could not run: check the operator's --audit-image "
+                                           "(pullable in this namespace, its slot-operator command).",
+                                           "slotprobesfailing"),
     }  # fmt: skip
     advice, section = by_reason.get(
         view.reason, (f"Wait for the probe of the current spec, or request one: {probe}", None)

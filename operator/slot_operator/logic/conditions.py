@@ -12,7 +12,11 @@ READY = "Ready"
 STALLED = "Stalled"
 RECONCILING = "Reconciling"
 PROBE_SUCCEEDED = "ProbeSucceeded"
+OWNERSHIP_MATCHES = "OwnershipMatches"
+OWNERSHIP_MIGRATED = "OwnershipMigrated"
+# The probe's conditions, which every status carries (and GitOps tools read), then the ownership ones.
 ORDER = (READY, STALLED, RECONCILING, PROBE_SUCCEEDED)
+_RANK = {name: index for index, name in enumerate((*ORDER, OWNERSHIP_MATCHES, OWNERSHIP_MIGRATED))}
 
 
 def find(conditions: Sequence[Mapping[str, Any]], kind: str) -> Mapping[str, Any] | None:
@@ -46,5 +50,4 @@ def set_condition(
     }
     result = [dict(c) for c in conditions if c.get("type") != kind]
     result.append(updated)
-    rank = {name: index for index, name in enumerate(ORDER)}
-    return sorted(result, key=lambda c: rank.get(str(c.get("type")), len(ORDER)))
+    return sorted(result, key=lambda c: _RANK.get(str(c.get("type")), len(_RANK)))

@@ -9,7 +9,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from slot_operator.logic.outcome import PROBE_CONTAINER, NoVerdict
+from slot_operator.logic import ownership
+from slot_operator.logic.outcome import AUDIT_CONTAINER, PROBE_CONTAINER, NoVerdict
 from slot_operator.logic.spec import SCRATCH_PATH, SlotSpec
 from slot_operator.logic.verdict import VERDICT_EXIT_CODES, FailureReason
 
@@ -23,19 +24,35 @@ LABEL_SLOT_UID = f"{GROUP}/slot-uid"
 ANNOTATION_SLOT = f"{GROUP}/slot"
 ANNOTATION_GENERATION = f"{GROUP}/slot-generation"
 ANNOTATION_TRIGGER = f"{GROUP}/probe-trigger"
-PROBE_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=probe"
+COMPONENT_PROBE = "probe"
+COMPONENT_MIGRATION = "ownership-migration"
+PROBE_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={COMPONENT_PROBE}"
+# The operator's watches of Jobs and pods: its probes and its ownership migrations.
+OWN_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT} in ({COMPONENT_PROBE},{COMPONENT_MIGRATION})"
+ANNOTATION_MIGRATION_REQUEST = f"{GROUP}/ownership-migration-request"
 SLOT_VOLUME = "slot"
 TMP_VOLUME = "tmp"
 DEFAULT_RESOURCES = {
     "requests": {"cpu": "10m", "memory": "32Mi"},
     "limits": {"cpu": "500m", "memory": "256Mi"},
 }
+# The audit and the migration: one Python process walking directories.
+VOLUME_TOOL_RESOURCES = {
+    "requests": {"cpu": "10m", "memory": "32Mi"},
+    "limits": {"cpu": "500m", "memory": "128Mi"},
+}
+# A migration walks the whole volume once; longer than this and something is wrong.
+MIGRATION_DEADLINE = datetime.timedelta(minutes=10)
 # Where the parts of a probe Job come from in the Slot (build_probe_job), longest Job path first, so that a
 # refusal of the Job names the field the user wrote.
 _POD = "spec.template.spec."
 _CONTAINER = _POD + "containers[0]."
+_INIT = _POD + "initContainers[0]."
 _SLOT_FIELDS = (
     (_CONTAINER + "volumeMounts[0]", "spec.mountPath"),
+    (_INIT + "volumeMounts[0]", "spec.mountPath"),
+    (_INIT + "securityContext.runAsGroup", "spec.runAsGroup"),
+    (_INIT + "securityContext.runAsUser", "spec.runAsUser"),
     (_CONTAINER + "imagePullPolicy", "spec.imagePullPolicy"),
     (_CONTAINER + "securityContext.runAsGroup", "spec.runAsGroup"),
     (_CONTAINER + "securityContext.runAsUser", "spec.runAsUser"),
@@ -88,11 +105,93 @@ def rejection(*, status: int, message: str, causes: Sequence[tuple[str, str]]) -
 BACKOFF_LIMIT = 1
 
 
-def job_name(slot_name: str, slot_uid: str, token: str) -> str:
-    """`<slot>-probe-<hash>`: ≤63 characters (the Job controller copies it into a label)."""
+def job_name(slot_name: str, slot_uid: str, token: str, *, kind: str = "probe") -> str:
+    """`<slot>-<kind>-<hash>`: ≤63 characters (the Job controller copies it into a label)."""
     digest = hashlib.sha256(f"{slot_uid}/{token}".encode()).hexdigest()[:10]
     stem = re.sub(r"[^a-z0-9-]", "-", slot_name.lower())[:45].strip("-") or "slot"
-    return f"{stem}-probe-{digest}"
+    return f"{stem}-{kind}-{digest}"
+
+
+def _restricted(*, uid: int, gid: int) -> dict[str, Any]:
+    """A container security context that passes the Pod Security restricted profile."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": gid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _owner_references(slot_name: str, slot_uid: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Slot",
+            "name": slot_name,
+            "uid": slot_uid,
+            "controller": True,
+            # False: blocking would need update rights on slots/finalizers, and nothing waits on it.
+            "blockOwnerDeletion": False,
+        }
+    ]
+
+
+def _scheduling(pod_spec: dict[str, Any], spec: SlotSpec) -> None:
+    """The Slot's pull secrets, node selector and tolerations, which every pod on its claim gets."""
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [dict(secret) for secret in spec.image_pull_secrets]
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [dict(toleration) for toleration in spec.tolerations]
+
+
+def _job(
+    *,
+    name: str,
+    namespace: str,
+    slot_name: str,
+    slot_uid: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    policy: dict[str, Any],
+    pod_spec: dict[str, Any],
+) -> dict[str, Any]:
+    """A Job owned by its Slot (garbage-collected with it), its pods labelled and annotated like it."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": _owner_references(slot_name, slot_uid),
+        },
+        "spec": {
+            **policy,
+            "template": {
+                "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def build_audit_container(*, image: str, spec: SlotSpec) -> dict[str, Any]:
+    """The probe pod's init container: the ownership audit, as the probe's uid/gid, claim read-only."""
+    return {
+        "name": AUDIT_CONTAINER,
+        "image": image,
+        "command": ["slot-operator", "audit", f"--home={spec.mount_path}", f"--agent={spec.agent}"],
+        "volumeMounts": [{"name": SLOT_VOLUME, "mountPath": spec.mount_path, "readOnly": True}],
+        "resources": copy.deepcopy(VOLUME_TOOL_RESOURCES),
+        "terminationMessagePolicy": "File",
+        "securityContext": _restricted(uid=spec.run_as_user, gid=spec.run_as_group),
+    }
 
 
 def _node_affinity(node: str) -> dict[str, Any]:
@@ -119,9 +218,13 @@ def build_probe_job(
     spec: SlotSpec,
     node: str | None,
     ttl: datetime.timedelta,
+    audit_image: str | None,
 ) -> dict[str, Any]:
-    """A Job that runs the image's smoke test against the slot's claim, read-only, as the slot's uid/gid."""
-    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: "probe", LABEL_SLOT_UID: slot_uid}
+    """A Job that runs the image's smoke test against the slot's claim, read-only, as the slot's uid/gid.
+
+    With `audit_image`, the ownership audit runs first as an init container (docs/design.md §2.4).
+    """
+    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_PROBE, LABEL_SLOT_UID: slot_uid}
     annotations = {ANNOTATION_SLOT: slot_name, ANNOTATION_GENERATION: str(generation), ANNOTATION_TRIGGER: trigger}
     env: list[dict[str, Any]] = [
         {"name": "AGENT_MODE", "value": "smoke-test"},
@@ -139,15 +242,7 @@ def build_probe_job(
         ],
         "resources": copy.deepcopy(dict(spec.resources) or DEFAULT_RESOURCES),
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": spec.run_as_user,
-            "runAsGroup": spec.run_as_group,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _restricted(uid=spec.run_as_user, gid=spec.run_as_group),
     }
     if spec.image_pull_policy:
         container["imagePullPolicy"] = spec.image_pull_policy
@@ -169,54 +264,114 @@ def build_probe_job(
             {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}},
         ],
     }
-    if spec.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [dict(secret) for secret in spec.image_pull_secrets]
-    if spec.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.node_selector)
-    if spec.tolerations:
-        pod_spec["tolerations"] = [dict(toleration) for toleration in spec.tolerations]
+    if audit_image:
+        pod_spec["initContainers"] = [build_audit_container(image=audit_image, spec=spec)]
+    _scheduling(pod_spec, spec)
     if node:
         pod_spec["affinity"] = _node_affinity(node)
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": [
+    policy = {
+        "backoffLimit": BACKOFF_LIMIT,
+        "activeDeadlineSeconds": max(1, int(spec.timeout.total_seconds())),
+        "ttlSecondsAfterFinished": int(ttl.total_seconds()),
+        "podFailurePolicy": {
+            "rules": [
                 {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "Slot",
-                    "name": slot_name,
-                    "uid": slot_uid,
-                    "controller": True,
-                    # False: blocking would need update rights on slots/finalizers, and nothing waits on it.
-                    "blockOwnerDeletion": False,
-                }
-            ],
-        },
-        "spec": {
-            "backoffLimit": BACKOFF_LIMIT,
-            "activeDeadlineSeconds": max(1, int(spec.timeout.total_seconds())),
-            "ttlSecondsAfterFinished": int(ttl.total_seconds()),
-            "podFailurePolicy": {
-                "rules": [
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": PROBE_CONTAINER,
-                            "operator": "In",
-                            "values": list(VERDICT_EXIT_CODES),
-                        },
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": PROBE_CONTAINER,
+                        "operator": "In",
+                        "values": list(VERDICT_EXIT_CODES),
                     },
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-                ]
-            },
-            "template": {
-                "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
-                "spec": pod_spec,
-            },
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
         },
     }
+    return _job(
+        name=name,
+        namespace=namespace,
+        slot_name=slot_name,
+        slot_uid=slot_uid,
+        labels=labels,
+        annotations=annotations,
+        policy=policy,
+        pod_spec=pod_spec,
+    )
+
+
+def build_migration_job(
+    *,
+    name: str,
+    namespace: str,
+    slot_name: str,
+    slot_uid: str,
+    request: str,
+    spec: SlotSpec,
+    image: str,
+    old: ownership.Owner,
+    dry_run: bool,
+    ttl: datetime.timedelta,
+) -> dict[str, Any]:
+    """The one-shot ownership migration: re-own the entries of `old` to the Slot's runAsUser:runAsGroup.
+
+    Root with CAP_CHOWN and CAP_DAC_OVERRIDE only (Pod Security baseline admits both, restricted
+    neither), no privilege escalation, read-only root filesystem, the claim read-write. A dry run
+    mounts the claim read-only and has no CAP_CHOWN: it cannot change an owner even by mistake.
+    """
+    new = (spec.run_as_user, spec.run_as_group)
+    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_MIGRATION, LABEL_SLOT_UID: slot_uid}
+    annotations = {ANNOTATION_SLOT: slot_name, ANNOTATION_MIGRATION_REQUEST: request}
+    command = [
+        "slot-operator",
+        "migrate-ownership",
+        f"--root={spec.mount_path}",
+        f"--from={ownership.owner(*old)}",
+        f"--to={ownership.owner(*new)}",
+    ]
+    if dry_run:
+        command.append("--dry-run")
+    container = {
+        "name": ownership.MIGRATE_CONTAINER,
+        "image": image,
+        "command": command,
+        "volumeMounts": [{"name": SLOT_VOLUME, "mountPath": spec.mount_path, "readOnly": dry_run}],
+        "resources": copy.deepcopy(VOLUME_TOOL_RESOURCES),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE"] if dry_run else ["CHOWN", "DAC_OVERRIDE"]},
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            # Root: capabilities added to a non-root container never reach its effective set.
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [
+            {"name": SLOT_VOLUME, "persistentVolumeClaim": {"claimName": spec.claim_name, "readOnly": dry_run}}
+        ],
+    }
+    _scheduling(pod_spec, spec)
+    policy = {
+        "backoffLimit": 0,  # one-shot: a failed walk is reported, not repeated behind a person's back
+        "activeDeadlineSeconds": int(MIGRATION_DEADLINE.total_seconds()),
+        "ttlSecondsAfterFinished": int(ttl.total_seconds()),
+    }
+    return _job(
+        name=name,
+        namespace=namespace,
+        slot_name=slot_name,
+        slot_uid=slot_uid,
+        labels=labels,
+        annotations=annotations,
+        policy=policy,
+        pod_spec=pod_spec,
+    )

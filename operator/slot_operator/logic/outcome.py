@@ -11,10 +11,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from slot_operator.logic import timestamps
+from slot_operator.logic import ownership, timestamps
 from slot_operator.logic.verdict import FailureReason, Phase, ProbeResult, parse_result_line, phase_for_exit
 
 PROBE_CONTAINER = "probe"
+AUDIT_CONTAINER = "audit"  # the ownership audit, an init container of the probe pod
 _IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 # How kubelets report a container the runtime could not start (containerd: terminated StartError, exit 128;
 # CRI-O: waiting CreateContainerError; dockershim: RunContainerError / ContainerCannotRun).
@@ -58,9 +59,10 @@ def _condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     return None
 
 
-def _probe_status(pod: Mapping[str, Any]) -> Mapping[str, Any]:
-    for status in (pod.get("status") or {}).get("containerStatuses") or ():
-        if status.get("name") == PROBE_CONTAINER:
+def _probe_status(pod: Mapping[str, Any], *, name: str = PROBE_CONTAINER) -> Mapping[str, Any]:
+    key = "initContainerStatuses" if name == AUDIT_CONTAINER else "containerStatuses"
+    for status in (pod.get("status") or {}).get(key) or ():
+        if status.get("name") == name:
             return dict(status)
     return {}
 
@@ -85,13 +87,58 @@ def _mount_failure(pods: Sequence[Mapping[str, Any]]) -> str | None:
     the same spec fails the same way, so it is reported as InvalidSpec instead of being retried.
     """
     for pod in _newest(pods):
-        state = _probe_status(pod).get("state") or {}
-        for detail in (state.get("terminated") or {}, state.get("waiting") or {}):
+        states = [_probe_status(pod, name=name).get("state") or {} for name in (AUDIT_CONTAINER, PROBE_CONTAINER)]
+        for detail in (
+            detail for state in states for detail in (state.get("terminated"), state.get("waiting")) if detail
+        ):
             message = str(detail.get("message") or "")
             if detail.get("reason") in _START_FAILURES and "mount" in message.lower():
                 # Runtime messages nest every layer's prefix; the part worth keeping starts at the mount error.
                 start = message.lower().find("error mounting")
                 return message[start:] if start > 0 else message
+    return None
+
+
+def audit_result(pods: Sequence[Mapping[str, Any]]) -> ownership.AuditResult | None:
+    """What the ownership audit reported in the newest probe pod where it finished; None if it never did."""
+    for pod in _newest(pods):
+        terminated = (_probe_status(pod, name=AUDIT_CONTAINER).get("state") or {}).get("terminated")
+        if not terminated:
+            continue
+        if terminated.get("exitCode") != 0:
+            return ownership.AuditUnavailable(
+                reason="AuditFailed",
+                message=f"the ownership audit exited with code {terminated.get('exitCode')}: "
+                f"{str(terminated.get('message') or terminated.get('reason') or '').strip()[-200:]}",
+            )
+        return ownership.parse_report(terminated.get("message"))
+    return None
+
+
+def _audit_blocked(pods: Sequence[Mapping[str, Any]]) -> NoVerdict | None:
+    """The audit could not run, so the probe never will: its image cannot be pulled, or it failed.
+
+    The audit always exits 0 by contract; anything else is a broken operator image or command,
+    not the agent image's fault, so it is never ImageBroken.
+    """
+    for pod in _newest(pods):
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        state = _probe_status(pod, name=AUDIT_CONTAINER).get("state") or {}
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") in _IMAGE_PULL_REASONS:
+            return NoVerdict(
+                reason=FailureReason.AUDIT_FAILED,
+                message=f"the ownership audit's image (--audit-image) cannot be pulled: {waiting['reason']}: "
+                f"{waiting.get('message') or ''}".strip(),
+                stop_job=True,
+            )
+        terminated = state.get("terminated") or {}
+        if terminated and terminated.get("exitCode") != 0 and terminated.get("reason") not in _START_FAILURES:
+            result = audit_result([pod])
+            message = result.message if isinstance(result, ownership.AuditUnavailable) else "the ownership audit failed"
+            return NoVerdict(reason=FailureReason.AUDIT_FAILED, message=message, stop_job=True)
+        break
     return None
 
 
@@ -130,6 +177,13 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outco
 
     failed = _condition(job, "Failed")
     mount = _mount_failure(pods)
+    blocked = None if mount is not None else _audit_blocked(pods)
+    if blocked is not None:
+        if failed:
+            return dataclasses.replace(
+                blocked, stop_job=False, finished=timestamps.parse_time(failed.get("lastTransitionTime"))
+            )
+        return blocked
     if mount is not None:
         return NoVerdict(
             reason=FailureReason.INVALID_SPEC,

@@ -91,6 +91,9 @@ def due(
         return Trigger(kind="claim-appeared"), None
     next_time = timestamps.parse_time(status.get("nextProbeTime")) or now
     if next_time <= now:
+        migrated = (status.get("lastOwnershipMigration") or {}).get("completionTime")
+        if migrated and migrated == status.get("nextProbeTime"):
+            return Trigger(kind="ownership-migrated"), None  # set by status.migration_finished
         kind = "retry" if int(status.get("consecutiveProbeFailures") or 0) else "interval"
         return Trigger(kind=kind), None
     return None, next_time

@@ -12,11 +12,20 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from slot_operator.logic import conditions, timestamps
-from slot_operator.logic.conditions import PROBE_SUCCEEDED, READY, RECONCILING, STALLED
+from slot_operator.logic import conditions, ownership, timestamps
+from slot_operator.logic.conditions import (
+    OWNERSHIP_MATCHES,
+    OWNERSHIP_MIGRATED,
+    PROBE_SUCCEEDED,
+    READY,
+    RECONCILING,
+    STALLED,
+)
 from slot_operator.logic.outcome import NoVerdict, Verdict
 from slot_operator.logic.verdict import STALLED_PHASES, FailureReason, Phase, safe_message
 
+# Verdicts a uid mismatch can cause: the credentials are invisible (65) or unreadable (66).
+_CREDENTIAL_PHASES = frozenset({Phase.NEEDS_INIT, Phase.NEEDS_REAUTH})
 # The probe's own status words, for lastProbe.result when no JSON line was captured (exit 0 logs nothing).
 _RESULT_FOR_PHASE = {
     Phase.READY: "ok",
@@ -80,6 +89,7 @@ class Activity(enum.StrEnum):
     SUSPENDED = "Suspended"
     IDLE = "Idle"
     AWAITING_PROBE = "AwaitingProbe"  # Idle, but the current generation has no verdict: a probe is due
+    MIGRATING = "MigratingOwnership"  # the ownership migration a person asked for runs (no probe meanwhile)
     INVALID_SPEC = FailureReason.INVALID_SPEC.value
 
 
@@ -239,6 +249,39 @@ def invalid_spec(status: Mapping[str, Any], *, generation: int, message: str, no
     return new
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AuditContext:
+    """The ownership audit of a probe pod, and what judging it needs (docs/design.md §2.4)."""
+
+    result: ownership.AuditResult | None  # None: no probe pod ran the audit (leave status as it is)
+    expected: ownership.Owner  # the Slot's runAsUser:runAsGroup
+    slot: str
+    migration_allowed: bool
+
+
+def _record_audit(
+    new: dict[str, Any], audit: AuditContext | None, *, job: str | None, generation: int, now: datetime.datetime
+) -> ownership.Assessment | None:
+    """status.ownership, status.credentials and OwnershipMatches from the audit, in the verdict's own write."""
+    if audit is None or audit.result is None:
+        return None
+    result = audit.result
+    if isinstance(result, ownership.AuditUnavailable):
+        new["ownership"] = ownership.unavailable_status(expected=audit.expected)
+        _set(new, OWNERSHIP_MATCHES, "Unknown", result.reason, result.message, generation, now)
+        return None
+    assessment = ownership.assess(result, expected=audit.expected)
+    new["ownership"] = ownership.ownership_status(assessment, audited_at=now, job=job)
+    new["credentials"] = ownership.credentials_status(result)
+    unseen = f"; could not look at {', '.join(result.problems)}" if result.problems else ""
+    if assessment.matches:
+        message = f"the home, {assessment.agent_directory} and the credentials are owned by {assessment.expected}"
+        _set(new, OWNERSHIP_MATCHES, "True", "OwnerMatches", message + unseen, generation, now)
+    else:
+        _set(new, OWNERSHIP_MATCHES, "False", "OwnedByOtherUser", assessment.headline() + unseen, generation, now)
+    return assessment
+
+
 def _last_probe(
     probe: ProbeRef | None,
     outcome: Verdict | NoVerdict,
@@ -267,12 +310,21 @@ def verdict(
     probe: ProbeRef,
     outcome: Verdict,
     interval: datetime.timedelta,
+    audit: AuditContext | None = None,
     now: datetime.datetime,
 ) -> dict[str, Any]:
-    """A verdict for `probe.generation`: Ready (and the phase) follow it, with that generation."""
+    """A verdict for `probe.generation`: Ready (and the phase) follow it, with that generation.
+
+    When credentials look missing or unusable and the audit found them owned by another uid, the
+    message names that cause and its fix first: the verdict stands, its explanation changes.
+    """
     new = _base(status, generation, now)
     new.pop("currentProbe", None)
     phase = outcome.phase
+    assessment = _record_audit(new, audit, job=probe.job_name, generation=generation, now=now)
+    if audit is not None and assessment is not None and not assessment.matches and phase in _CREDENTIAL_PHASES:
+        cause = ownership.explain(assessment, slot=audit.slot, migration_allowed=audit.migration_allowed)
+        outcome = dataclasses.replace(outcome, message=f"{cause}; the probe said: {outcome.message}")
     result = (
         outcome.result.status
         if outcome.result
@@ -315,11 +367,13 @@ def no_verdict(
     trigger: str,
     request: str | None,
     retry_at: datetime.datetime,
+    audit: AuditContext | None = None,
     now: datetime.datetime,
 ) -> dict[str, Any]:
     """The probe could not give a verdict: phase and Ready stay; retry at `retry_at` unless the spec is at fault."""
     new = _base(status, generation, now)
     new.pop("currentProbe", None)
+    _record_audit(new, audit, job=probe.job_name if probe else None, generation=generation, now=now)
     result = outcome.result.status if outcome.result else None
     new["lastProbe"] = _last_probe(probe, outcome, generation=generation, trigger=trigger, result=result, now=now)
     new["consecutiveProbeFailures"] = int(status.get("consecutiveProbeFailures") or 0) + 1
@@ -334,6 +388,88 @@ def no_verdict(
     activity, message = _waiting_activity(new)
     _apply_rule(new, generation=generation, activity=activity, message=message, now=now)
     return new
+
+
+def migration_started(
+    status: Mapping[str, Any], *, generation: int, migration: ownership.MigrationRef, now: datetime.datetime
+) -> dict[str, Any]:
+    """Intent first: the migration Job is named in status before it is created (a restart adopts it)."""
+    new = _base(status, generation, now)
+    new["currentOwnershipMigration"] = migration.to_status()
+    what = "dry run of the ownership migration" if migration.dry_run else "ownership migration"
+    message = (
+        f"{what} Job {migration.job_name} re-owns entries of "
+        f"{ownership.owner(*migration.old)} to {ownership.owner(*migration.new)}"
+    )
+    _set(new, OWNERSHIP_MIGRATED, "Unknown", "Running", message, generation, now)
+    _apply_rule(new, generation=generation, activity=Activity.MIGRATING, message=message, now=now)
+    return new
+
+
+def _migration_done(
+    status: Mapping[str, Any], *, generation: int, record: dict[str, Any], probe_now: bool, now: datetime.datetime
+) -> dict[str, Any]:
+    """The request answered (`record` is lastOwnershipMigration); with `probe_now`, a probe is due at once."""
+    new = _base(status, generation, now)
+    new.pop("currentOwnershipMigration", None)
+    new["lastHandledOwnershipMigrationRequest"] = record.get("request")
+    new["lastOwnershipMigration"] = record
+    state = "True" if record["reason"] == "Migrated" else "False"
+    _set(new, OWNERSHIP_MIGRATED, state, record["reason"], record["message"], generation, now)
+    if probe_now:
+        # The owners changed: the verdict on record judged the old ones (schedule.due names this trigger).
+        new["nextProbeTime"] = record["completionTime"]
+    activity, message = _waiting_activity(new)
+    _apply_rule(new, generation=generation, activity=activity, message=message, now=now)
+    return new
+
+
+def migration_refused(
+    status: Mapping[str, Any],
+    *,
+    generation: int,
+    request: ownership.MigrationRequest,
+    refusal: ownership.Refusal,
+    migration: ownership.MigrationRef | None = None,
+    now: datetime.datetime,
+) -> dict[str, Any]:
+    """The request is answered without a change: why is in OwnershipMigrated and lastOwnershipMigration."""
+    record: dict[str, Any] = (
+        migration.to_status() if migration else {"request": request.token, "dryRun": request.dry_run}
+    )
+    record.update(
+        result="Refused",
+        reason=refusal.reason,
+        message=safe_message(refusal.message, limit=1024),
+        completionTime=timestamps.format_time(now),
+    )
+    return _migration_done(status, generation=generation, record=record, probe_now=False, now=now)
+
+
+def migration_finished(
+    status: Mapping[str, Any],
+    *,
+    generation: int,
+    migration: ownership.MigrationRef,
+    done: ownership.MigrationDone,
+    now: datetime.datetime,
+) -> dict[str, Any]:
+    """The migration Job ended: its counts, and a probe at once when it changed anything."""
+    record = migration.to_status()
+    record["completionTime"] = timestamps.format_time(done.finished or now)
+    report = done.report
+    if report is None:
+        record.update(result="Failed", reason="MigrationFailed", message=safe_message(done.failure, limit=1024))
+    else:
+        record.update(changed=report.changed, skipped=report.skipped, errors=report.errors)
+        reason = "MigrationFailed" if report.errors else "DryRun" if migration.dry_run else "Migrated"
+        record.update(
+            result="Failed" if report.errors else "Succeeded",
+            reason=reason,
+            message=safe_message(ownership.migration_summary(migration, report), limit=1024),
+        )
+    changed = report is not None and report.changed > 0 and not migration.dry_run
+    return _migration_done(status, generation=generation, record=record, probe_now=changed, now=now)
 
 
 def _replacing(old: Any, new: Any) -> Any:

@@ -63,6 +63,7 @@ class FailureReason(enum.StrEnum):
     INVALID_SPEC = "InvalidSpec"
     JOB_LOST = "ProbeJobLost"
     JOB_REJECTED = "ProbeJobRejected"
+    AUDIT_FAILED = "AuditFailed"  # the ownership audit (the probe pod's init container) could not run
 
 
 def phase_for_exit(code: int) -> Phase | None:

@@ -27,9 +27,10 @@ from slot_operator.kube.api import ApiError
 from slot_operator.kube.cache import Cache, Listener
 from slot_operator.kube.informer import Key, Object
 from slot_operator.kube.store import JobRejected, KubeStore
-from slot_operator.logic import jobs, report, schedule, timestamps
+from slot_operator.logic import jobs, ownership, report, schedule, timestamps
 from slot_operator.logic import status as status_logic
-from slot_operator.logic.outcome import NoVerdict, Outcome, Running, Verdict, classify, is_finished
+from slot_operator.logic.conditions import OWNERSHIP_MATCHES, find
+from slot_operator.logic.outcome import NoVerdict, Outcome, Running, Verdict, audit_result, classify, is_finished
 from slot_operator.logic.spec import InvalidSpec, SlotSpec, parse_spec
 from slot_operator.logic.status import ProbeRef
 from slot_operator.logic.verdict import FailureReason, Phase
@@ -45,6 +46,9 @@ DEADLINE_GRACE = datetime.timedelta(seconds=30)
 ERROR_RETRY_BASE, ERROR_RETRY_MAX = 1.0, 60.0
 # After a conflicting write (409), the Slot is read afresh and reconciled again after this (doubling) delay.
 CONFLICT_RETRY_BASE, CONFLICT_RETRY_MAX = 0.05, 5.0
+# A migration Job whose pod has not appeared after this long: ask the Job controller's Events why (Pod Security).
+MIGRATION_POD_GRACE = datetime.timedelta(seconds=2)
+MIGRATION_RECHECK = datetime.timedelta(seconds=5)
 # A worker on one Slot for this long is stuck (every API call is bounded far below it): liveness fails.
 STUCK_AFTER = 300.0
 
@@ -264,6 +268,9 @@ class _Step:
         self.interval = spec.interval
         if await self._follow_probe(spec):
             return  # a probe is running: its Job's and pod's events (or the deadline wake-up) bring us back
+        if await self._follow_migration(spec) or await self._answer_migration_request(spec):
+            self.c.release(self.key)  # an ownership migration runs: no probe meanwhile, nor a place in line
+            return
         await self._schedule_next(spec)
 
     async def _invalid(self, message: str) -> None:
@@ -332,7 +339,7 @@ class _Step:
             else:
                 self.c.queue.add_after(self.key, (deadline - self.now).total_seconds())
             return True
-        await self._record(probe, outcome, spec, started=_started_at(job, probe))
+        await self._record(probe, outcome, spec, started=_started_at(job, probe), pods=pods)
         if outcome.stop_job:
             await self.c.store.delete_job(namespace, job_name)
         self._done_with(job_name)
@@ -431,6 +438,7 @@ class _Step:
             spec=spec,
             node=placement.node,
             ttl=self.c.config.job_ttl,
+            audit_image=self.c.config.audit_image or None,
         )
         try:
             created, job = await self.c.store.create_job(manifest)
@@ -464,15 +472,23 @@ class _Step:
         *,
         trigger: schedule.Trigger | None = None,
         started: datetime.datetime | None = None,
+        pods: list[Object] | None = None,
     ) -> None:
         before = self.working
         old_phase = status_logic.phase_of(before)
+        audit = self._audit(spec, outcome, pods or [])
         if isinstance(outcome, Verdict):
             assert probe is not None
             # Flux-style jitter: probes of Slots created together drift apart instead of waking together forever.
             interval = schedule.jittered(spec.interval, seed=f"{self.uid}/{probe.job_name}")
             new = status_logic.verdict(
-                before, generation=self.generation, probe=probe, outcome=outcome, interval=interval, now=self.now
+                before,
+                generation=self.generation,
+                probe=probe,
+                outcome=outcome,
+                interval=interval,
+                audit=audit,
+                now=self.now,
             )
             result = outcome.phase.value
         else:
@@ -486,6 +502,7 @@ class _Step:
                 trigger=trigger.kind if trigger else "",
                 request=trigger.request if trigger else None,
                 retry_at=retry_at,
+                audit=audit,
                 now=self.now,
             )
             result = outcome.reason.value
@@ -506,6 +523,173 @@ class _Step:
         else:
             await self._event("Warning", outcome.reason.value, outcome.message)
 
+    def _audit(self, spec: SlotSpec, outcome: Verdict | NoVerdict, pods: list[Object]) -> status_logic.AuditContext:
+        """The audit the probe pod ran (in the verdict's own write: no extra status write per probe)."""
+        config = self.c.config
+        result: ownership.AuditResult | None
+        if not config.audit_image:
+            disabled = ownership.AuditUnavailable(
+                reason="AuditDisabled", message="the operator runs without --audit-image: no ownership audit"
+            )
+            result = disabled if isinstance(outcome, Verdict) else None
+        else:
+            result = audit_result(pods)
+        return status_logic.AuditContext(
+            result=result,
+            expected=(spec.run_as_user, spec.run_as_group),
+            slot=self.key[1],
+            migration_allowed=config.allow_ownership_migration,
+        )
+
+    # Ownership migration (docs/design.md §2.4): two keys, one Job, then a probe.
+    async def _answer_migration_request(self, spec: SlotSpec) -> bool:
+        """A new migration request: refuse it, saying why, or start its Job. True once a Job runs."""
+        request = ownership.migration_request((self.slot.get("metadata") or {}).get("annotations"))
+        if request is None or request.token == self.working.get("lastHandledOwnershipMigrationRequest"):
+            return False
+        namespace = self.key[0]
+        users = sorted(
+            str((pod.get("metadata") or {}).get("name"))
+            for pod in self.cache.claim_users(namespace, spec.claim_name)
+            # The operator's own pods: this Slot's probe has finished (its pod may linger a moment).
+            if ((pod.get("metadata") or {}).get("labels") or {}).get(jobs.LABEL_MANAGED_BY) != jobs.MANAGED_BY
+        )
+        plan = ownership.plan_migration(
+            self.working,
+            expected=(spec.run_as_user, spec.run_as_group),
+            allowed=self.c.config.allow_ownership_migration,
+            users=users,
+        )
+        if isinstance(plan, ownership.Refusal):
+            await self._migration_refused(request, plan)
+            return False
+        migration = ownership.MigrationRef(
+            job_name=jobs.job_name(self.key[1], self.uid, f"migrate/{request.token}/{request.dry_run}", kind="migrate"),
+            request=request.token,
+            dry_run=request.dry_run,
+            old=plan.old,
+            new=plan.new,
+            start_time=self.now,
+        )
+        await self._write(
+            status_logic.migration_started(self.working, generation=self.generation, migration=migration, now=self.now)
+        )
+        return await self._create_migration(spec, migration)
+
+    async def _create_migration(self, spec: SlotSpec, migration: ownership.MigrationRef) -> bool:
+        manifest = jobs.build_migration_job(
+            name=migration.job_name,
+            namespace=self.key[0],
+            slot_name=self.key[1],
+            slot_uid=self.uid,
+            request=migration.request,
+            spec=spec,
+            image=self.c.config.audit_image,
+            old=migration.old,
+            dry_run=migration.dry_run,
+            ttl=self.c.config.job_ttl,
+        )
+        try:
+            created, job = await self.c.store.create_job(manifest)
+        except JobRejected as exc:
+            message = f"the API server refused the migration Job (HTTP {exc.error.status}): {exc.error.message}"
+            refusal = (
+                ownership.pod_security_refusal(exc.error.message)
+                if "PodSecurity" in exc.error.message
+                else ownership.Refusal(reason="MigrationFailed", message=message)
+            )
+            request = ownership.MigrationRequest(token=migration.request, dry_run=migration.dry_run)
+            await self._migration_refused(request, refusal, migration=migration)
+            return False
+        if job is not None:
+            self.cache.wrote_job(job)
+        logger.info(
+            "slot %s/%s: ownership migration %s %s (%s -> %s%s)",
+            *self.key,
+            migration.job_name,
+            "started" if created else "already running",
+            ownership.owner(*migration.old),
+            ownership.owner(*migration.new),
+            ", dry run" if migration.dry_run else "",
+        )
+        self.c.queue.add_after(self.key, MIGRATION_POD_GRACE.total_seconds())
+        return True
+
+    async def _follow_migration(self, spec: SlotSpec) -> bool:
+        """Follow the migration in flight: create its Job if the intent has none, record its end. True while it runs."""
+        migration = ownership.MigrationRef.from_status(self.working.get("currentOwnershipMigration"))
+        if migration is None:
+            return False
+        namespace = self.key[0]
+        job = next(
+            (j for j in self.cache.slot_migration_jobs(self.uid) if j["metadata"]["name"] == migration.job_name), None
+        )
+        if job is None:
+            return await self._create_migration(spec, migration)  # intent recorded, the Job not (yet, or deleted)
+        pods = self.cache.job_pods(namespace, migration.job_name)
+        done = ownership.migration_outcome(job, pods)
+        if done is None:
+            age = self.now - (timestamps.parse_time(job["metadata"].get("creationTimestamp")) or self.now)
+            if pods or age < MIGRATION_POD_GRACE:
+                self.c.queue.add_after(self.key, MIGRATION_RECHECK.total_seconds())
+                return True
+            failure = await self.c.store.pod_creation_failure(namespace, migration.job_name)
+            if failure is None:
+                self.c.queue.add_after(self.key, MIGRATION_RECHECK.total_seconds())
+                return True
+            refusal = (
+                ownership.pod_security_refusal(failure)
+                if "PodSecurity" in failure
+                else ownership.Refusal(
+                    reason="MigrationFailed", message=f"the Job controller could not create the pod: {failure}"
+                )
+            )
+            await self.c.store.delete_job(namespace, migration.job_name)
+            request = ownership.MigrationRequest(token=migration.request, dry_run=migration.dry_run)
+            await self._migration_refused(request, refusal, migration=migration)
+            return False
+        await self._write(
+            status_logic.migration_finished(
+                self.working, generation=self.generation, migration=migration, done=done, now=self.now
+            )
+        )
+        if done.stop_job:
+            await self.c.store.delete_job(namespace, migration.job_name)
+        last = self.working.get("lastOwnershipMigration") or {}
+        reason, message = str(last.get("reason")), str(last.get("message"))
+        self.c.metrics.migrations.labels(reason).inc()
+        kind = "Warning" if reason == "MigrationFailed" else "Normal"
+        await self._event(
+            kind,
+            {"Migrated": "OwnershipMigrated", "DryRun": "OwnershipMigrationDryRun"}.get(
+                reason, "OwnershipMigrationFailed"
+            ),
+            message,
+        )
+        logger.info("slot %s/%s: ownership migration %s: %s", *self.key, reason, message)
+        return False
+
+    async def _migration_refused(
+        self,
+        request: ownership.MigrationRequest,
+        refusal: ownership.Refusal,
+        *,
+        migration: ownership.MigrationRef | None = None,
+    ) -> None:
+        await self._write(
+            status_logic.migration_refused(
+                self.working,
+                generation=self.generation,
+                request=request,
+                refusal=refusal,
+                migration=migration,
+                now=self.now,
+            )
+        )
+        self.c.metrics.migrations.labels(refusal.reason).inc()
+        logger.info("slot %s/%s: ownership migration refused (%s): %s", *self.key, refusal.reason, refusal.message)
+        await self._event("Warning", "OwnershipMigrationRefused", f"{refusal.reason}: {refusal.message}")
+
     async def _event(self, kind: str, reason: str, message: str) -> None:
         await self.c.store.events.emit(self.slot, kind=kind, reason=reason, message=message, now=self.now)
 
@@ -522,7 +706,14 @@ class _Step:
         self._observe_metrics()
 
     def _observe_metrics(self) -> None:
-        self.c.metrics.observe_slot(report.view({**self.slot, "status": self.working}), interval=self.interval)
+        status = self.working
+        self.c.metrics.observe_slot(report.view({**self.slot, "status": status}), interval=self.interval)
+        matches = (find(status.get("conditions") or (), OWNERSHIP_MATCHES) or {}).get("status")
+        self.c.metrics.observe_ownership(
+            *self.key,
+            matches={"True": True, "False": False}.get(str(matches)),
+            credentials_modified=timestamps.parse_time((status.get("credentials") or {}).get("lastModified")),
+        )
 
 
 def _started_at(job: Mapping[str, Any], probe: ProbeRef) -> datetime.datetime:

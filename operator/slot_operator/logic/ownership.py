@@ -1,0 +1,478 @@
+"""Ownership of a slot's files: the audit report, what it means, and when a migration may run.
+
+The audit (volume/audit.py) runs in every probe pod and reports, from lstat alone, who owns the
+home root, the agent's directory and its credential files. Here it is read and judged against the
+uid/gid the image runs as (the Slot's runAsUser/runAsGroup), turned into status, and used to decide
+whether an ownership migration a person asked for may run (docs/design.md §2.4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from slot_operator.logic import timestamps
+
+REPORT_VERSION = 1
+AGENT_DIRECTORIES = {"codex": ".codex", "claude": ".claude"}
+# Files the claude image ships in ~/.claude that are not credentials (docs/design.md §1).
+CLAUDE_BASELINE = frozenset({"CLAUDE.md", "config.toml", "settings.json"})
+# The kubelet keeps 4096 bytes of a termination message; the report stays below with room to spare.
+REPORT_LIMIT = 3800
+PATH_LIMIT = 160  # characters of one path in a report or in status
+STATUS_PATHS = 10  # differing paths listed in status.ownership.paths
+MIGRATION_REQUEST_ANNOTATION = "woved.dev/ownership-migration-requested-at"
+MIGRATION_DRY_RUN_ANNOTATION = "woved.dev/ownership-migration-dry-run"
+
+Owner = tuple[int, int]
+
+
+def owner(uid: int, gid: int) -> str:
+    return f"{uid}:{gid}"
+
+
+def parse_owner(text: str) -> Owner:
+    """`UID:GID` (numbers) -> (uid, gid); ValueError naming the text otherwise."""
+    uid, sep, gid = text.partition(":")
+    if not (sep and uid.isdigit() and gid.isdigit()):
+        raise ValueError(f"expected UID:GID with numeric ids, got {text!r}")
+    return int(uid), int(gid)
+
+
+def _clip(path: str) -> str:
+    return path if len(path) <= PATH_LIMIT else path[: PATH_LIMIT - 3] + "..."
+
+
+# The audit report: built by the audit, read by the operator.
+
+
+def build_report(
+    *, agent: str, runs_as: str, entries: Sequence[list[Any]], problems: Sequence[str], truncated: bool
+) -> dict[str, Any]:
+    """The report, within REPORT_LIMIT bytes as JSON.
+
+    Totals (owners, credential count and newest mtime) cover every entry; the list of entries
+    keeps the home root, the agent directory and entries of other owners first, and says how
+    many it left out.
+    """
+    owners: dict[str, int] = {}
+    newest: int | None = None
+    files = 0
+    for row in entries:
+        key = owner(int(row[2]), int(row[3]))
+        owners[key] = owners.get(key, 0) + 1
+        if row[6]:
+            files += 1
+            newest = int(row[5]) if newest is None else max(newest, int(row[5]))
+
+    def rank(row: list[Any]) -> tuple[int, str]:
+        if str(row[0]).count("/") <= 1:  # ~ and the agent directory
+            return 0, str(row[0])
+        return (1 if owner(int(row[2]), int(row[3])) != runs_as else 2), str(row[0])
+
+    ranked = [[_clip(str(row[0])), *row[1:]] for row in sorted(entries, key=rank)]
+    report: dict[str, Any] = {
+        "v": REPORT_VERSION,
+        "agent": agent,
+        "runAs": runs_as,
+        "owners": owners,
+        "credentials": {"files": files, "newest": newest},
+        "problems": [_clip(problem) for problem in problems],
+        "truncated": truncated,
+        "entries": ranked,
+        "omitted": 0,
+    }
+    while len(json.dumps(report, separators=(",", ":"))) > REPORT_LIMIT and report["entries"]:
+        report["entries"] = report["entries"][:-1]
+        report["omitted"] += 1
+    return report
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AuditEntry:
+    path: str
+    kind: str
+    uid: int
+    gid: int
+    mode: str
+    mtime: int
+    credential: bool
+
+    @property
+    def owner(self) -> str:
+        return owner(self.uid, self.gid)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Audit:
+    """What the audit saw in one probe pod."""
+
+    agent: str
+    owners: Mapping[str, int]  # uid:gid -> entries, over every entry audited
+    entries: tuple[AuditEntry, ...]  # possibly fewer than audited (the report is bounded)
+    omitted: int
+    credential_files: int
+    credentials_modified: datetime.datetime | None
+    problems: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AuditUnavailable:
+    """The audit did not run, or its report cannot be used: OwnershipMatches is Unknown."""
+
+    reason: str  # AuditDisabled, AuditFailed
+    message: str
+
+
+AuditResult = Audit | AuditUnavailable
+
+
+def _last_json_line(text: str | None) -> str | None:
+    """The report in a termination message: its last line that opens a JSON object."""
+    return next((line for line in reversed((text or "").splitlines()) if line.strip().startswith("{")), None)
+
+
+def parse_report(text: str | None) -> AuditResult:
+    """Read the audit's termination message (the last JSON line); never raises: bad input is AuditFailed."""
+    line = _last_json_line(text)
+    if line is None:
+        return AuditUnavailable(reason="AuditFailed", message="the ownership audit left no report")
+    try:
+        data = json.loads(line)
+        if not isinstance(data, dict) or data.get("v") != REPORT_VERSION:
+            raise ValueError(f"unknown report version {data.get('v') if isinstance(data, dict) else None!r}")
+        if data.get("error"):
+            return AuditUnavailable(reason="AuditFailed", message=f"the ownership audit failed: {data['error']}")
+        entries = tuple(
+            AuditEntry(
+                path=str(row[0]),
+                kind=str(row[1]),
+                uid=int(row[2]),
+                gid=int(row[3]),
+                mode=str(row[4]),
+                mtime=int(row[5]),
+                credential=bool(row[6]),
+            )
+            for row in data.get("entries") or ()
+        )
+        owners = {str(key): int(count) for key, count in (data.get("owners") or {}).items()}
+        credentials = data.get("credentials") or {}
+        newest = credentials.get("newest")
+        return Audit(
+            agent=str(data.get("agent") or ""),
+            owners=owners,
+            entries=entries,
+            omitted=int(data.get("omitted") or 0),
+            credential_files=int(credentials.get("files") or 0),
+            credentials_modified=(
+                datetime.datetime.fromtimestamp(int(newest), datetime.UTC) if newest is not None else None
+            ),
+            problems=tuple(str(problem) for problem in data.get("problems") or ()),
+        )
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as exc:
+        return AuditUnavailable(reason="AuditFailed", message=f"the ownership audit's report cannot be read: {exc}")
+
+
+# What the audit means for a Slot.
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Assessment:
+    expected: str  # uid:gid the image runs as (runAsUser:runAsGroup)
+    foreign: tuple[str, ...]  # other owners found, most entries first
+    differing: int  # audited entries owned by someone else
+    paths: tuple[str, ...]  # some of them, the agent directory first
+    agent_directory: str  # ~/.codex or ~/.claude
+
+    @property
+    def matches(self) -> bool:
+        return not self.foreign
+
+    def headline(self) -> str:
+        """'~/.codex owned by 1000:1000, the image runs as 10001:10001' (the first differing path)."""
+        first = self.paths[0] if self.paths else "the slot"
+        by = " and ".join(self.foreign)
+        more = f" (and {self.differing - 1} more)" if self.differing > 1 else ""
+        return f"{first} owned by {by}{more}, the image runs as {self.expected}"
+
+
+def assess(audit: Audit, *, expected: Owner) -> Assessment:
+    want = owner(*expected)
+    foreign = sorted((key for key in audit.owners if key != want), key=lambda key: (-audit.owners[key], key))
+    directory = f"~/{AGENT_DIRECTORIES.get(audit.agent, '.' + audit.agent)}"
+    differing = [entry.path for entry in audit.entries if entry.owner != want]
+    # The agent directory first: that is where the credentials live, and the path a person recognises.
+    differing.sort(key=lambda path: (path != directory, path.count("/"), path))
+    return Assessment(
+        expected=want,
+        foreign=tuple(foreign),
+        differing=sum(audit.owners[key] for key in foreign),
+        paths=tuple(differing[:STATUS_PATHS]),
+        agent_directory=directory,
+    )
+
+
+def explain(assessment: Assessment, *, slot: str, migration_allowed: bool) -> str:
+    """The real cause of a NeedsInit/NeedsReauth verdict when ownership differs, and the fix."""
+    if len(assessment.foreign) > 1:
+        fix = "the ownership migration moves one owner only: fix the owners by hand"
+    elif migration_allowed:
+        fix = (
+            f"approve the ownership migration (kubectl annotate slot/{slot} {MIGRATION_REQUEST_ANNOTATION}=$(date +%s))"
+        )
+    else:
+        fix = (
+            f"approve the ownership migration (the operator needs --allow-ownership-migration), "
+            f"or chown the volume to {assessment.expected} by hand"
+        )
+    return f"{assessment.headline()}: {fix}"
+
+
+def ownership_status(assessment: Assessment, *, audited_at: datetime.datetime, job: str | None) -> dict[str, Any]:
+    """status.ownership: what the audit found, for people and for the migration's decision."""
+    foreign = ",".join(assessment.foreign)
+    summary = assessment.expected if assessment.matches else f"{foreign} (image {assessment.expected})"
+    data: dict[str, Any] = {
+        "expected": assessment.expected,
+        "found": list(assessment.foreign),
+        "differing": assessment.differing,
+        "paths": list(assessment.paths),
+        "summary": summary,
+        "auditedAt": timestamps.format_time(audited_at),
+    }
+    if job:
+        data["jobName"] = job
+    return data
+
+
+def unavailable_status(*, expected: Owner) -> dict[str, Any]:
+    """status.ownership when the audit could not tell: nothing found, so nothing to migrate from."""
+    return {"expected": owner(*expected), "summary": "unknown"}
+
+
+def credentials_status(audit: Audit) -> dict[str, Any]:
+    data: dict[str, Any] = {"files": audit.credential_files}
+    if audit.credentials_modified is not None:
+        data["lastModified"] = timestamps.format_time(audit.credentials_modified)
+    return data
+
+
+# The migration: whether it may run, and what its Job reported.
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MigrationRequest:
+    token: str
+    dry_run: bool
+
+
+def migration_request(annotations: Mapping[str, str] | None) -> MigrationRequest | None:
+    token = (annotations or {}).get(MIGRATION_REQUEST_ANNOTATION)
+    if not isinstance(token, str) or not token.strip():
+        return None
+    dry_run = str((annotations or {}).get(MIGRATION_DRY_RUN_ANNOTATION) or "").strip().lower() in ("true", "1", "yes")
+    return MigrationRequest(token=token.strip()[:128], dry_run=dry_run)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MigrationPlan:
+    old: Owner
+    new: Owner
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Refusal:
+    reason: str  # MigrationDisabled, AuditUnavailable, NothingToMigrate, SeveralOwners, ClaimInUse, PodSecurityRejected
+    message: str
+
+
+def plan_migration(
+    status: Mapping[str, Any], *, expected: Owner, allowed: bool, users: Sequence[str]
+) -> MigrationPlan | Refusal:
+    """May the migration run now, from the last audit on record and the pods that mount the claim?"""
+    if not allowed:
+        return Refusal(
+            reason="MigrationDisabled",
+            message="the operator runs without --allow-ownership-migration (chart value ownershipMigration.enabled): "
+            "nothing was changed",
+        )
+    recorded = status.get("ownership") or {}
+    want = owner(*expected)
+    if "found" not in recorded:
+        return Refusal(
+            reason="AuditUnavailable", message="no ownership audit on record: request a probe, then the migration again"
+        )
+    if recorded.get("expected") != want:
+        return Refusal(
+            reason="AuditUnavailable",
+            message=f"the last audit judged ownership against {recorded.get('expected')}, the Slot now runs as {want}: "
+            "request a probe, then the migration again",
+        )
+    found = [str(key) for key in recorded.get("found") or ()]
+    if not found:
+        return Refusal(reason="NothingToMigrate", message=f"the audited entries are already owned by {want}")
+    if len(found) > 1:
+        return Refusal(
+            reason="SeveralOwners",
+            message=f"the audit found entries owned by {' and '.join(found)}; the migration moves one owner only: "
+            f"fix the owners by hand",
+        )
+    if users:
+        return Refusal(
+            reason="ClaimInUse",
+            message=f"pod {users[0]} mounts the claim"
+            + (f" (and {len(users) - 1} more)" if len(users) > 1 else "")
+            + ": stop every pod that uses it, then request the migration again",
+        )
+    return MigrationPlan(old=parse_owner(found[0]), new=expected)
+
+
+def pod_security_refusal(message: str) -> Refusal:
+    """The Job controller could not create the migration pod because of the namespace's Pod Security level."""
+    return Refusal(
+        reason="PodSecurityRejected",
+        message=f"the namespace's Pod Security level rejects the migration pod, which needs the level baseline "
+        f"(it runs as root with CAP_CHOWN and CAP_DAC_OVERRIDE): {message}",
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MigrationReport:
+    changed: int
+    skipped: int
+    errors: int
+    other_filesystems: int
+    samples: tuple[str, ...]
+
+
+def parse_migration_report(text: str | None) -> MigrationReport | str:
+    """The migration's counts, or why there are none (its error, or an unreadable message)."""
+    line = _last_json_line(text)
+    if line is not None:
+        try:
+            data = json.loads(line)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            if data.get("error"):
+                return str(data["error"])
+            return MigrationReport(
+                changed=int(data["changed"]),
+                skipped=int(data["skipped"]),
+                errors=int(data["errors"]),
+                other_filesystems=int(data.get("otherFilesystems") or 0),
+                samples=tuple(str(sample) for sample in data.get("samples") or ()),
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            return f"unreadable report: {exc}"
+    return (text or "").strip()[-300:] or "no report"
+
+
+MIGRATE_CONTAINER = "migrate"
+_PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MigrationDone:
+    """The migration Job ended: its report, or why there is none (`failure`)."""
+
+    report: MigrationReport | None
+    failure: str | None
+    finished: datetime.datetime | None
+    stop_job: bool = False
+
+
+def _container_state(pod: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    for entry in (pod.get("status") or {}).get("containerStatuses") or ():
+        if entry.get("name") == name:
+            return dict(entry.get("state") or {})
+    return {}
+
+
+def migration_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> MigrationDone | None:
+    """What the migration Job has shown so far; None while it runs."""
+    newest = sorted(pods, key=lambda pod: str((pod.get("metadata") or {}).get("creationTimestamp") or ""))[::-1]
+    for pod in newest:
+        state = _container_state(pod, MIGRATE_CONTAINER)
+        terminated = state.get("terminated")
+        if terminated:
+            finished = timestamps.parse_time(terminated.get("finishedAt"))
+            parsed = parse_migration_report(terminated.get("message"))
+            if terminated.get("exitCode") == 0 and isinstance(parsed, MigrationReport):
+                return MigrationDone(report=parsed, failure=None, finished=finished)
+            failure = parsed if isinstance(parsed, str) else "the migration exited without finishing its walk"
+            return MigrationDone(
+                report=None, failure=f"exit code {terminated.get('exitCode')}: {failure}", finished=finished
+            )
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") in _PULL_FAILURES:
+            return MigrationDone(
+                report=None,
+                failure=f"{waiting['reason']}: {waiting.get('message') or 'the operator image cannot be pulled'}",
+                finished=None,
+                stop_job=True,
+            )
+    for condition in (job.get("status") or {}).get("conditions") or ():
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            detail = f"{condition.get('reason')}: {condition.get('message') or ''}".strip(": ")
+            return MigrationDone(
+                report=None,
+                failure=f"the migration Job failed: {detail}",
+                finished=timestamps.parse_time(condition.get("lastTransitionTime")),
+            )
+    return None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MigrationRef:
+    """The migration in flight, as recorded in status.currentOwnershipMigration before its Job is created."""
+
+    job_name: str
+    request: str
+    dry_run: bool
+    old: Owner
+    new: Owner
+    start_time: datetime.datetime
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "jobName": self.job_name,
+            "request": self.request,
+            "dryRun": self.dry_run,
+            "from": owner(*self.old),
+            "to": owner(*self.new),
+            "startTime": timestamps.format_time(self.start_time),
+        }
+
+    @classmethod
+    def from_status(cls, data: Mapping[str, Any] | None) -> MigrationRef | None:
+        if not data or not data.get("jobName"):
+            return None
+        try:
+            old, new = parse_owner(str(data.get("from"))), parse_owner(str(data.get("to")))
+        except ValueError:
+            return None
+        return cls(
+            job_name=str(data["jobName"]),
+            request=str(data.get("request") or ""),
+            dry_run=bool(data.get("dryRun")),
+            old=old,
+            new=new,
+            start_time=timestamps.parse_time(data.get("startTime")) or datetime.datetime.fromtimestamp(0, datetime.UTC),
+        )
+
+
+def migration_summary(ref: MigrationRef, report: MigrationReport) -> str:
+    """One line for the condition and the Event: what changed (or would), what was left alone."""
+    verb = "would re-own" if ref.dry_run else "re-owned"
+    text = (
+        f"{verb} {report.changed} entries from {owner(*ref.old)} to {owner(*ref.new)}; "
+        f"left {report.skipped} of other owners alone"
+    )
+    if report.other_filesystems:
+        text += f", did not enter {report.other_filesystems} other filesystem(s)"
+    if report.errors:
+        text += f"; {report.errors} error(s): {'; '.join(report.samples)}"
+    return text + ("; dry run: nothing was changed" if ref.dry_run else "")
