@@ -10,6 +10,7 @@ are read (what buildah, docker and skopeo write by default).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gzip
 import json
@@ -176,6 +177,10 @@ def flatten(image: OciImage) -> dict[str, tarfile.TarInfo]:
     return tree
 
 
+# Newer Pythons warn without an explicit filter (and 3.14 changes the default); ours ran already.
+_TRUSTED: dict[str, str] = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+
+
 def _inside(root: str, path: str) -> bool:
     return path == root or path.startswith(root + os.sep)
 
@@ -209,7 +214,9 @@ def unpack(image: OciImage, dest: pathlib.Path) -> None:
             raise OciError(f"{image.archive}: hard link {member.name!r} points outside the root filesystem")
         if member.isdir():
             directory_modes[member.name] = stat.S_IMODE(member.mode)
-            return member.replace(mode=member.mode | stat.S_IRWXU, deep=False)
+            writable = copy.copy(member)
+            writable.mode = member.mode | stat.S_IRWXU
+            return writable
         return member
 
     for layer in iter_layers(image):
@@ -231,7 +238,11 @@ def unpack(image: OciImage, dest: pathlib.Path) -> None:
                 # A file replacing a directory (or the reverse) replaces it whole, as overlayfs shows it.
                 if (existing.is_symlink() or existing.exists()) and not (member.isdir() and existing.is_dir()):
                     _remove(existing)
-                layer.extract(member, root, set_attrs=True, filter=check)
+                # `check` does what tarfile's extraction filters do (Python 3.11.4+, absent before): run it
+                # here, so any Python 3.11 unpacks the same way.
+                checked = check(member, root)
+                if checked is not None:
+                    layer.extract(checked, root, set_attrs=True, **_TRUSTED)
                 added.add(path)
     for name, mode in sorted(directory_modes.items(), key=lambda item: -item[0].count("/")):
         made = pathlib.Path(root, name)
