@@ -132,7 +132,7 @@ def test_every_alert_is_tested_firing_and_quiet(shipped: list[dict[str, Any]]) -
         for check in case["alert_rule_test"]:
             (firing if check["exp_alerts"] else quiet).add(check["alertname"])
     shipped_alerts = set(monitoring.alerts(monitoring.rule_groups(shipped)))
-    assert len(shipped_alerts) == 12
+    assert len(shipped_alerts) == 14
     assert shipped_alerts == firing, "every alert has a case where it fires"
     assert shipped_alerts <= quiet, "every alert has a case where it stays quiet"
 
@@ -184,7 +184,7 @@ def test_alert_values_are_wired(tmp_path: Path) -> None:
     assert rule["metadata"]["namespace"] == monitoring.NAMESPACE
     rules = monitoring.alerts(rule["spec"]["groups"])
     assert "SlotOperatorDown" not in rules
-    assert len(rules) == 11
+    assert len(rules) == 13
     assert rules["SlotNotReady"]["for"] == "1h"
     assert rules["SlotNotReady"]["labels"] == {"severity": "page", "team": "platform"}  # severity is per alert
     assert rules["SlotProbesFailing"]["for"] == "0"
