@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -28,11 +29,34 @@ def test_a_dockerfile_without_a_base_argument_is_named() -> None:
 
 
 def test_build_command_passes_the_standin_and_the_host_ca_bundle_only_when_there_is_one() -> None:
-    plain = image.buildah_bud(base=None, labels=LABELS, ca_bundle=None)
+    plain = image.buildah_bud(tag=image.IMAGE, base=None, labels=LABELS, ca_bundle=None)
     assert not any(arg.startswith("BASE_IMAGE=") for arg in plain)
     assert "--secret" not in plain
-    standin = image.buildah_bud(base="localhost/base:1", labels=LABELS, ca_bundle=pathlib.Path("/ca.crt"))
+    standin = image.buildah_bud(
+        tag=image.IMAGE, base="localhost/base:1", labels=LABELS, ca_bundle=pathlib.Path("/ca.crt")
+    )
     assert standin[standin.index("--secret") + 1] == "id=ca-bundle,src=/ca.crt"
     assert "BASE_IMAGE=localhost/base:1" in standin
     assert {"VERSION=1.2.3", "REVISION=abc", "CREATED=2026-01-01T00:00:00Z"} <= set(standin)
     assert standin[-1] == str(image.REPO)
+
+
+@pytest.mark.parametrize("command", [image.buildah_bud, image.docker_build])
+def test_the_builder_stage_is_built_under_its_own_tag(command: Callable[..., list[str]]) -> None:
+    builder = command(tag=image.BUILDER_IMAGE, base=None, labels=LABELS, ca_bundle=None)
+    assert builder[builder.index("--target") + 1] == image.BUILDER_STAGE
+    assert builder[builder.index("--tag") + 1] == image.BUILDER_IMAGE
+    assert f"FROM base AS {image.BUILDER_STAGE}" in image.DOCKERFILE.read_text()
+    final = command(tag=image.IMAGE, base=None, labels=LABELS, ca_bundle=None)
+    assert "--target" not in final
+    assert final[final.index("--tag") + 1] == image.IMAGE
+
+
+def test_a_rebuild_supersedes_only_the_images_its_tags_moved_from() -> None:
+    before = {image.BUILDER_IMAGE: "sha256:b1", image.IMAGE: "sha256:i1"}
+    assert image.superseded(before, dict(before)) == []
+    assert image.superseded(before, {image.BUILDER_IMAGE: "sha256:b1", image.IMAGE: "sha256:i2"}) == ["sha256:i1"]
+    moved = {image.BUILDER_IMAGE: "sha256:b2", image.IMAGE: "sha256:i2"}
+    assert image.superseded(before, moved) == ["sha256:b1", "sha256:i1"]
+    # A first build replaces nothing.
+    assert image.superseded({image.BUILDER_IMAGE: None, image.IMAGE: None}, moved) == []
