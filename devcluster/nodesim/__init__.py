@@ -46,8 +46,9 @@ Simplifications (documented, deliberate): init containers run in order, each to
 completion (restarted on failure unless restartPolicy is Never), but sidecars
 (restartPolicy Always on an init container) and ephemeral containers are not
 simulated; the crash-loop back-off is 1 s doubling to
-10 s (the kubelet's 10 s to 5 min, scaled down); env `valueFrom` supports only simple
-fieldRefs and `envFrom` is skipped, both with a warning; projected tokens are written
+10 s (the kubelet's 10 s to 5 min, scaled down); env `valueFrom` supports secretKeyRef,
+configMapKeyRef (a missing one waits in CreateContainerConfigError, as the kubelet does) and
+simple fieldRefs, and `envFrom` is skipped, both with a warning; projected tokens are written
 once and not rotated; exec and gRPC probes are ignored with a warning; resources,
 tolerations, taints and events are not simulated. A subPath must
 already exist in the volume (a kubelet would create it, which would change the claim).

@@ -27,6 +27,10 @@ class VolumeNotReady(Exception):
     """A source the volume needs is missing (the kubelet keeps the container in ContainerCreating)."""
 
 
+class EnvSourceMissing(Exception):
+    """An env var's Secret/ConfigMap (or key) is missing: the kubelet's CreateContainerConfigError, its message."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Sources:
     """How the kubelet side reads what a projected volume needs from the API server."""
@@ -56,6 +60,37 @@ def _keyed(kind: str, source: JSON, data: dict[str, bytes] | None, mode: int) ->
     return files
 
 
+def _config_map_data(cm: JSON | None) -> dict[str, bytes] | None:
+    if cm is None:
+        return None
+    data = {key: value.encode() for key, value in (cm.get("data") or {}).items()}
+    return {**data, **{key: base64.b64decode(value) for key, value in (cm.get("binaryData") or {}).items()}}
+
+
+def _secret_data(secret: JSON | None) -> dict[str, bytes] | None:
+    return None if secret is None else {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+
+
+def env_value(value_from: JSON, *, namespace: str, sources: Sources) -> str | None:
+    """An env var's `secretKeyRef`/`configMapKeyRef` value as the kubelet resolves it; None when the
+    reference is optional and missing. Raises EnvSourceMissing with the kubelet's message."""
+    if "secretKeyRef" in value_from:
+        ref, kind, label = value_from["secretKeyRef"], "secret", "Secret"
+        data = _secret_data(sources.secret(ref.get("name", "")))
+    else:
+        ref, kind, label = value_from["configMapKeyRef"], "configmap", "ConfigMap"
+        data = _config_map_data(sources.config_map(ref.get("name", "")))
+    name, key = ref.get("name", ""), ref.get("key", "")
+    if data is None or key not in data:
+        if ref.get("optional"):
+            return None
+        if data is None:
+            raise EnvSourceMissing(f'{kind} "{name}" not found')
+        raise EnvSourceMissing(f"couldn't find key {key} in {label} {namespace}/{name}")
+    # Environment values are bytes on Linux: undecodable bytes pass through unchanged.
+    return data[key].decode("utf-8", "surrogateescape")
+
+
 def projected_files(volume: JSON, *, sources: Sources) -> dict[str, tuple[bytes, int]]:
     """Relative path -> (content, mode) for a pod's `projected` volume source."""
     default_mode = int(volume.get("defaultMode", DEFAULT_MODE))
@@ -66,14 +101,10 @@ def projected_files(volume: JSON, *, sources: Sources) -> dict[str, tuple[bytes,
             expiry = int(spec.get("expirationSeconds", DEFAULT_TOKEN_SECONDS))
             files[spec["path"]] = (sources.token(spec.get("audience"), expiry).encode(), default_mode)
         elif "configMap" in entry:
-            cm = sources.config_map(entry["configMap"].get("name", ""))
-            data = None if cm is None else {k: v.encode() for k, v in (cm.get("data") or {}).items()}
-            if cm is not None:
-                data = {**(data or {}), **{k: base64.b64decode(v) for k, v in (cm.get("binaryData") or {}).items()}}
+            data = _config_map_data(sources.config_map(entry["configMap"].get("name", "")))
             files.update(_keyed("configmap", entry["configMap"], data, default_mode))
         elif "secret" in entry:
-            secret = sources.secret(entry["secret"].get("name", ""))
-            data = None if secret is None else {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+            data = _secret_data(sources.secret(entry["secret"].get("name", "")))
             files.update(_keyed("secret", entry["secret"], data, default_mode))
         elif "downwardAPI" in entry:
             for item in entry["downwardAPI"].get("items") or []:

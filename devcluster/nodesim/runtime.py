@@ -154,8 +154,17 @@ class ContainerRunner:
         # The kubelet sets these for every container: with the token volume, in-cluster config works.
         host, port = self.state.kube.server
         env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"] = host, str(port)
+        sources = self.volumes.sources(pod)
         for item in c.get("env") or []:
             name = item["name"]
+            if "secretKeyRef" in item.get("valueFrom", {}) or "configMapKeyRef" in item.get("valueFrom", {}):
+                try:
+                    value = projected.env_value(item["valueFrom"], namespace=rt.namespace, sources=sources)
+                except projected.EnvSourceMissing as exc:
+                    raise Waiting("CreateContainerConfigError", str(exc)) from None
+                if value is not None:
+                    env[name] = value
+                continue
             if "valueFrom" in item:
                 ref = (item["valueFrom"].get("fieldRef") or {}).get("fieldPath", "")
                 value = projected.downward_field(pod, ref) if ref else None

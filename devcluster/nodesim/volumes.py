@@ -146,21 +146,24 @@ class Volumes:
                 f'Multi-Attach error for volume "{claim}" Volume is already used by pod(s) {", ".join(users)}',
             )
 
-    def _projected(self, pod: JSON, rt: PodRuntime, name: str, volume: JSON) -> pathlib.Path:
-        """The volume's files, written when the pod's first container starts (tokens are not rotated)."""
-        directory = rt.state_dir / "projected" / name
-        if directory.is_dir():
-            return directory
-        namespace = rt.namespace
+    def sources(self, pod: JSON) -> projected.Sources:
+        """Where the kubelet side reads a pod's ConfigMaps, Secrets, tokens and downward API fields."""
+        namespace = pod["metadata"]["namespace"]
         kube = self.state.kube
-        sources = projected.Sources(
+        return projected.Sources(
             config_map=lambda cm: kube.read_optional("configmap", namespace, cm),
             secret=lambda secret: kube.read_optional("secret", namespace, secret),
             token=lambda audience, seconds: kube.create_token(pod, audience=audience, seconds=seconds),
             field=lambda path: projected.downward_field(pod, path),
         )
+
+    def _projected(self, pod: JSON, rt: PodRuntime, name: str, volume: JSON) -> pathlib.Path:
+        """The volume's files, written when the pod's first container starts (tokens are not rotated)."""
+        directory = rt.state_dir / "projected" / name
+        if directory.is_dir():
+            return directory
         try:
-            files = projected.projected_files(volume, sources=sources)
+            files = projected.projected_files(volume, sources=self.sources(pod))
         except projected.VolumeNotReady as exc:
             raise Waiting("ContainerCreating", f'MountVolume.SetUp failed for volume "{name}": {exc}') from None
         partial = directory.with_name(f".{name}.partial")

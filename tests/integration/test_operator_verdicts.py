@@ -246,6 +246,42 @@ def test_unschedulable_probe_reports_quickly(
     assert slot["status"]["phase"] == "Pending"
 
 
+def test_env_from_a_missing_secret_reports_at_once_and_retries(
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
+    _codex_valid(claim("home"))
+    operator()
+    env = [{"name": "SMOKE_TEST_CRASH", "valueFrom": {"secretKeyRef": {"name": "probe-env", "key": "crash"}}}]
+    create_slot(api_client, namespace, "s", claim="home", timeout="10m", env=env)
+
+    # The kubelet's CreateContainerConfigError is reported long before the 10m deadline, naming the Secret.
+    slot = wait_slot(
+        api_client,
+        namespace,
+        "s",
+        lambda s: condition(s, "ProbeSucceeded").get("reason") == "ContainerConfigError",
+        timeout=60,
+        message="ContainerConfigError",
+    )
+    assert 'secret "probe-env" not found' in condition(slot, "ProbeSucceeded")["message"]
+    assert slot["status"]["phase"] == "Pending"
+    assert condition(slot, "Reconciling")["reason"] == "Retrying"
+
+    # The Secret appears: a retry finds it, and its value reaches the probe (which crashes on request).
+    client.CoreV1Api(api_client).create_namespaced_secret(
+        namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="probe-env"), string_data={"crash": "1"})
+    )
+    slot = wait_slot(
+        api_client,
+        namespace,
+        "s",
+        lambda s: condition(s, "ProbeSucceeded").get("reason") == "ProbeCrashed",
+        timeout=90,
+        message="the probe runs with the Secret's value",
+    )
+    assert "SMOKE_TEST_CRASH=1" in condition(slot, "ProbeSucceeded")["message"]
+
+
 def test_suspended_slot_is_not_probed(
     api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
 ) -> None:

@@ -265,6 +265,16 @@ def test_unschedulable_pod_is_no_verdict_and_stops_the_job() -> None:
     )
 
 
+def test_container_config_error_is_no_verdict_that_names_the_missing_object() -> None:
+    missing = waiting("CreateContainerConfigError", 'secret "codex-env" not found')
+    outcome = classify(job(), [pod(state=missing)])
+    assert outcome == NoVerdict(
+        reason=FailureReason.CONTAINER_CONFIG,
+        message='CreateContainerConfigError: secret "codex-env" not found',
+        stop_job=True,
+    )
+
+
 def test_pending_but_not_yet_unschedulable_is_running() -> None:
     scheduled = {"type": "PodScheduled", "status": "False", "reason": "SchedulerError"}
     assert classify(job(), [pod(conditions=[scheduled])]) == Running()

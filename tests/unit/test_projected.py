@@ -65,3 +65,28 @@ def test_write_files_refuses_paths_out_of_the_volume(tmp_path: pathlib.Path) -> 
     assert (tmp_path / "a" / "b").read_bytes() == b"x"
     with pytest.raises(projected.VolumeNotReady, match=r"without '\.\.'"):
         projected.write_files(tmp_path, {"../escape": (b"x", 0o600)})
+
+
+def test_env_values_from_secrets_and_config_maps() -> None:
+    sources = _sources(
+        config_maps={"cm": {"data": {"region": "eu"}, "binaryData": {"blob": base64.b64encode(b"\xff").decode()}}},
+        secrets={"s": {"data": {"token": base64.b64encode(b"t0k").decode()}}},
+    )
+
+    def value(kind: str, name: str, key: str, **extra: Any) -> str | None:
+        return projected.env_value({kind: {"name": name, "key": key, **extra}}, namespace="ns", sources=sources)
+
+    assert value("secretKeyRef", "s", "token") == "t0k"
+    assert value("configMapKeyRef", "cm", "region") == "eu"
+    assert value("configMapKeyRef", "cm", "blob").encode("utf-8", "surrogateescape") == b"\xff"
+    assert value("secretKeyRef", "absent", "k", optional=True) is None
+    assert value("configMapKeyRef", "cm", "absent", optional=True) is None
+    # The kubelet's own CreateContainerConfigError messages.
+    with pytest.raises(projected.EnvSourceMissing, match=r'^secret "absent" not found$'):
+        value("secretKeyRef", "absent", "k")
+    with pytest.raises(projected.EnvSourceMissing, match=r"^couldn't find key other in Secret ns/s$"):
+        value("secretKeyRef", "s", "other")
+    with pytest.raises(projected.EnvSourceMissing, match=r'^configmap "absent" not found$'):
+        value("configMapKeyRef", "absent", "k")
+    with pytest.raises(projected.EnvSourceMissing, match=r"^couldn't find key other in ConfigMap ns/cm$"):
+        value("configMapKeyRef", "cm", "other")

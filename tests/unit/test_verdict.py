@@ -68,6 +68,7 @@ def test_failure_reason_api_strings() -> None:
         "ProbeJobLost",
         "ProbeJobRejected",
         "AuditFailed",
+        "ContainerConfigError",
     }
 
 

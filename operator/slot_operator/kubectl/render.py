@@ -103,6 +103,9 @@ def suggestion(slot: Mapping[str, Any], view: report.SlotView) -> str:
                                            "when it is free.", None),
         FailureReason.UNSCHEDULABLE.value: ("No node fits the probe pod: check spec.nodeSelector, tolerations and "
                                             "resources against the message.", "slotprobesfailing"),
+        FailureReason.CONTAINER_CONFIG.value: ("A Secret or ConfigMap (or a key of it) that spec.env references is "
+                                               "missing: create it or fix spec.env; the probe is retried.",
+                                               "slotprobesfailing"),
         FailureReason.TIMED_OUT.value: ("The probe ran past spec.timeout (time Pending counts): raise spec.timeout "
                                         "or look at why the pod is slow.", "slotprobesfailing"),
         FailureReason.CRASHED.value: (f"The probe crashed before a check fired: kubectl logs -n {view.namespace} "

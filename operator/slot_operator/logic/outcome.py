@@ -231,6 +231,14 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outco
         scheduled = next(
             (c for c in (pod.get("status") or {}).get("conditions") or () if c.get("type") == "PodScheduled"), None
         )
+        if waiting.get("reason") == "CreateContainerConfigError":
+            # The kubelet would retry until the deadline; the missing Secret/ConfigMap is someone else's
+            # to create, so say which now and retry with backoff (a later attempt finds it).
+            return NoVerdict(
+                reason=FailureReason.CONTAINER_CONFIG,
+                message=f"CreateContainerConfigError: {waiting.get('message') or 'cannot configure the probe'}",
+                stop_job=True,
+            )
         if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
             return NoVerdict(
                 reason=FailureReason.UNSCHEDULABLE,

@@ -64,6 +64,8 @@ class FailureReason(enum.StrEnum):
     JOB_LOST = "ProbeJobLost"
     JOB_REJECTED = "ProbeJobRejected"
     AUDIT_FAILED = "AuditFailed"  # the ownership audit (the probe pod's init container) could not run
+    # The kubelet cannot build the probe container: a Secret/ConfigMap (or key) spec.env names is missing.
+    CONTAINER_CONFIG = "ContainerConfigError"
 
 
 def phase_for_exit(code: int) -> Phase | None:
