@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from devcluster import cluster
 from tests.claimdirs import snapshot
@@ -311,14 +311,24 @@ def test_ttl_after_finished_removes_job(
     core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str, ttl: int
 ) -> None:
     container = probe_container(with_claim=False, command=["true"])
-    batch.create_namespaced_job(namespace, job_body("done", pod_spec(container), ttlSecondsAfterFinished=ttl))
-    if ttl > 0:
-        job_condition(batch, namespace, "done", "Complete")
-    wait_for(
-        lambda: read_or_none(batch.read_namespaced_job, "done", namespace) is None,
-        timeout=60,
-        message=f"the TTL controller to delete the finished Job (ttl {ttl})",
-    )
+    created = batch.create_namespaced_job(namespace, job_body("done", pod_spec(container), ttlSecondsAfterFinished=ttl))
+    # A watch from the creation sees every change in order, however briefly the finished Job lives
+    # (polling can miss a Complete that lasts one second): it completes first, then it is deleted.
+    seen: list[tuple[str, bool]] = []
+    for event in watch.Watch().stream(
+        batch.list_namespaced_job,
+        namespace,
+        field_selector="metadata.name=done",
+        resource_version=created.metadata.resource_version,
+        timeout_seconds=60,
+    ):
+        conditions = event["object"].status.conditions or []
+        complete = any(c.type == "Complete" and c.status == "True" for c in conditions)
+        seen.append((event["type"], complete))
+        if event["type"] == "DELETED":
+            break
+    assert [kind for kind, _ in seen][-1:] == ["DELETED"], f"the TTL controller deletes the Job (ttl {ttl}): {seen}"
+    assert any(complete for kind, complete in seen if kind == "MODIFIED"), f"completed before deletion: {seen}"
 
 
 # ----------------------------------------------------------------- (d) image pulls
