@@ -11,12 +11,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from slot_operator.logic import ownership, timestamps
+from slot_operator.logic import ownership, podstatus, timestamps
 from slot_operator.logic.verdict import FailureReason, Phase, ProbeResult, parse_result_line, phase_for_exit
 
 PROBE_CONTAINER = "probe"
 AUDIT_CONTAINER = "audit"  # the ownership audit, an init container of the probe pod
-_IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 # How kubelets report a container the runtime could not start (containerd: terminated StartError, exit 128;
 # CRI-O: waiting CreateContainerError; dockershim: RunContainerError / ContainerCannotRun).
 _START_FAILURES = frozenset({"StartError", "CreateContainerError", "RunContainerError", "ContainerCannotRun"})
@@ -52,29 +51,14 @@ class NoVerdict:
 Outcome = Running | Verdict | NoVerdict
 
 
-def _condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    for condition in (obj.get("status") or {}).get("conditions") or ():
-        if condition.get("type") == kind and condition.get("status") == "True":
-            return dict(condition)
-    return None
-
-
-def _probe_status(pod: Mapping[str, Any], *, name: str = PROBE_CONTAINER) -> Mapping[str, Any]:
-    key = "initContainerStatuses" if name == AUDIT_CONTAINER else "containerStatuses"
-    for status in (pod.get("status") or {}).get(key) or ():
-        if status.get("name") == name:
-            return dict(status)
-    return {}
-
-
-def _newest(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return sorted(pods, key=lambda pod: str((pod.get("metadata") or {}).get("creationTimestamp") or ""), reverse=True)
+def _state(pod: Mapping[str, Any], name: str = PROBE_CONTAINER) -> Mapping[str, Any]:
+    return podstatus.container_state(pod, name, init=name == AUDIT_CONTAINER)
 
 
 def _terminated(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The most recent terminated probe container state, if any pod has one."""
-    for pod in _newest(pods):
-        state = (_probe_status(pod).get("state") or {}).get("terminated")
+    for pod in podstatus.newest(pods):
+        state = _state(pod).get("terminated")
         if state:
             return dict(state)
     return None
@@ -86,8 +70,8 @@ def _mount_failure(pods: Sequence[Mapping[str, Any]]) -> str | None:
     That is the spec's doing (spec.mountPath lands on a file, or where the runtime refuses to mount):
     the same spec fails the same way, so it is reported as InvalidSpec instead of being retried.
     """
-    for pod in _newest(pods):
-        states = [_probe_status(pod, name=name).get("state") or {} for name in (AUDIT_CONTAINER, PROBE_CONTAINER)]
+    for pod in podstatus.newest(pods):
+        states = [_state(pod, name) for name in (AUDIT_CONTAINER, PROBE_CONTAINER)]
         for detail in (
             detail for state in states for detail in (state.get("terminated"), state.get("waiting")) if detail
         ):
@@ -101,8 +85,8 @@ def _mount_failure(pods: Sequence[Mapping[str, Any]]) -> str | None:
 
 def audit_result(pods: Sequence[Mapping[str, Any]]) -> ownership.AuditResult | None:
     """What the ownership audit reported in the newest probe pod where it finished; None if it never did."""
-    for pod in _newest(pods):
-        terminated = (_probe_status(pod, name=AUDIT_CONTAINER).get("state") or {}).get("terminated")
+    for pod in podstatus.newest(pods):
+        terminated = _state(pod, AUDIT_CONTAINER).get("terminated")
         if not terminated:
             continue
         if terminated.get("exitCode") != 0:
@@ -121,12 +105,12 @@ def _audit_blocked(pods: Sequence[Mapping[str, Any]]) -> NoVerdict | None:
     The audit always exits 0 by contract; anything else is a broken operator image or command,
     not the agent image's fault, so it is never ImageBroken.
     """
-    for pod in _newest(pods):
+    for pod in podstatus.newest(pods):
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue
-        state = _probe_status(pod, name=AUDIT_CONTAINER).get("state") or {}
+        state = _state(pod, AUDIT_CONTAINER)
         waiting = state.get("waiting") or {}
-        if waiting.get("reason") in _IMAGE_PULL_REASONS:
+        if waiting.get("reason") in podstatus.IMAGE_PULL_REASONS:
             return NoVerdict(
                 reason=FailureReason.AUDIT_FAILED,
                 message=f"the ownership audit's image (--audit-image) cannot be pulled: {waiting['reason']}: "
@@ -172,10 +156,10 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outco
     finished = timestamps.parse_time(job_status.get("completionTime"))
     terminated = _terminated(pods)
 
-    if _condition(job, "Complete"):
+    if podstatus.true_condition(job, "Complete"):
         return _from_exit(0, terminated or {}, finished)
 
-    failed = _condition(job, "Failed")
+    failed = podstatus.true_condition(job, "Failed")
     mount = _mount_failure(pods)
     blocked = None if mount is not None else _audit_blocked(pods)
     if blocked is not None:
@@ -214,11 +198,11 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outco
     if terminated is not None and isinstance(code, int) and phase_for_exit(code) is not None:
         return _from_exit(code, terminated, timestamps.parse_time(terminated.get("finishedAt")))
     # Look for reasons that would otherwise only surface at the deadline.
-    for pod in _newest(pods):
+    for pod in podstatus.newest(pods):
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue
-        waiting = (_probe_status(pod).get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in _IMAGE_PULL_REASONS:
+        waiting = _state(pod).get("waiting") or {}
+        if waiting.get("reason") in podstatus.IMAGE_PULL_REASONS:
             return Verdict(
                 phase=Phase.IMAGE_BROKEN,
                 exit_code=None,
@@ -228,9 +212,6 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outco
                 finished=None,
                 stop_job=True,
             )
-        scheduled = next(
-            (c for c in (pod.get("status") or {}).get("conditions") or () if c.get("type") == "PodScheduled"), None
-        )
         if waiting.get("reason") == "CreateContainerConfigError":
             # The kubelet would retry until the deadline; the missing Secret/ConfigMap is someone else's
             # to create, so say which now and retry with backoff (a later attempt finds it).
@@ -239,6 +220,9 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outco
                 message=f"CreateContainerConfigError: {waiting.get('message') or 'cannot configure the probe'}",
                 stop_job=True,
             )
+        scheduled = next(
+            (c for c in (pod.get("status") or {}).get("conditions") or () if c.get("type") == "PodScheduled"), None
+        )
         if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
             return NoVerdict(
                 reason=FailureReason.UNSCHEDULABLE,
@@ -250,4 +234,4 @@ def classify(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Outco
 
 
 def is_finished(job: Mapping[str, Any]) -> bool:
-    return bool(_condition(job, "Complete") or _condition(job, "Failed"))
+    return bool(podstatus.true_condition(job, "Complete") or podstatus.true_condition(job, "Failed"))

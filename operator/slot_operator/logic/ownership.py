@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from slot_operator.logic import timestamps
+from slot_operator.logic import podstatus, timestamps
 
 REPORT_VERSION = 1
 AGENT_DIRECTORIES = {"codex": ".codex", "claude": ".claude"}
@@ -371,7 +371,6 @@ def parse_migration_report(text: str | None) -> MigrationReport | str:
 
 
 MIGRATE_CONTAINER = "migrate"
-_PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -384,18 +383,10 @@ class MigrationDone:
     stop_job: bool = False
 
 
-def _container_state(pod: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    for entry in (pod.get("status") or {}).get("containerStatuses") or ():
-        if entry.get("name") == name:
-            return dict(entry.get("state") or {})
-    return {}
-
-
 def migration_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> MigrationDone | None:
     """What the migration Job has shown so far; None while it runs."""
-    newest = sorted(pods, key=lambda pod: str((pod.get("metadata") or {}).get("creationTimestamp") or ""))[::-1]
-    for pod in newest:
-        state = _container_state(pod, MIGRATE_CONTAINER)
+    for pod in podstatus.newest(pods):
+        state = podstatus.container_state(pod, MIGRATE_CONTAINER)
         terminated = state.get("terminated")
         if terminated:
             finished = timestamps.parse_time(terminated.get("finishedAt"))
@@ -407,22 +398,22 @@ def migration_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]])
                 report=None, failure=f"exit code {terminated.get('exitCode')}: {failure}", finished=finished
             )
         waiting = state.get("waiting") or {}
-        if waiting.get("reason") in _PULL_FAILURES:
+        if waiting.get("reason") in podstatus.IMAGE_PULL_REASONS:
             return MigrationDone(
                 report=None,
                 failure=f"{waiting['reason']}: {waiting.get('message') or 'the operator image cannot be pulled'}",
                 finished=None,
                 stop_job=True,
             )
-    for condition in (job.get("status") or {}).get("conditions") or ():
-        if condition.get("type") == "Failed" and condition.get("status") == "True":
-            detail = f"{condition.get('reason')}: {condition.get('message') or ''}".strip(": ")
-            return MigrationDone(
-                report=None,
-                failure=f"the migration Job failed: {detail}",
-                finished=timestamps.parse_time(condition.get("lastTransitionTime")),
-            )
-    return None
+    failed = podstatus.true_condition(job, "Failed")
+    if failed is None:
+        return None
+    detail = f"{failed.get('reason')}: {failed.get('message') or ''}".strip(": ")
+    return MigrationDone(
+        report=None,
+        failure=f"the migration Job failed: {detail}",
+        finished=timestamps.parse_time(failed.get("lastTransitionTime")),
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
