@@ -304,9 +304,8 @@ def superseded(before: dict[str, str | None], after: dict[str, str | None]) -> l
     return [old for tag, old in before.items() if old is not None and old != after.get(tag)]
 
 
-def remove_superseded(*, engine: str, before: dict[str, str | None]) -> None:
+def remove_superseded(*, engine: str, before: dict[str, str | None], after: dict[str, str | None]) -> None:
     """Remove the images this build replaced; one still in use elsewhere stays, with a note."""
-    after = {tag: local_image_id(engine=engine, ref=tag) for tag in before}
     for old in superseded(before, after):
         proc = subprocess.run([engine, "rmi", old], capture_output=True, text=True, check=False)
         if proc.returncode == 0:
@@ -347,10 +346,11 @@ def build_image() -> oci.OciImage:
     for tag in before:
         _run(command(tag=tag, base=base, labels=labels, ca_bundle=ca_bundle), what=f"building {tag} with {engine}")
     _log(f"built in {time.monotonic() - started:.0f}s")
-    image_id = local_image_id(engine=engine, ref=IMAGE)
+    after = {tag: local_image_id(engine=engine, ref=tag) for tag in before}
+    image_id = after[IMAGE]
     if image_id is None:
         raise ImageError(f"{engine} built {IMAGE}, but its store does not know it")
-    remove_superseded(engine=engine, before=before)
+    remove_superseded(engine=engine, before=before, after=after)
     image = write_archive(engine=engine, image_id=image_id)
     mib = 1024 * 1024
     print(

@@ -31,6 +31,10 @@ class EnvSourceMissing(Exception):
     """An env var's Secret/ConfigMap (or key) is missing: the kubelet's CreateContainerConfigError, its message."""
 
 
+class EnvSourceUnsupported(Exception):
+    """An env var's `valueFrom` the simulator does not resolve (resourceFieldRef, node-only fieldRefs)."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Sources:
     """How the kubelet side reads what a projected volume needs from the API server."""
@@ -72,14 +76,22 @@ def _secret_data(secret: JSON | None) -> dict[str, bytes] | None:
 
 
 def env_value(value_from: JSON, *, namespace: str, sources: Sources) -> str | None:
-    """An env var's `secretKeyRef`/`configMapKeyRef` value as the kubelet resolves it; None when the
-    reference is optional and missing. Raises EnvSourceMissing with the kubelet's message."""
+    """An env var's `valueFrom` as the kubelet resolves it; None when the reference is optional and
+    missing. Raises EnvSourceMissing with the kubelet's message, or EnvSourceUnsupported."""
+    if "fieldRef" in value_from:
+        path = value_from["fieldRef"].get("fieldPath", "")
+        value = sources.field(path) if path else None
+        if value is None:
+            raise EnvSourceUnsupported(f"fieldRef {path!r}")
+        return value
     if "secretKeyRef" in value_from:
         ref, kind, label = value_from["secretKeyRef"], "secret", "Secret"
         data = _secret_data(sources.secret(ref.get("name", "")))
-    else:
+    elif "configMapKeyRef" in value_from:
         ref, kind, label = value_from["configMapKeyRef"], "configmap", "ConfigMap"
         data = _config_map_data(sources.config_map(ref.get("name", "")))
+    else:
+        raise EnvSourceUnsupported(", ".join(sorted(value_from)) or "an empty valueFrom")
     name, key = ref.get("name", ""), ref.get("key", "")
     if data is None or key not in data:
         if ref.get("optional"):

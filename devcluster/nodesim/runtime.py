@@ -156,24 +156,19 @@ class ContainerRunner:
         env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"] = host, str(port)
         sources = self.volumes.sources(pod)
         for item in c.get("env") or []:
-            name = item["name"]
-            if "secretKeyRef" in item.get("valueFrom", {}) or "configMapKeyRef" in item.get("valueFrom", {}):
-                try:
-                    value = projected.env_value(item["valueFrom"], namespace=rt.namespace, sources=sources)
-                except projected.EnvSourceMissing as exc:
-                    raise Waiting("CreateContainerConfigError", str(exc)) from None
-                if value is not None:
-                    env[name] = value
+            name, source = item["name"], item.get("valueFrom")
+            if source is None:
+                env[name] = expand_vars(item.get("value", ""), env)
                 continue
-            if "valueFrom" in item:
-                ref = (item["valueFrom"].get("fieldRef") or {}).get("fieldPath", "")
-                value = projected.downward_field(pod, ref) if ref else None
-                if value is not None:
-                    env[name] = value
-                else:
-                    rt.warn_once(f"env {name}: valueFrom is not supported by the simulator; skipped")
+            try:
+                value = projected.env_value(source, namespace=rt.namespace, sources=sources)
+            except projected.EnvSourceMissing as exc:
+                raise Waiting("CreateContainerConfigError", str(exc)) from None
+            except projected.EnvSourceUnsupported as exc:
+                rt.warn_once(f"env {name}: valueFrom {exc} is not supported by the simulator; skipped")
                 continue
-            env[name] = expand_vars(item.get("value", ""), env)
+            if value is not None:
+                env[name] = value
         if c.get("envFrom"):
             rt.warn_once("envFrom is not supported by the simulator; skipped")
         env.setdefault("HOME", "/")  # what a runtime sets when the image has no passwd entry

@@ -156,16 +156,17 @@ def test_readiness_drives_ready_and_a_failing_liveness_probe_restarts(
     wait_for(ready, timeout=90, message="Ready from the readiness probe")
 
     dead_port = _free_port()  # nothing listens there: every liveness attempt fails
-    sleeper = {
-        "name": "sleeper",
+    idle = {
+        "name": "idle",
         "image": operator_image,
-        "command": ["python", "-c", "import time; time.sleep(600)"],
+        # Runs until killed: only the liveness probe ends it.
+        "command": ["python", "-c", "import signal; signal.pause()"],
         "livenessProbe": {"tcpSocket": {"port": dead_port}, "periodSeconds": 1, "failureThreshold": 2},
     }
-    core.create_namespaced_pod(namespace, _pod(namespace, "sleeper", sleeper))
+    core.create_namespaced_pod(namespace, _pod(namespace, "idle", idle))
 
     def restarted() -> Any:
-        pod = core.read_namespaced_pod("sleeper", namespace)
+        pod = core.read_namespaced_pod("idle", namespace)
         statuses = pod.status.container_statuses or []
         if statuses and statuses[0].restart_count >= 2 and statuses[0].last_state.terminated:
             return pod

@@ -90,3 +90,14 @@ def test_env_values_from_secrets_and_config_maps() -> None:
         value("configMapKeyRef", "absent", "k")
     with pytest.raises(projected.EnvSourceMissing, match=r"^couldn't find key other in ConfigMap ns/cm$"):
         value("configMapKeyRef", "cm", "other")
+
+
+def test_env_values_from_fields_and_what_is_not_simulated() -> None:
+    def value(source: dict[str, Any]) -> str | None:
+        return projected.env_value(source, namespace="ns", sources=_sources())
+
+    assert value({"fieldRef": {"fieldPath": "metadata.name"}}) == "op-1"
+    with pytest.raises(projected.EnvSourceUnsupported, match=r"fieldRef 'status.podIPs'"):
+        value({"fieldRef": {"fieldPath": "status.podIPs"}})
+    with pytest.raises(projected.EnvSourceUnsupported, match=r"resourceFieldRef"):
+        value({"resourceFieldRef": {"resource": "limits.memory"}})
