@@ -8,6 +8,7 @@ from __future__ import annotations
 
 _DOTS = "must not contain '..' (where it leads depends on symlinks in the image), got "
 _NEEDED = ", which the container itself needs"
+_DOLLAR = "must not contain '$' (Kubernetes would expand $(VAR) in HOME but not in the mount), got "
 
 # Accepted spelling -> the path the probe mounts (and uses as HOME).
 ACCEPTED: dict[str, str] = {
@@ -47,4 +48,6 @@ REJECTED: dict[str, str] = {
     "/run": "/run is under /run" + _NEEDED,
     "/bin/": "/bin/ is under /bin" + _NEEDED,
     "/lib64/x": "/lib64/x is under /lib64" + _NEEDED,
+    "/home/$(AGENT)": _DOLLAR + "/home/$(AGENT)",
+    "/home/codex$": _DOLLAR + "/home/codex$",
 }

@@ -56,6 +56,6 @@ def test_optional_fields_with_operator_defaults_say_so() -> None:
         "spec.mountPath": "Default /home/<agent>",
         "spec.interval": "--default-interval",
         "spec.timeout": "--default-timeout",
-        "spec.resources": "Default requests cpu 10m",
+        "spec.resources": "merged key by key with the defaults",
     }.items():
         assert default in " ".join(SPEC_FIELDS[path]["description"].split()), path

@@ -280,9 +280,43 @@ def test_default_resources_are_small() -> None:
     }
 
 
-def test_spec_resources_replace_defaults() -> None:
+def test_spec_resources_merge_with_the_defaults_key_by_key() -> None:
     resources = {"requests": {"cpu": "50m"}, "limits": {"memory": "128Mi"}}
-    assert container(build(make_spec(resources=resources)))["resources"] == resources
+    assert container(build(make_spec(resources=resources)))["resources"] == {
+        "requests": {"cpu": "50m", "memory": "32Mi"},
+        "limits": {"cpu": "500m", "memory": "128Mi"},
+    }
+
+
+def _resources(requests: dict[str, str], limits: dict[str, str]) -> dict[str, Any]:
+    return {"requests": requests, "limits": limits}
+
+
+@pytest.mark.parametrize(
+    ("requested", "expected"),
+    [
+        # A request above the default limit raises that limit to it (a partial spec never makes request > limit).
+        (
+            {"requests": {"memory": "1Gi"}},
+            _resources({"cpu": "10m", "memory": "1Gi"}, {"cpu": "500m", "memory": "1Gi"}),
+        ),
+        ({"requests": {"cpu": "2"}}, _resources({"cpu": "2", "memory": "32Mi"}, {"cpu": "2", "memory": "256Mi"})),
+        # A limit below the default request lowers that request to it.
+        ({"limits": {"cpu": "5m"}}, _resources({"cpu": "5m", "memory": "32Mi"}, {"cpu": "5m", "memory": "256Mi"})),
+        # Both given and inconsistent: left for the API server (and the CRD rule) to refuse, naming the field.
+        (
+            {"requests": {"memory": "1Gi"}, "limits": {"memory": "1Mi"}},
+            _resources({"cpu": "10m", "memory": "1Gi"}, {"cpu": "500m", "memory": "1Mi"}),
+        ),
+        # Other resources pass through; an unparseable value is kept for the API server to name.
+        (
+            {"limits": {"ephemeral-storage": "1G"}, "requests": {"cpu": "bad"}},
+            _resources({"cpu": "bad", "memory": "32Mi"}, {"cpu": "500m", "memory": "256Mi", "ephemeral-storage": "1G"}),
+        ),
+    ],
+)
+def test_partial_resources_keep_the_default_limits(requested: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert jobs.probe_resources(requested) == expected
 
 
 def test_no_node_means_no_affinity() -> None:

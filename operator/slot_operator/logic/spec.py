@@ -98,6 +98,11 @@ def normalise_mount_path(raw: object) -> str:
     """
     if not isinstance(raw, str) or not raw.startswith("/"):
         raise InvalidSpec(f"spec.mountPath: must be an absolute path (starting with /), got {raw}")
+    if "$" in raw:
+        raise InvalidSpec(
+            f"spec.mountPath: must not contain '$' (Kubernetes would expand $(VAR) in HOME but not in the mount), "
+            f"got {raw}"
+        )
     parts = raw.split("/")
     if ".." in parts:
         raise InvalidSpec(
