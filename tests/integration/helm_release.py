@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.integration.kubewait import NotYet, wait_for
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "slot-operator"
@@ -112,6 +116,42 @@ class Release:
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         names = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--leader-elect-lease=")]
         return names[0] if names else None
+
+    @property
+    def admission_policy(self) -> str | None:
+        """The name of the release's ValidatingAdmissionPolicy (docs/security.md); None when not rendered."""
+        names = [d["metadata"]["name"] for d in self.manifest if d["kind"] == "ValidatingAdmissionPolicy"]
+        return names[0] if names else None
+
+
+def policy_refusal(exc: ApiException | None, policy: str) -> bool:
+    """A refusal by `policy` (403, its name in the message), not by RBAC or the API's own validation."""
+    if exc is None or exc.status != 403:
+        return False
+    return f"ValidatingAdmissionPolicy '{policy}'" in str(json.loads(exc.body)["message"])
+
+
+def wait_policy_in_force(jobs_api: client.BatchV1Api, namespace: str, policy: str) -> None:
+    """Wait until `policy` judges the ServiceAccount `jobs_api` authenticates as, in `namespace`.
+
+    Its binding reaches the API server's admission asynchronously, as a RoleBinding reaches the
+    authorizer: a Job the operator would never make (not its labels) is tried, dry run, until
+    the policy refuses it.
+    """
+    stranger = {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"generateName": "policy-check-", "labels": {"app": "policy-check"}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "none"}]}}},
+    }  # fmt: skip
+
+    def refused() -> bool | NotYet:
+        try:
+            jobs_api.create_namespaced_job(namespace, stranger, dry_run="All")
+        except ApiException as exc:
+            return policy_refusal(exc, policy) or NotYet(exc)
+        return NotYet("admitted")
+
+    wait_for(refused, timeout=60, message=f"ValidatingAdmissionPolicy {policy} to judge the operator's token")
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client, config
 
 from tests.integration.helm_release import (
     CommandError,
@@ -29,6 +30,7 @@ from tests.integration.helm_release import (
     installed_chart,
     kubectl,
     server_version,
+    wait_policy_in_force,
 )
 from tests.integration.kubewait import wait_for
 from tests.integration.operator_process import OperatorProcess
@@ -321,6 +323,13 @@ def test_every_phase_with_only_the_chart_permissions(
             args += ["--leader-elect", f"--leader-elect-namespace={namespace}", f"--leader-elect-lease={release.lease}"]
         else:
             assert_no_lease_access(kubeconfig, release, [namespace])
+        # The operator makes its Jobs under the chart's admission policy (docs/security.md), as installed.
+        assert release.admission_policy is not None
+        sa_api = config.new_client_from_config(config_file=str(sa_config))
+        try:
+            wait_policy_in_force(client.BatchV1Api(sa_api), namespace, release.admission_policy)
+        finally:
+            sa_api.close()
         operator = OperatorProcess(kubeconfig=sa_config, namespaces=[namespace] if mode == "namespaced" else [],
                                    log_path=tmp_path / "operator.log", args=args)  # fmt: skip
         operator.start()

@@ -121,6 +121,11 @@ def test_the_chart_runs_the_operator_image(
     core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
     coordination = client.CoordinationV1Api(api_client)
     deployment, lease = f"{name}-slot-operator", f"{name}-slot-operator"
+    # The operator runs under the chart's ValidatingAdmissionPolicy, on by default (docs/security.md).
+    policies = client.AdmissionregistrationV1Api(api_client).list_validating_admission_policy(
+        label_selector=f"app.kubernetes.io/instance={name}"
+    )
+    assert len(policies.items) == 1, policies
     wait_for(_available(apps, namespace, deployment), timeout=120, message=f"Deployment {deployment} Available")
     (pod,) = _operator_pods(core, namespace, name)
     assert pod.status.container_statuses[0].image_id.startswith(f"{REPOSITORY}@sha256:")

@@ -58,9 +58,13 @@ def helm(*args: str, values: dict[str, Any] | None = None, tmp: Path | None = No
     return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
 
 
-def render(tmp: Path, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def render(
+    tmp: Path, values: dict[str, Any] | None = None, *, api_versions: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """`helm template`; `api_versions` play a cluster's discovery (without them helm assumes no kinds at all)."""
+    flags = [arg for version in api_versions for arg in ("--api-versions", version)]
     result = helm(
-        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, *flags,
         values=values or {}, tmp=tmp,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -93,6 +97,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "ownership-migration": {"ownershipMigration": {"enabled": True},
                             "operator": {"auditImage": "registry.example/audit:1"}},
+    "no-admission-policy": {"admissionPolicy": {"enabled": False, "allowUnboundedClusterWide": True}},
+    "namespaced-no-admission-policy": {"watchNamespaces": ["team-a"], "admissionPolicy": {"enabled": False}},
 }  # fmt: skip
 
 
@@ -569,15 +575,22 @@ def test_metrics_service_and_servicemonitor(rendered: dict[str, list[dict[str, A
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_namespaced_objects_carry_their_namespace(scenario: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding"}
+    cluster_scoped = {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
     for doc in rendered[scenario]:
         has_ns = "namespace" in doc["metadata"]
         assert has_ns is (doc["kind"] not in cluster_scoped), (doc["kind"], doc["metadata"]["name"])
 
 
 def test_cluster_scoped_names_are_release_namespace_qualified(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    for doc in kinds(rendered["default"], "ClusterRole") + kinds(rendered["default"], "ClusterRoleBinding"):
-        assert NAMESPACE in doc["metadata"]["name"]
+    for kind in ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        assert kinds(rendered["default"], kind), kind
+        for doc in kinds(rendered["default"], kind):
+            assert NAMESPACE in doc["metadata"]["name"]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -600,3 +613,126 @@ def test_rendered_args_are_accepted_by_the_operator_cli(
     if leader_election(values):
         assert parsed.leader_elect_namespace == NAMESPACE
         assert parsed.leader_elect_lease == lease_name(values)
+
+
+# --- the ValidatingAdmissionPolicy bounding the operator's ServiceAccount -------------------------
+# What it admits and refuses is proven on the API server (tests/integration/test_admission_policy.py);
+# here: when it is rendered, whom it binds, and that cluster-wide rights never come without it.
+
+VAP_API = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
+# Discovery of a cluster that does not serve it (--runtime-config turned it off): kinds, but not that one.
+NOT_SERVED = ("v1/Namespace", "batch/v1/Job")
+
+
+def admission_policy(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    policies, bindings = kinds(docs, "ValidatingAdmissionPolicy"), kinds(docs, "ValidatingAdmissionPolicyBinding")
+    assert len(policies) == len(bindings) <= 1
+    return (policies[0], bindings[0]) if policies else None
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_admission_policy_is_on_unless_disabled(scenario: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
+    found = admission_policy(rendered[scenario])
+    assert (found is not None) is SCENARIOS[scenario].get("admissionPolicy", {}).get("enabled", True)
+    if found is None:
+        return
+    policy, binding = found
+    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert policy["spec"]["failurePolicy"] == "Fail"
+
+
+def test_the_admission_policy_judges_the_operators_job_writes_only(
+    rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """It matches what RBAC lets the ServiceAccount write on Jobs, and nobody but that ServiceAccount."""
+    found = admission_policy(rendered["default"])
+    assert found is not None
+    spec = found[0]["spec"]
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    job_writes = NAMESPACED_RULES[("batch", "jobs")] & WRITE_VERBS
+    assert {op.lower() for op in rule["operations"]} == job_writes
+    assert (rule["apiGroups"], rule["resources"]) == (["batch"], ["jobs"])
+    (sa,) = kinds(rendered["default"], "ServiceAccount")
+    user = f"system:serviceaccount:{NAMESPACE}:{sa['metadata']['name']}"
+    assert spec["matchConditions"] == [
+        {"name": "operator-service-account", "expression": f"request.userInfo.username == '{user}'"}
+    ]
+    named = render(tmp_path, {"serviceAccount": {"create": False, "name": "ops-bot"}})
+    found = admission_policy(named)
+    assert found is not None
+    (condition,) = found[0]["spec"]["matchConditions"]
+    assert condition["expression"] == f"request.userInfo.username == 'system:serviceaccount:{NAMESPACE}:ops-bot'"
+
+
+def test_every_refusal_names_the_job_and_what_was_refused(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for scenario in ("default", "ownership-migration"):
+        found = admission_policy(rendered[scenario])
+        assert found is not None
+        for validation in found[0]["spec"]["validations"]:
+            assert validation["message"], validation
+            assert validation["reason"] == "Forbidden", validation
+            assert validation["messageExpression"].startswith("variables.name + "), validation
+
+
+def test_root_jobs_follow_the_migration_key(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Migration off (default): no migration Job at all. On: only from the audit image the operator is given."""
+
+    def expressions(scenario: str) -> str:
+        found = admission_policy(rendered[scenario])
+        assert found is not None
+        spec = found[0]["spec"]
+        return "\n".join([*(v["expression"] for v in spec["variables"]),
+                          *(v["expression"] + v["messageExpression"] for v in spec["validations"])])  # fmt: skip
+
+    assert "ownership migration Jobs are off" in expressions("default")
+    assert "c.image" not in expressions("default")
+    enabled = expressions("ownership-migration")
+    assert "ownership migration Jobs are off" not in enabled
+    assert "c.image != 'registry.example/audit:1'" in enabled
+    assert "size(variables.foreignImages) == 0" in enabled
+    (container,) = deployment(rendered["ownership-migration"])["spec"]["template"]["spec"]["containers"]
+    assert "--audit-image=registry.example/audit:1" in container["args"]
+
+
+@needs_helm
+@pytest.mark.parametrize(
+    ("values", "api_versions", "policy", "cluster_wide"),
+    [
+        ({}, (*NOT_SERVED, VAP_API), True, True),  # discovery names it: rendered
+        ({}, (), True, True),  # offline: the chart's kubeVersion (>= 1.31) serves it by default
+        ({"watchNamespaces": ["team-a"]}, NOT_SERVED, False, False),  # namespaced rights need no policy
+        ({"admissionPolicy": {"allowUnboundedClusterWide": True}}, NOT_SERVED, False, True),
+        ({"admissionPolicy": {"enabled": False, "allowUnboundedClusterWide": True}}, (), False, True),
+        ({"rbac": {"create": False}, "admissionPolicy": {"enabled": False}}, (), False, False),  # RBAC is the user's
+    ],
+)
+def test_cluster_wide_rights_come_with_the_policy_or_an_explicit_yes(
+    values: dict[str, Any], api_versions: tuple[str, ...], policy: bool, cluster_wide: bool, tmp_path: Path
+) -> None:
+    docs = render(tmp_path, values, api_versions=api_versions)
+    assert (admission_policy(docs) is not None) is policy
+    assert bool(kinds(docs, "ClusterRoleBinding")) is cluster_wide
+    if cluster_wide:
+        grants = operator_grants(docs)
+        assert can(grants, "create", "batch", "jobs", "anywhere")
+
+
+@needs_helm
+@pytest.mark.parametrize(
+    ("values", "api_versions", "why"),
+    [
+        ({}, NOT_SERVED, "the API server does not serve admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy"),
+        ({"admissionPolicy": {"enabled": False}}, (), "admissionPolicy.enabled is false"),
+        ({"admissionPolicy": {"enabled": False}}, (*NOT_SERVED, VAP_API), "admissionPolicy.enabled is false"),
+    ],
+)
+def test_cluster_wide_rights_without_the_policy_are_refused(
+    values: dict[str, Any], api_versions: tuple[str, ...], why: str, tmp_path: Path
+) -> None:
+    flags = [arg for version in api_versions for arg in ("--api-versions", version)]
+    result = helm("template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, *flags, values=values, tmp=tmp_path)
+    assert result.returncode != 0
+    assert "watchNamespaces is empty" in result.stderr, result.stderr
+    assert why in result.stderr, result.stderr
+    assert "admissionPolicy.allowUnboundedClusterWide=true" in result.stderr, result.stderr

@@ -79,6 +79,38 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if eq (int .Values.metrics.port) (int .Values.health.port) }}
 {{- fail "metrics.port and health.port must differ" }}
 {{- end }}
+{{- if and .Values.rbac.create (not .Values.watchNamespaces) (not (include "slot-operator.admissionPolicy" .)) (not .Values.admissionPolicy.allowUnboundedClusterWide) }}
+{{- $why := "the API server does not serve admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (Kubernetes 1.30 and later do by default)" }}
+{{- if not .Values.admissionPolicy.enabled }}
+{{- $why = "admissionPolicy.enabled is false" }}
+{{- end }}
+{{- fail (printf "watchNamespaces is empty, so the operator's ServiceAccount would create and delete Jobs in every namespace, and %s: no admission policy would bound what a stolen token does with those rights. Set watchNamespaces, or render the policy, or accept unbounded cluster-wide rights with admissionPolicy.allowUnboundedClusterWide=true" $why) }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the API server serves ValidatingAdmissionPolicy. Capabilities read from a cluster
+(helm install/upgrade, helm template --validate, or --api-versions with kinds) name every served
+kind, v1/Namespace included; helm's offline defaults name no kind at all, and then the chart's
+kubeVersion (>= 1.31, which serves admissionregistration.k8s.io/v1 by default) stands for the server.
+*/}}
+{{- define "slot-operator.admissionPolicyServed" -}}
+{{- if or (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy") (not (.Capabilities.APIVersions.Has "v1/Namespace")) }}true{{ end }}
+{{- end }}
+
+{{/*
+CEL for admission-policy.yaml: the list of M(c) for every container and init container c for which
+F(c) holds. Args: (list F M). The two lists are filtered apart: the API server's type checker sees
+Container and init Container as different types and refuses their concatenation.
+*/}}
+{{- define "slot-operator.eachContainer" -}}
+{{- $filter := index . 0 }}{{ $map := index . 1 -}}
+(variables.pod.containers.filter(c, {{ $filter }}).map(c, {{ $map }}) + (has(variables.pod.initContainers) ? variables.pod.initContainers.filter(c, {{ $filter }}).map(c, {{ $map }}) : []))
+{{- end }}
+
+{{/* "true" when the chart renders its ValidatingAdmissionPolicy (admission-policy.yaml). */}}
+{{- define "slot-operator.admissionPolicy" -}}
+{{- if and .Values.admissionPolicy.enabled (include "slot-operator.admissionPolicyServed" .) }}true{{ end }}
 {{- end }}
 
 {{/*
