@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import kopf
 
 from slot_operator import config as config_module
-from slot_operator import standby
+from slot_operator import logs, standby
 from slot_operator.kube import leadership
 from slot_operator.metrics import Metrics
 
@@ -27,6 +27,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"slot-operator: error: {exc}", file=sys.stderr)
         return 2
     kopf.configure(log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL)
+    logs.install()  # the probe's words reach log lines: mask credentials as in status and Events
     # kopf logs every successful low-level handler call at INFO: one line per watch event. Failures still show.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import slot_operator.handlers  # noqa: F401 - registers the handlers with kopf

@@ -18,6 +18,7 @@ from typing import Any
 from slot_operator.kube.api import ApiClient, ApiError
 from slot_operator.logic import jobs, timestamps
 from slot_operator.logic.outcome import NoVerdict
+from slot_operator.logic.verdict import safe_message
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 EVENTS = "/api/v1/namespaces/{namespace}/events"
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 MERGE_PATCH = "application/merge-patch+json"
+# Longer Event messages are cut by the events API anyway; a cut here keeps the aggregation key stable.
+EVENT_MESSAGE_LIMIT = 1024
 
 
 class JobRejected(RuntimeError):
@@ -149,6 +152,7 @@ class EventRecorder:
     ) -> None:
         meta = slot.get("metadata") or {}
         namespace, name, uid = str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid"))
+        message = safe_message(message, limit=EVENT_MESSAGE_LIMIT)  # the probe's words: redacted as in status
         digest = hashlib.sha256(f"{uid}/{kind}/{reason}/{message}".encode()).hexdigest()[:16]
         event_name = f"{name[:200]}.{digest}"
         path = f"{EVENTS.format(namespace=namespace)}/{event_name}"
