@@ -84,6 +84,11 @@ class Cluster:
     def logs_dir(self) -> pathlib.Path:
         return self.root / "logs"
 
+    @property
+    def registry_faults(self) -> pathlib.Path:
+        """{image reference: error}: the node simulator's pulls of those images fail with that error."""
+        return self.root / "registry-faults.json"
+
 
 def _log(message: str) -> None:
     print(f"[devcluster] {message}", file=sys.stderr, flush=True)
@@ -370,6 +375,7 @@ def up(root: pathlib.Path = DEFAULT_ROOT) -> Cluster:
                 f"--volumes-dir={root / 'volumes'}",
                 f"--images-dir={REPO / 'devcluster' / 'images'}",
                 f"--oci-dir={REPO / 'dist'}",
+                f"--registry-faults={root / 'registry-faults.json'}",
                 f"--nodes={','.join(NODES)}",
                 # Not under /tmp: a pod mounting an emptyDir at /tmp would hide its own scratch files.
                 f"--state-dir={root / 'nodesim'}",

@@ -45,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         help="per-pod scratch (emptyDirs, termination files); default: a temp dir removed at exit",
     )
     parser.add_argument(
+        "--registry-faults",
+        type=pathlib.Path,
+        default=None,
+        help="a JSON file {image reference: error} read on every pull: those pulls fail with that error, as a "
+        "registry that rate-limits or is down would (tests inject registry trouble through it)",
+    )
+    parser.add_argument(
         "--scheduler-name", default=SCHEDULER_NAME, help="schedule only pods with this spec.schedulerName"
     )
     parser.add_argument(
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         kubelet=Kubelet(
             state,
             runner=runner,
-            images=ImageStore(args.images_dir, oci_store=oci_store),
+            images=ImageStore(args.images_dir, oci_store=oci_store, faults=args.registry_faults),
             state_dir=state_dir.resolve(),
         ),
         isolated_as=how,

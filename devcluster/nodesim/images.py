@@ -43,6 +43,10 @@ class ImageInvalid(ValueError):
     """image.json exists but cannot be used; the message says which field is wrong."""
 
 
+class RegistryFault(RuntimeError):
+    """The registry did not hand out the image this time (rate limit, outage): the message is what it said."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Image:
     reference: str
@@ -226,9 +230,12 @@ class ImageStore:
     while the simulator runs is picked up on the next pull attempt, like a registry.
     """
 
-    def __init__(self, root: pathlib.Path, *, oci_store: OciStore | None = None) -> None:
+    def __init__(
+        self, root: pathlib.Path, *, oci_store: OciStore | None = None, faults: pathlib.Path | None = None
+    ) -> None:
         self.root = root.resolve()
         self.oci = oci_store
+        self.faults = faults
 
     def describe(self) -> str:
         return f"{self.root}" + (f" and OCI archives in {self.oci.archives}" if self.oci is not None else "")
@@ -237,7 +244,23 @@ class ImageStore:
         repository, tag = parse_reference(reference)
         return self.root.joinpath(*_safe_parts(repository), *_safe_parts(tag), "image.json")
 
+    def _fault(self, reference: str) -> str | None:
+        """The error the registry gives for `reference` right now, if a test injected one."""
+        if self.faults is None:
+            return None
+        try:
+            faults = json.loads(self.faults.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(faults, dict):
+            return None
+        fault = faults.get(reference) or faults.get(reference.split("@", 1)[0])  # the exact reference first
+        return str(fault) if fault else None
+
     def resolve(self, reference: str) -> Image:
+        fault = self._fault(reference)
+        if fault is not None:
+            raise RegistryFault(fault)
         repository, tag = parse_reference(reference)
         path = self.config_path(reference)
         try:

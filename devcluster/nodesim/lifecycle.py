@@ -24,7 +24,7 @@ import uuid
 
 from kubernetes.client.exceptions import ApiException
 
-from devcluster.nodesim.images import ImageInvalid, ImageNotFound, ImageStore
+from devcluster.nodesim.images import ImageInvalid, ImageNotFound, ImageStore, RegistryFault
 from devcluster.nodesim.pods import ContainerRuntime, PodRuntime
 from devcluster.nodesim.probes import ProbeInvalid, Prober, container_probes
 from devcluster.nodesim.runtime import ContainerRunner
@@ -195,8 +195,14 @@ class Kubelet:
             return  # backing off: resyncs do not retry the pull early
         try:
             image = self.images.resolve(ref)
-        except (ImageNotFound, ImageInvalid) as exc:
-            detail = "not found in local image store" if isinstance(exc, ImageNotFound) else f"invalid image: {exc}"
+        except (ImageNotFound, ImageInvalid, RegistryFault) as exc:
+            detail = (
+                "not found in local image store"
+                if isinstance(exc, ImageNotFound)
+                else str(exc)
+                if isinstance(exc, RegistryFault)
+                else f"invalid image: {exc}"
+            )
             cr.pull_failures += 1
             if cr.pull_failures == 1:
                 self._set_waiting(rt, cr, "ErrImagePull", f'failed to pull image "{ref}": {detail}')

@@ -197,6 +197,11 @@ class ContainerRunner:
                 if d
             )
         else:
+            # An absolute command names a file of the image, as inside a chroot: the directory image's own
+            # file when it has one (e.g. the operator image's /opt/venv/bin/python), else the host's.
+            in_image = image.rootfs / argv[0].lstrip("/")
+            if argv[0].startswith("/") and in_image.is_file():
+                argv[0] = str(in_image)
             found = "/" in argv[0] or shutil.which(argv[0], path=env["PATH"]) is not None
         if not found:
             raise StartError(f'exec: "{argv[0]}": executable file not found in $PATH')

@@ -19,7 +19,13 @@ if str(REPO) not in sys.path:  # `devcluster` imports from the repo root however
     sys.path.insert(0, str(REPO))
 
 from devcluster.nodesim import pods, runtime, scheduling, state  # noqa: E402
-from devcluster.nodesim.images import ImageInvalid, ImageNotFound, ImageStore, parse_reference  # noqa: E402
+from devcluster.nodesim.images import (  # noqa: E402
+    ImageInvalid,
+    ImageNotFound,
+    ImageStore,
+    RegistryFault,
+    parse_reference,
+)
 
 LABELS = {"kubernetes.io/hostname": "sim-node-b", "kubernetes.io/os": "linux"}
 
@@ -65,6 +71,24 @@ def test_store_resolves_and_rejects(tmp_path: pathlib.Path) -> None:
     (image_dir / "image.json").write_text('{"user": "agent"}')
     with pytest.raises(ImageInvalid):
         store.resolve("ghcr.io/example/agent:v1")
+
+
+def test_injected_registry_faults_fail_those_pulls_until_removed(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "local" / "agent" / "v1").mkdir(parents=True)
+    (tmp_path / "local" / "agent" / "v1" / "image.json").write_text("{}")
+    faults = tmp_path / "faults.json"
+    store = ImageStore(tmp_path, faults=faults)
+    assert store.resolve("local/agent:v1").tag == "v1"  # no file: no fault
+    pinned = "local/agent:v1@sha256:" + "c" * 64
+    faults.write_text(json.dumps({pinned: "503 Service Unavailable"}))
+    with pytest.raises(RegistryFault, match="503 Service Unavailable"):
+        store.resolve(pinned)
+    assert store.resolve("local/agent:v1").tag == "v1"  # a key with a digest matches only itself
+    faults.write_text(json.dumps({"local/agent:v1": "429 Too Many Requests"}))
+    with pytest.raises(RegistryFault, match="429"):
+        store.resolve(pinned)  # a key without one matches every digest
+    faults.write_text("{}")
+    assert store.resolve(pinned).tag == "v1"
 
 
 def _pod(spec: dict[str, Any]) -> dict[str, Any]:
