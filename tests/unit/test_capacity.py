@@ -88,7 +88,7 @@ def test_several_places_freed_at_once_go_to_as_many_waiters() -> None:
         cap.acquire(key, now=0)
     for when, key in enumerate("defg", start=1):
         cap.acquire(key, now=when)
-    cap.limit = 5  # (only the constructor sets it in the operator; here it frees two places at once)
+    cap.limit = cap.group_limit = 5  # (only the constructor sets them in the operator; here two places free at once)
     assert cap.release("a") == ["d", "e", "f"]
     assert cap.waiting == 1
 
@@ -104,16 +104,72 @@ def test_oldest_wait_tracks_the_head_of_the_line() -> None:
     assert cap.oldest_wait(now=25) == 5
 
 
-def test_many_waiters_leaving_keep_the_heap_small() -> None:
+def test_waiters_leaving_and_rejoining_keep_their_order() -> None:
     cap: Capacity[int] = Capacity(1)
     cap.acquire(-1, now=0)
     for key in range(1000):
         cap.acquire(key, now=key)
     for key in range(0, 1000, 2):
         cap.release(key)
-    assert cap.waiting == 500
-    assert len(cap._line) <= 2 * cap.waiting + 64
+        cap.acquire(key, now=1000 + key)  # back of the line
+    assert cap.waiting == 1000
     assert cap.release(-1) == [1]
+    assert cap.release(1) == [3]
+
+
+# --- each namespace's share ------------------------------------------------------------------
+
+
+def _namespaced(limit: int, share: int) -> Capacity[tuple[str, str]]:
+    return Capacity(limit, group_limit=share, group=lambda key: key[0])
+
+
+def test_a_namespace_never_holds_more_than_its_share() -> None:
+    cap = _namespaced(4, 2)
+    assert cap.acquire(("a", "1"), now=1) is None
+    assert cap.acquire(("a", "2"), now=2) is None
+    assert cap.acquire(("a", "3"), now=3) == 0  # its share is taken: it waits though places are free
+    assert cap.acquire(("b", "1"), now=4) is None  # another namespace still gets a free place at once
+    assert (cap.running, cap.held_by("a"), cap.held_by("b")) == (3, 2, 1)
+
+
+def test_sleeping_probes_of_one_namespace_leave_the_rest_of_the_cap_to_the_others() -> None:
+    cap = _namespaced(4, 2)
+    for n in range(10):
+        cap.acquire(("sleepy", str(n)), now=n)
+    assert cap.held_by("sleepy") == 2
+    assert cap.acquire(("busy", "1"), now=20) is None
+    assert cap.acquire(("busy", "2"), now=21) is None
+    assert cap.acquire(("busy", "3"), now=22) == 8
+    assert cap.release(("busy", "1")) == [("busy", "3")]  # the sleepy waiters are at their share
+
+
+def test_a_freed_place_goes_to_the_namespace_holding_the_fewest() -> None:
+    cap = _namespaced(3, 3)
+    for n in range(3):
+        cap.acquire(("big", str(n)), now=n)
+    for n in range(3, 6):
+        cap.acquire(("big", str(n)), now=n)  # waiting first
+    cap.acquire(("small", "1"), now=10)
+    assert cap.release(("big", "0")) == [("small", "1")]  # small holds none: it goes before big's older waiters
+    assert cap.release(("big", "1")) == [("big", "3")]
+
+
+def test_a_newcomer_waits_behind_a_waiter_that_could_take_the_place() -> None:
+    cap = _namespaced(2, 2)
+    cap.acquire(("a", "1"), now=1)
+    cap.acquire(("a", "2"), now=2)
+    cap.acquire(("a", "3"), now=3)
+    cap.adopt(("a", "4"), "job")  # over the cap, found after a restart
+    assert cap.release(("a", "1")) == []
+    assert cap.acquire(("b", "1"), now=4) == 1  # a's waiter is next, not b
+    assert cap.release(("a", "2")) == [("b", "1")]  # b holds fewest
+
+
+def test_the_share_is_at_most_the_cap() -> None:
+    assert _namespaced(2, 10).group_limit == 2
+    with pytest.raises(ValueError, match="share must be at least 1"):
+        _namespaced(2, 0)
 
 
 def test_the_cap_must_be_positive() -> None:

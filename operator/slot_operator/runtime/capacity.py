@@ -1,30 +1,48 @@
-"""The global cap on concurrent probes: who holds a place, and who waits for one, in arrival order.
+"""The cap on concurrent probes: who holds a place, who waits for one, and each namespace's share.
 
-A place that frees up is handed straight to the longest waiter, so no newcomer can take it
-between the hand-over and that waiter's reconcile. Every operation is O(log n) in the number
-of waiters (a heap; leaving the line is a lazy deletion), so a long queue costs nothing per move.
+Places are handed out fairly across groups (namespaces): no group holds more than `group_limit`
+places, so one tenant whose probes sleep to their deadline cannot take the whole cap, and a place
+that frees up goes to the waiting group holding the fewest places (its longest waiter), so a
+tenant with many Slots due does not push the others to the back of one long line. Within a group
+the order is arrival order. A freed place is handed straight to its waiter, so no newcomer can take
+it between the hand-over and that waiter's reconcile.
+
+Each group's line is an insertion-ordered dict: joining, leaving and finding the head are O(1); a
+hand-over looks at the head of each waiting group's line (O(groups)).
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
-from collections.abc import Hashable
+import collections
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
 
+def _one_group(key: Hashable) -> Hashable:
+    return ""
+
+
+_NO_GROUP = object()  # no waiting group may take a free place
+
+
 class Capacity(Generic[K]):
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self, limit: int, *, group_limit: int | None = None, group: Callable[[K], Hashable] = _one_group
+    ) -> None:
         if limit < 1:
             raise ValueError(f"the cap must be at least 1, got {limit}")
+        if group_limit is not None and group_limit < 1:
+            raise ValueError(f"a group's share must be at least 1, got {group_limit}")
         self.limit = limit
+        self.group_limit = min(group_limit or limit, limit)
+        self._group = group
         self._holders: dict[K, str] = {}  # key -> its probe Job's name ("" until created)
-        self._ticket: dict[K, int] = {}  # waiting key -> its arrival number (identifies its live heap entry)
+        self._held: collections.Counter[Hashable] = collections.Counter()  # group -> places held
         self._ahead: dict[K, int] = {}  # waiting key -> how many waited before it when it joined
-        self._line: list[tuple[float, int, K]] = []  # (joined, arrival number, key); stale entries skipped
-        self._arrivals = itertools.count()
+        self._lines: dict[Hashable, dict[K, tuple[float, int]]] = {}  # group -> key -> (joined, arrival number)
+        self._arrivals = 0
 
     @property
     def running(self) -> int:
@@ -32,65 +50,91 @@ class Capacity(Generic[K]):
 
     @property
     def waiting(self) -> int:
-        return len(self._ticket)
+        return len(self._ahead)
 
     def holds(self, key: K) -> bool:
         return key in self._holders
 
     def is_waiting(self, key: K) -> bool:
-        return key in self._ticket
+        return key in self._ahead
+
+    def held_by(self, group: Hashable) -> int:
+        """Places the group holds now."""
+        return self._held[group]
 
     def acquire(self, key: K, *, now: float) -> int | None:
         """Take a place (None), or wait in line: how many keys were ahead when `key` joined.
 
         Idempotent: a holder keeps its place, a waiter its turn (and the same answer: the line is
-        not recounted as it moves).
+        not recounted as it moves). A free place is taken only if the key's group is below its
+        share and no waiter that could take it came first.
         """
         if key in self._holders:
             return None
-        if key in self._ticket:
+        if key in self._ahead:
             return self._ahead[key]
-        if len(self._holders) < self.limit and not self._ticket:
-            self._holders[key] = ""
+        group = self._group(key)
+        if self.running < self.limit and self._held[group] < self.group_limit and self._next_group() is _NO_GROUP:
+            self._hold(key, "")
             return None
-        ahead = len(self._ticket)
-        ticket = next(self._arrivals)
-        self._ticket[key] = ticket
+        ahead = len(self._ahead)
         self._ahead[key] = ahead
-        heapq.heappush(self._line, (now, ticket, key))
+        self._arrivals += 1
+        self._lines.setdefault(group, {})[key] = (now, self._arrivals)
         return ahead
 
     def adopt(self, key: K, job: str) -> None:
         """`key` has a probe running (found after a restart, or just created): it holds a place, even over the cap."""
-        self._ticket.pop(key, None)
-        self._ahead.pop(key, None)
-        self._holders[key] = job
+        self._leave_line(key)
+        self._hold(key, job)
 
     def release(self, key: K) -> list[K]:
         """`key` gives up its place or its turn; returns the waiters now handed a place (reconcile them)."""
-        self._holders.pop(key, None)
-        self._ticket.pop(key, None)
-        self._ahead.pop(key, None)
+        if key in self._holders:
+            del self._holders[key]
+            group = self._group(key)
+            self._held[group] -= 1
+            if self._held[group] <= 0:
+                del self._held[group]
+        self._leave_line(key)
         granted: list[K] = []
-        while len(self._holders) < self.limit and self._ticket:
-            _, ticket, head = heapq.heappop(self._line)
-            if self._ticket.get(head) != ticket:
-                continue  # left the line (or rejoined later): a stale entry
-            del self._ticket[head]
-            del self._ahead[head]
-            self._holders[head] = ""
+        while self.running < self.limit:
+            group = self._next_group()
+            if group is _NO_GROUP:
+                break
+            head = next(iter(self._lines[group]))
+            self._leave_line(head)
+            self._hold(head, "")
             granted.append(head)
-        self._compact()
         return granted
 
     def oldest_wait(self, *, now: float) -> float:
         """Seconds the longest waiter has waited (0 when nobody waits)."""
-        while self._line and self._ticket.get(self._line[0][2]) != self._line[0][1]:
-            heapq.heappop(self._line)
-        return max(now - self._line[0][0], 0.0) if self._line else 0.0
+        heads = [next(iter(line.values()))[0] for line in self._lines.values()]
+        return max(now - min(heads), 0.0) if heads else 0.0
 
-    def _compact(self) -> None:
-        # Stale entries are dropped as they reach the head; rebuild when they outnumber live ones.
-        if len(self._line) > 64 and len(self._line) > 2 * len(self._ticket):
-            self._line = [entry for entry in self._line if self._ticket.get(entry[2]) == entry[1]]
-            heapq.heapify(self._line)
+    def _hold(self, key: K, job: str) -> None:
+        if key not in self._holders:
+            self._held[self._group(key)] += 1
+        self._holders[key] = job
+
+    def _leave_line(self, key: K) -> None:
+        if self._ahead.pop(key, None) is None:
+            return
+        group = self._group(key)
+        line = self._lines[group]
+        del line[key]
+        if not line:
+            del self._lines[group]
+
+    def _next_group(self) -> Hashable:
+        """Where a free place goes: the waiting group below its share holding fewest, then waiting longest."""
+        best: tuple[int, int] | None = None
+        chosen: Hashable = _NO_GROUP
+        for group, line in self._lines.items():
+            if self._held[group] >= self.group_limit:
+                continue
+            rank = (self._held[group], next(iter(line.values()))[1])
+            if best is None or rank < best:
+                best, chosen = rank, group
+        return chosen
