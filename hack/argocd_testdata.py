@@ -128,7 +128,7 @@ STATES: dict[str, Callable[[], tuple[int, str, bool, Status]]] = {
             Verdict(
                 phase=Phase.IMAGE_BROKEN,
                 exit_code=None,
-                reason="ImagePullFailed",
+                reason="ImageNotFound",
                 message="ErrImagePull: manifest unknown",
                 result=None,
                 finished=None,

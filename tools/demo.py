@@ -192,10 +192,10 @@ def _migrate(kubeconfig: pathlib.Path, *, deadline: float, alive: Callable[[], b
     slot = json.loads(_kubectl(kubeconfig, "get", "slot", MIGRATED, "-n", NAMESPACE, "-o", "json"))
     matches = next(c for c in slot["status"]["conditions"] if c["type"] == "OwnershipMatches")
     _say(f"{MIGRATED} is NeedsInit, and the audit says why: {matches['message']}")
-    _say(f"approving the ownership migration: kubectl annotate slot/{MIGRATED} "
-         "woved.dev/ownership-migration-requested-at=demo")  # fmt: skip
-    _kubectl(kubeconfig, "annotate", "slot", MIGRATED, "-n", NAMESPACE, "--overwrite",
-             "woved.dev/ownership-migration-requested-at=demo")  # fmt: skip
+    # The approval is the token status offers for this very audit (bound to this Slot, its claim and what was found).
+    approval = f"woved.dev/ownership-migration-requested-at={slot['status']['ownership']['approval']}"
+    _say(f"approving the ownership migration: kubectl annotate slot/{MIGRATED} --overwrite {approval}")
+    _kubectl(kubeconfig, "annotate", "slot", MIGRATED, "-n", NAMESPACE, "--overwrite", approval)
     ok = _reach(kubeconfig, {MIGRATED: ("Ready", "True")}, deadline=deadline, alive=alive)
     last = json.loads(_kubectl(kubeconfig, "get", "slot", MIGRATED, "-n", NAMESPACE, "-o", "json"))["status"]
     _say(f"migration: {(last.get('lastOwnershipMigration') or {}).get('message')}")

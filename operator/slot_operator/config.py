@@ -8,7 +8,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from slot_operator.logic import durations, spec
+from slot_operator.logic import durations, ownership, spec
 
 ENV_PREFIX = "SLOT_OPERATOR_"
 
@@ -23,6 +23,9 @@ class Config:
     default_interval: datetime.timedelta = datetime.timedelta(hours=6)
     default_timeout: datetime.timedelta = datetime.timedelta(minutes=2)
     max_concurrent_probes: int = 10
+    # No namespace holds more places than this while others may wait (0: the whole cap when the operator watches
+    # one namespace, else half of it, rounded up): one tenant's slow probes cannot take every place.
+    max_concurrent_probes_per_namespace: int = 0
     job_ttl: datetime.timedelta = datetime.timedelta(hours=1)
     retry_base: datetime.timedelta = datetime.timedelta(seconds=10)
     retry_max: datetime.timedelta = datetime.timedelta(minutes=10)
@@ -40,6 +43,23 @@ class Config:
     audit_image: str = ""
     # The first of the migration's two keys (the second is a person's annotation on the Slot).
     allow_ownership_migration: bool = False
+    # The old owners (uid, gid) the migration may move; uid 0 and gid 0 never.
+    ownership_migration_from: tuple[ownership.Owner, ...] = ownership.DEFAULT_MIGRATION_FROM
+
+    @property
+    def probes_per_namespace(self) -> int:
+        """The share of the cap one namespace may hold (max_concurrent_probes_per_namespace, or its default)."""
+        if self.max_concurrent_probes_per_namespace:
+            return min(self.max_concurrent_probes_per_namespace, self.max_concurrent_probes)
+        if len(self.namespaces) == 1:
+            return self.max_concurrent_probes
+        return max(1, -(-self.max_concurrent_probes // 2))
+
+    @property
+    def migration_policy(self) -> ownership.MigrationPolicy:
+        return ownership.MigrationPolicy(
+            allowed=self.allow_ownership_migration, old_owners=self.ownership_migration_from
+        )
 
 
 def _duration(
@@ -103,6 +123,11 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
             str(defaults.max_concurrent_probes),
             "probe Jobs running at once across all Slots; the rest queue",
         ),
+        (
+            "max-concurrent-probes-per-namespace",
+            str(defaults.max_concurrent_probes_per_namespace),
+            "probe Jobs one namespace may run at once (0: the whole cap when watching one namespace, else half)",
+        ),
         ("job-ttl", fmt(defaults.job_ttl), "how long finished probe Jobs are kept (ttlSecondsAfterFinished)"),
         ("retry-base", fmt(defaults.retry_base), "first retry delay after a probe gave no verdict; doubles each time"),
         ("retry-max", fmt(defaults.retry_max), "longest retry delay"),
@@ -132,6 +157,14 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         default=None,
         help="run the ownership migration a person requests on a Slot (root Job with CAP_CHOWN; "
         "env SLOT_OPERATOR_ALLOW_OWNERSHIP_MIGRATION=true)",
+    )
+    parser.add_argument(
+        "--ownership-migration-from",
+        action="append",
+        default=None,
+        metavar="UID:GID",
+        help="an old owner the ownership migration may move (repeatable; env "
+        "SLOT_OPERATOR_OWNERSHIP_MIGRATION_FROM, comma-separated; default 1000:1000); never uid 0 or gid 0",
     )
     args = parser.parse_args(list(argv))
 
@@ -165,4 +198,27 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         allow_ownership_migration=_flag(
             "allow-ownership-migration", args.allow_ownership_migration, env("allow-ownership-migration", "false")
         ),
+        max_concurrent_probes_per_namespace=_int(
+            "max-concurrent-probes-per-namespace", args.max_concurrent_probes_per_namespace, low=0, high=10000
+        ),
+        ownership_migration_from=_owners(
+            args.ownership_migration_from
+            if args.ownership_migration_from is not None
+            else [text for text in environ.get(ENV_PREFIX + "OWNERSHIP_MIGRATION_FROM", "").split(",") if text.strip()]
+            or [ownership.owner(*pair) for pair in defaults.ownership_migration_from]
+        ),
     )
+
+
+def _owners(texts: Sequence[str]) -> tuple[ownership.Owner, ...]:
+    """--ownership-migration-from values: UID:GID each, never root's."""
+    owners: list[ownership.Owner] = []
+    for text in texts:
+        try:
+            uid, gid = ownership.parse_owner(text.strip())
+        except ValueError as exc:
+            raise ConfigError(f"--ownership-migration-from: {exc}") from None
+        if uid == 0 or gid == 0:
+            raise ConfigError(f"--ownership-migration-from: {text.strip()}: files of uid 0 or gid 0 are never re-owned")
+        owners.append((uid, gid))
+    return tuple(dict.fromkeys(owners))

@@ -146,6 +146,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.impostors = prometheus_client.Counter(
+            f"{_PREFIX}_impostors_total",
+            "Objects that carry the operator's labels and name a Slot, but are not that Slot's (ignored), by kind.",
+            ["kind"],
+            registry=r,
+        )
         self.leader = prometheus_client.Gauge(
             f"{_PREFIX}_leader", "1 when this replica runs the operator (holds the Lease, or runs alone).", registry=r
         )
@@ -168,6 +174,7 @@ class Metrics:
             self.reconcile_errors.labels(reason)
         for outcome in ("verdict", "no-verdict"):
             self.duration.labels(outcome)
+        self.impostors.labels("Job")
 
     def observe_slot(self, slot: SlotView, *, interval: datetime.timedelta | None) -> None:
         """Publish a Slot's state as its status now says; `interval` None when the spec cannot be parsed."""

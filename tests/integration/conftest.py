@@ -89,11 +89,8 @@ def _namespace_name(test_name: str) -> str:
     return f"{stem or 'test'}-{uuid.uuid4().hex[:6]}"
 
 
-@pytest.fixture
-def namespace(request: pytest.FixtureRequest, api_client: client.ApiClient) -> Iterator[str]:
-    """A fresh namespace, ready for pods (its default ServiceAccount exists); deleted without waiting."""
+def _fresh_namespace(api_client: client.ApiClient, name: str) -> str:
     core = client.CoreV1Api(api_client)
-    name = _namespace_name(request.node.name)
     core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     # The ServiceAccount admission plugin rejects pods until the controller creates "default".
     wait_for(
@@ -101,8 +98,23 @@ def namespace(request: pytest.FixtureRequest, api_client: client.ApiClient) -> I
         timeout=30,
         message=f"ServiceAccount {name}/default",
     )
+    return name
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, api_client: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace, ready for pods (its default ServiceAccount exists); deleted without waiting."""
+    name = _fresh_namespace(api_client, _namespace_name(request.node.name))
     yield name
-    core.delete_namespace(name, propagation_policy="Background")
+    client.CoreV1Api(api_client).delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture
+def other_namespace(request: pytest.FixtureRequest, api_client: client.ApiClient) -> Iterator[str]:
+    """A second fresh namespace (another tenant), like `namespace`."""
+    name = _fresh_namespace(api_client, "b-" + _namespace_name(request.node.name))
+    yield name
+    client.CoreV1Api(api_client).delete_namespace(name, propagation_policy="Background")
 
 
 @pytest.fixture
@@ -157,7 +169,8 @@ def claim(kube_cluster: cluster.Cluster, api_client: client.ApiClient, namespace
 def operator(
     request: pytest.FixtureRequest, kube_cluster: cluster.Cluster, api_client: client.ApiClient, namespace: str
 ) -> Iterator[Callable[..., OperatorProcess]]:
-    """Factory: `operator(*flags)` starts the real operator watching this test's namespace; stopped after.
+    """Factory: `operator(*flags, namespaces=...)` starts the real operator watching this test's namespace (or
+    those named); stopped after.
 
     The namespace enforces the Pod Security "restricted" profile, so every probe Job the
     operator creates in these tests proves its pods pass it (a violating pod is never created).
@@ -170,10 +183,10 @@ def operator(
     logs = kube_cluster.logs_dir / "operators"
     logs.mkdir(parents=True, exist_ok=True)
 
-    def start(*flags: str) -> OperatorProcess:
+    def start(*flags: str, namespaces: Sequence[str] = ()) -> OperatorProcess:
         process = OperatorProcess(
             kubeconfig=kube_cluster.kubeconfig,
-            namespaces=[namespace],
+            namespaces=list(namespaces or [namespace]),
             log_path=logs / f"{namespace}-{len(started)}.log",
             args=["--retry-base=2s", "--retry-max=30s", f"--audit-image={OPERATOR_IMAGE}", *flags],
         )

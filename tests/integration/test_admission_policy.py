@@ -345,6 +345,15 @@ def _migration_image(job: dict[str, Any]) -> None:
     job["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.example/toolbox:1"
 
 
+def _migration_shell(job: dict[str, Any]) -> None:
+    """The operator's image, as root with CHOWN, running code of the token holder's choosing."""
+    job["spec"]["template"]["spec"]["containers"][0]["command"] = ["/opt/venv/bin/python", "-I", "-c", "print(1)"]
+
+
+def _migration_args(job: dict[str, Any]) -> None:
+    job["spec"]["template"]["spec"]["containers"][0]["args"] = ["--to=0:0"]
+
+
 # case -> (base Job, what the stolen token changes, what the refusal must name)
 REFUSED: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
     "privileged": ("probe", _privileged, "must not be privileged and must set allowPrivilegeEscalation: false: probe"),
@@ -368,6 +377,9 @@ REFUSED: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
     "a migration adding SYS_ADMIN": ("migration", _migration_capability, "add only CHOWN and DAC_OVERRIDE: migrate "
                                      "adds CHOWN, DAC_OVERRIDE, SYS_ADMIN"),
     "a migration from another image": ("migration", _migration_image, "not registry.example/toolbox:1"),
+    "a migration running other code": ("migration", _migration_shell, "runs only /opt/venv/bin/python -I -m "
+                                       "slot_operator migrate-ownership, without args (containers migrate)"),
+    "a migration with extra args": ("migration", _migration_args, "without args (containers migrate)"),
 }  # fmt: skip
 
 

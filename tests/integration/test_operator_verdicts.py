@@ -108,7 +108,7 @@ def test_exit_code_gives_phase_conditions_and_event(
     assert snapshot(home) == before, "the probe changed the slot volume"
 
 
-def test_unpullable_image_is_image_broken_without_waiting_for_the_deadline(
+def test_an_image_that_does_not_exist_is_image_broken_without_waiting_for_the_deadline(
     api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
 ) -> None:
     _codex_valid(claim("home"))
@@ -117,7 +117,8 @@ def test_unpullable_image_is_image_broken_without_waiting_for_the_deadline(
 
     slot = wait_verdict(api_client, namespace, "s", "ImageBroken", timeout=60)
 
-    assert slot["status"]["lastProbe"]["reason"] == "ImagePullFailed"
+    assert slot["status"]["lastProbe"]["reason"] == "ImageNotFound"
+    assert "not found" in slot["status"]["lastProbe"]["message"]
     assert slot["status"]["lastProbe"]["message"].startswith(("ErrImagePull", "ImagePullBackOff"))
     stalled = condition(slot, "Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", "ImageBroken")

@@ -89,6 +89,13 @@ def request_migration(api: client.ApiClient, namespace: str, name: str, token: s
     patch_slot(api, namespace, name, {"metadata": {"annotations": annotations}})
 
 
+def approve(api: client.ApiClient, namespace: str, name: str, *, dry_run: bool = False) -> str:
+    """Approve what the audit on record found, as a person would: with the token status offers for it."""
+    token = str(slots.get_slot(api, namespace, name)["status"]["ownership"]["approval"])
+    request_migration(api, namespace, name, token, dry_run=dry_run)
+    return token
+
+
 def answered(api: client.ApiClient, namespace: str, name: str, token: str) -> dict[str, Any]:
     return wait_slot(
         api,
@@ -220,13 +227,17 @@ def test_migration_makes_the_slot_ready_and_touches_only_the_old_owners_entries(
     operator("--allow-ownership-migration")
     create_slot(api_client, namespace, "s", claim="home")
     slot = diagnosed(api_client, namespace, "s")
-    assert "approve the ownership migration (kubectl annotate slot/s " in slot["status"]["lastProbe"]["message"]
+    approval = slot["status"]["ownership"]["approval"]
+    assert (
+        f"approve the ownership migration (kubectl annotate slot/s --overwrite "
+        f"woved.dev/ownership-migration-requested-at={approval})" in slot["status"]["lastProbe"]["message"]
+    )
 
-    request_migration(api_client, namespace, "s", "t-1")
+    token = approve(api_client, namespace, "s")
 
     slot = wait_verdict(api_client, namespace, "s", "Ready", timeout=120)
     status = slot["status"]
-    assert status["lastHandledOwnershipMigrationRequest"] == "t-1"
+    assert status["lastHandledOwnershipMigrationRequest"] == token
     assert status["lastProbe"]["trigger"] == "ownership-migrated"
     last = status["lastOwnershipMigration"]
     changed = {path for path, entry in before.items() if entry[1:3] == OLD}
@@ -266,9 +277,9 @@ def test_migration_is_refused_while_a_worker_holds_the_claim(
     worker_pod("worker", claim="home", node="sim-node-a")
     before = manifest(home)
 
-    request_migration(api_client, namespace, "s", "t-busy")
+    token = approve(api_client, namespace, "s")
 
-    slot = answered(api_client, namespace, "s", "t-busy")
+    slot = answered(api_client, namespace, "s", token)
     assert "pod worker mounts the claim" in refusal(slot, "ClaimInUse")
     assert not migration_jobs(api_client, namespace)
     slots.wait_event(api_client, namespace, "s", reason="OwnershipMigrationRefused", kind="Warning")
@@ -286,9 +297,9 @@ def test_migration_is_refused_in_a_restricted_namespace_quoting_admission(
         api_client, core, namespace, claim, operator, "--allow-ownership-migration", level="restricted"
     )
 
-    request_migration(api_client, namespace, "s", "t-restricted")
+    token = approve(api_client, namespace, "s")
 
-    message = refusal(answered(api_client, namespace, "s", "t-restricted"), "PodSecurityRejected")
+    message = refusal(answered(api_client, namespace, "s", token), "PodSecurityRejected")
     assert "needs the level baseline" in message
     assert 'violates PodSecurity "restricted:latest"' in message  # the admission message itself
     assert "CHOWN" in message
@@ -323,9 +334,9 @@ def test_dry_run_reports_and_changes_nothing(
 ) -> None:
     home, before, probed = uid_1000_slot(api_client, core, namespace, claim, operator, "--allow-ownership-migration")
 
-    request_migration(api_client, namespace, "s", "t-dry", dry_run=True)
+    token = approve(api_client, namespace, "s", dry_run=True)
 
-    slot = answered(api_client, namespace, "s", "t-dry")
+    slot = answered(api_client, namespace, "s", token)
     last = slot["status"]["lastOwnershipMigration"]
     would = sum(1 for entry in before.values() if entry[1:3] == OLD)
     assert (last["reason"], last["dryRun"], last["changed"], last["errors"]) == ("DryRun", True, would, 0)

@@ -241,7 +241,8 @@ def _migrate(api: client.ApiClient, tmp_path: pathlib.Path, kubeconfig: pathlib.
         kubeconfig=kubeconfig, namespaces=[NAMESPACE], log_path=tmp_path / "operator-migration.log", args=args
     ).start()
     try:
-        request = {"metadata": {"annotations": {"woved.dev/ownership-migration-requested-at": "rootless"}}}
+        approval = slots.get_slot(api, NAMESPACE, case)["status"]["ownership"]["approval"]
+        request = {"metadata": {"annotations": {"woved.dev/ownership-migration-requested-at": approval}}}
         slots.patch_slot(api, NAMESPACE, case, request)
         slot = slots.wait_verdict(api, NAMESPACE, case, "Ready", timeout=120)
         assert slot["status"]["lastOwnershipMigration"]["reason"] == "Migrated"

@@ -17,6 +17,7 @@ from slot_operator.kube.informer import Key
 from slot_operator.logic import jobs
 
 NS = "agents"
+OTHER_NS = "tenant-b"
 
 
 def meta(name: str, rv: str = "1", **extra: Any) -> dict[str, Any]:
@@ -27,14 +28,22 @@ def slot(name: str, claim: str, rv: str = "1") -> dict[str, Any]:
     return {"metadata": meta(name, rv, generation=1), "spec": {"claimName": claim, "agent": "codex"}, "status": {}}
 
 
-def probe_job(name: str, slot_name: str) -> dict[str, Any]:
+def owner(kind: str, name: str, api_version: str) -> list[dict[str, Any]]:
+    return [{"apiVersion": api_version, "kind": kind, "name": name, "uid": f"uid-{name}", "controller": True}]
+
+
+def probe_job(name: str, slot_name: str, *, namespace: str = NS, owned: bool = True) -> dict[str, Any]:
+    job_meta = meta(
+        name,
+        labels={jobs.LABEL_SLOT_UID: f"uid-{slot_name}", jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY},
+        annotations={jobs.ANNOTATION_SLOT: slot_name},
+        managedFields=[{"manager": "kube-controller-manager"}],
+    )
+    job_meta["namespace"] = namespace
+    if owned:
+        job_meta["ownerReferences"] = owner("Slot", slot_name, "woved.dev/v1alpha1")
     return {
-        "metadata": meta(
-            name,
-            labels={jobs.LABEL_SLOT_UID: f"uid-{slot_name}", jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY},
-            annotations={jobs.ANNOTATION_SLOT: slot_name},
-            managedFields=[{"manager": "kube-controller-manager"}],
-        ),
+        "metadata": job_meta,
         "spec": {"template": {"spec": {"containers": [{"image": "img:1", "env": [{"name": "X"}] * 50}]}}},
         "status": {"active": 1, "conditions": [], "uncountedTerminatedPods": {}},
     }
@@ -43,7 +52,11 @@ def probe_job(name: str, slot_name: str) -> dict[str, Any]:
 def probe_pod(name: str, job: str, slot_name: str, rv: str = "1") -> dict[str, Any]:
     return {
         "metadata": meta(
-            name, rv, labels={"batch.kubernetes.io/job-name": job}, annotations={jobs.ANNOTATION_SLOT: slot_name}
+            name,
+            rv,
+            labels={"batch.kubernetes.io/job-name": job},
+            annotations={jobs.ANNOTATION_SLOT: slot_name},
+            ownerReferences=owner("Job", job, "batch/v1"),
         ),
         "spec": {"containers": [{"name": "probe"}]},
         "status": {
@@ -71,6 +84,7 @@ class Heard:
         self.probes: list[Key] = []
         self.claims: list[Key] = []
         self.users: list[Key] = []
+        self.impostors: list[tuple[Key, str]] = []
 
     def listener(self) -> Listener:
         return Listener(
@@ -78,6 +92,9 @@ class Heard:
             probe_changed=self.probes.append,
             claim_changed=self.claims.append,
             claim_users_changed=self.users.append,
+            impostor=lambda slot, job: self.impostors.append(
+                (slot, f"{job['metadata']['namespace']}/{job['metadata']['name']}")
+            ),
         )
 
 
@@ -85,29 +102,57 @@ class Heard:
 async def cache_and_heard() -> AsyncIterator[tuple[Cache, Heard]]:
     heard = Heard()
     api = ApiClient(server="https://127.0.0.1:1", ssl_context=ssl.create_default_context())
-    yield Cache(api, namespaces=(NS,), listener=heard.listener()), heard
+    yield Cache(api, namespaces=(NS, OTHER_NS), listener=heard.listener()), heard
     await api.close()
 
 
-def _store(cache: Cache, group: str) -> Any:
-    return getattr(cache, group)[NS].store
+def _store(cache: Cache, group: str, namespace: str = NS) -> Any:
+    return getattr(cache, group)[namespace].store
 
 
 async def test_jobs_and_pods_are_found_by_slot_and_job(cache_and_heard: tuple[Cache, Heard]) -> None:
     cache, heard = cache_and_heard
+    _store(cache, "_slots").replace([slot("s1", "home-1"), slot("s2", "home-2")])
     _store(cache, "_jobs").replace([probe_job("s1-probe-a", "s1"), probe_job("s2-probe-b", "s2")])
     _store(cache, "_probe_pods").apply("ADDED", probe_pod("s1-probe-a-x", "s1-probe-a", "s1"))
-    assert [j["metadata"]["name"] for j in cache.slot_jobs("uid-s1")] == ["s1-probe-a"]
-    assert [p["metadata"]["name"] for p in cache.job_pods(NS, "s1-probe-a")] == ["s1-probe-a-x"]
-    assert cache.job_pods(NS, "s2-probe-b") == []
+    assert [j["metadata"]["name"] for j in cache.slot_jobs(NS, "uid-s1")] == ["s1-probe-a"]
+    assert [p["metadata"]["name"] for p in cache.job_pods(NS, "uid-s1-probe-a")] == ["s1-probe-a-x"]
+    assert cache.job_pods(NS, "uid-s2-probe-b") == []
     assert sorted(heard.probes) == [(NS, "s1"), (NS, "s1"), (NS, "s2")]
+    assert sorted(key for key, _ in cache.owned_probe_jobs()) == [(NS, "s1"), (NS, "s2")]
 
     _store(cache, "_jobs").apply("DELETED", probe_job("s1-probe-a", "s1"))
     _store(cache, "_probe_pods").apply("DELETED", probe_pod("s1-probe-a-x", "s1-probe-a", "s1"))
-    assert cache.slot_jobs("uid-s1") == []
-    assert cache.job_pods(NS, "s1-probe-a") == []
-    assert cache._jobs_by_slot.keys() == {"uid-s2"}
-    assert not cache._pods_by_job
+    assert cache.slot_jobs(NS, "uid-s1") == []
+    assert cache.job_pods(NS, "uid-s1-probe-a") == []
+    assert [j["metadata"]["name"] for j in cache.slot_jobs(NS, "uid-s2")] == ["s2-probe-b"]
+
+
+async def test_a_job_is_a_slots_only_by_namespace_and_controller_uid(cache_and_heard: tuple[Cache, Heard]) -> None:
+    """Labels and names are the tenant's to write: a Job elsewhere, or without the owner, is never the Slot's."""
+    cache, heard = cache_and_heard
+    _store(cache, "_slots").replace([slot("s1", "home-1")])
+    forged_elsewhere = probe_job("nightly-backup", "s1", namespace=OTHER_NS)  # owner names s1's uid, wrong namespace
+    unowned = probe_job("s1-probe-fake", "s1", owned=False)  # labels only
+    _store(cache, "_jobs", OTHER_NS).apply("ADDED", forged_elsewhere)
+    _store(cache, "_jobs").apply("ADDED", unowned)
+    assert cache.slot_jobs(NS, "uid-s1") == []
+    assert cache.slot_jobs(OTHER_NS, "uid-s1") == [trim_job(forged_elsewhere)]  # filed under its own namespace
+    assert cache.owned_probe_jobs() == []
+    assert heard.probes == []
+    assert heard.impostors == [((NS, "s1"), f"{OTHER_NS}/nightly-backup"), ((NS, "s1"), f"{NS}/s1-probe-fake")]
+
+
+async def test_a_pod_is_a_jobs_only_by_its_controller_uid(cache_and_heard: tuple[Cache, Heard]) -> None:
+    cache, heard = cache_and_heard
+    _store(cache, "_slots").replace([slot("s1", "home-1")])
+    _store(cache, "_jobs").replace([probe_job("s1-probe-a", "s1")])
+    heard.probes.clear()
+    stray = probe_pod("stray", "s1-probe-a", "s1")
+    stray["metadata"]["ownerReferences"] = owner("Job", "another-job", "batch/v1")  # the job-name label lies
+    _store(cache, "_probe_pods").apply("ADDED", stray)
+    assert cache.job_pods(NS, "uid-s1-probe-a") == []
+    assert heard.probes == []
 
 
 async def test_slots_are_found_by_claim_and_follow_a_claim_change(cache_and_heard: tuple[Cache, Heard]) -> None:
@@ -139,7 +184,7 @@ async def test_own_writes_update_the_indexes_without_waking_the_controller(
 ) -> None:
     cache, heard = cache_and_heard
     cache.wrote_job(probe_job("s1-probe-a", "s1"))
-    assert len(cache.slot_jobs("uid-s1")) == 1
+    assert len(cache.slot_jobs(NS, "uid-s1")) == 1
     written = cache.wrote_slot(slot("s1", "home-1", rv="5"))
     assert written["metadata"]["resourceVersion"] == "5"
     assert cache.slots_of_claim(NS, "home-1") == [(NS, "s1")]
@@ -153,13 +198,16 @@ def test_trimmed_objects_keep_what_decisions_read_and_drop_the_rest() -> None:
     assert job["spec"] == {"template": {"spec": {"containers": [{"image": "img:1"}]}}}
     assert job["status"] == {"conditions": []}
 
+    assert job["metadata"]["ownerReferences"] == owner("Slot", "s", "woved.dev/v1alpha1")
+
     pod = trim_probe_pod(probe_pod("p", "j", "s"))
     assert pod["status"]["containerStatuses"] == [{"name": "probe", "state": {"running": {}}}]
-    assert pod["metadata"]["annotations"] == {jobs.ANNOTATION_SLOT: "s"}
+    assert "annotations" not in pod["metadata"]
+    assert pod["metadata"]["ownerReferences"] == owner("Job", "j", "batch/v1")
 
     user = trim_claim_user(worker("w", "home-1"))
     assert user == {
-        "metadata": {"name": "w", "namespace": NS, "resourceVersion": "1"},
+        "metadata": {"name": "w", "namespace": NS, "uid": "uid-w", "resourceVersion": "1"},
         "spec": {"nodeName": "n1", "volumes": [{"persistentVolumeClaim": {"claimName": "home-1"}}]},
         "status": {"phase": "Running"},
     }
@@ -172,7 +220,11 @@ def test_trimmed_objects_keep_what_decisions_read_and_drop_the_rest() -> None:
     assert trim_slot(applied)["metadata"]["annotations"] == {"woved.dev/probe-requested-at": "t1"}
 
 
-def test_a_probe_pod_of_our_own_is_marked_as_such_for_placement() -> None:
+def test_a_claim_user_keeps_its_controller_not_its_labels() -> None:
+    """Whose pod it is comes from its controller reference: the operator's label on a tenant's pod means nothing."""
     pod = worker("p", "home-1")
     pod["metadata"]["labels"] = {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY, "other": "x"}
-    assert trim_claim_user(pod)["metadata"]["labels"] == {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}
+    pod["metadata"]["ownerReferences"] = owner("Job", "j", "batch/v1")
+    record = trim_claim_user(pod)
+    assert "labels" not in record["metadata"]
+    assert record["metadata"]["ownerReferences"] == owner("Job", "j", "batch/v1")

@@ -471,9 +471,11 @@ def test_default_args_map_values(rendered: dict[str, list[dict[str, Any]]]) -> N
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     assert container["image"] == "ghcr.io/woved/slot-operator:" + app_version
     assert container["args"] == [
-        "--default-interval=6h", "--default-timeout=2m", "--max-concurrent-probes=10", "--job-ttl=1h",
+        "--default-interval=6h", "--default-timeout=2m", "--max-concurrent-probes=10",
+        "--max-concurrent-probes-per-namespace=0", "--job-ttl=1h",
         "--retry-base=10s", "--retry-max=10m", "--workers=16", "--metrics-port=8080", "--health-port=8081",
         "--log-format=json", "--audit-image=ghcr.io/woved/slot-operator:" + app_version,
+        "--ownership-migration-from=1000:1000",
         "--leader-elect", f"--leader-elect-namespace={NAMESPACE}", f"--leader-elect-lease={RELEASE}-slot-operator",
     ]  # fmt: skip
     assert container["env"] == [

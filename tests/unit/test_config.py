@@ -207,3 +207,36 @@ def test_ownership_flags() -> None:
     assert parse(["--no-allow-ownership-migration"], env).allow_ownership_migration is False
     with pytest.raises(ConfigError, match="--allow-ownership-migration: expected true or false, got 'maybe'"):
         parse([], {"SLOT_OPERATOR_ALLOW_OWNERSHIP_MIGRATION": "maybe"})
+
+
+def test_old_owners_the_migration_may_move() -> None:
+    assert parse([], {}).ownership_migration_from == ((1000, 1000),)
+    config = parse(["--ownership-migration-from=1000:1000", "--ownership-migration-from", "2000:2001"], {})
+    assert config.ownership_migration_from == ((1000, 1000), (2000, 2001))
+    env = {"SLOT_OPERATOR_OWNERSHIP_MIGRATION_FROM": "1500:1500, 1000:1000"}
+    assert parse([], env).ownership_migration_from == ((1500, 1500), (1000, 1000))
+    assert parse(["--allow-ownership-migration"], {}).migration_policy.allowed is True
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [("0:0", "uid 0 or gid 0 are never re-owned"), ("1000:0", "never re-owned"), ("root", "numeric ids")],
+)
+def test_root_is_never_an_old_owner(value: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=f"--ownership-migration-from: .*{words}"):
+        parse([f"--ownership-migration-from={value}"], {})
+
+
+@pytest.mark.parametrize(
+    ("argv", "share"),
+    [
+        ([], 5),  # every namespace: half of 10
+        (["--namespace=a"], 10),  # one namespace: nobody to share with
+        (["--namespace=a", "--namespace=b", "--max-concurrent-probes=3"], 2),
+        (["--max-concurrent-probes=1"], 1),
+        (["--max-concurrent-probes-per-namespace=4"], 4),
+        (["--max-concurrent-probes-per-namespace=40"], 10),  # never above the cap
+    ],
+)
+def test_a_namespaces_share_of_the_cap(argv: list[str], share: int) -> None:
+    assert parse(argv, {}).probes_per_namespace == share

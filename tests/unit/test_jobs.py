@@ -46,10 +46,11 @@ def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def container(job: dict[str, Any]) -> dict[str, Any]:
-    containers = pod_spec(job)["containers"]
-    assert len(containers) == 1
-    result: dict[str, Any] = containers[0]
+def container(job: dict[str, Any], name: str = "probe") -> dict[str, Any]:
+    """The probe container (always the first), or the named one."""
+    containers = {each["name"]: each for each in pod_spec(job)["containers"]}
+    assert next(iter(containers)) == "probe"
+    result: dict[str, Any] = containers[name]
     return result
 
 
@@ -185,10 +186,17 @@ def test_job_spec_policy() -> None:
                 "action": "FailJob",
                 "onExitCodes": {"containerName": "probe", "operator": "In", "values": [64, 65, 66]},
             },
+            # A failed audit ends the Job: the probe beside it already ran once, a retry would only repeat it.
+            {"action": "FailJob", "onExitCodes": {"containerName": "audit", "operator": "NotIn", "values": [0]}},
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
         ]
     }
     assert pod_spec(build())["restartPolicy"] == "Never"
+
+
+def test_without_audit_the_policy_names_only_the_probe() -> None:
+    rules = build(audit_image=None)["spec"]["podFailurePolicy"]["rules"]
+    assert [rule.get("onExitCodes", {}).get("containerName") for rule in rules] == ["probe", None]
 
 
 def test_backoff_limit_is_small() -> None:
@@ -239,9 +247,11 @@ def test_claim_volume_and_mount_are_read_only() -> None:
 
 
 def test_only_scratch_space_is_writable() -> None:
-    c = container(build(make_spec()))
-    assert c["securityContext"]["readOnlyRootFilesystem"] is True
-    assert [m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")] == ["/tmp"]
+    job = build(make_spec())
+    for c in pod_spec(job)["containers"]:
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert [m["mountPath"] for m in container(job)["volumeMounts"] if not m.get("readOnly")] == ["/tmp"]
+    assert [m for m in container(job, "audit")["volumeMounts"] if not m.get("readOnly")] == []
 
 
 @pytest.mark.parametrize(("uid", "gid"), [(10001, 10001), (1000, 1000), (1000, 2000)])
@@ -254,7 +264,9 @@ def test_pod_security(uid: int, gid: int) -> None:
     assert pod["securityContext"]["runAsGroup"] == gid
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     # Every container, the ownership audit included: Pod Security "restricted" holds for the whole pod.
-    for each in [*pod["initContainers"], *pod["containers"]]:
+    assert [each["name"] for each in pod["containers"]] == ["probe", "audit"]
+    assert "initContainers" not in pod
+    for each in pod["containers"]:
         sc = each["securityContext"]
         assert sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"] == {"drop": ["ALL"]}
@@ -464,27 +476,51 @@ def test_other_refusals_are_retried_and_still_name_the_field() -> None:
 # --- the ownership audit (init container) and the migration Job -----------------------------------
 
 
-def test_audit_runs_first_as_the_probe_with_the_claim_read_only() -> None:
+def test_audit_runs_beside_the_probe_as_its_uid_with_the_claim_read_only() -> None:
     job = build(make_spec(mountPath="/home/agent", runAsUser=10001, runAsGroup=10002))
-    (audit,) = pod_spec(job)["initContainers"]
-    assert audit["name"] == "audit"
+    audit = container(job, "audit")
     assert audit["image"] == AUDIT_IMAGE
-    assert audit["command"] == ["slot-operator", "audit", "--home=/home/agent", "--agent=codex"]
-    assert audit["volumeMounts"] == [{"name": "slot", "mountPath": "/home/agent", "readOnly": True}]
+    # By absolute path with an isolated interpreter, the claim where the operator chooses: never at spec.mountPath,
+    # where a Slot could lay its own programs over the operator's.
+    assert audit["command"] == [
+        "/opt/venv/bin/python", "-I", "-m", "slot_operator", "audit", "--home=/mnt/slot", "--agent=codex"
+    ]  # fmt: skip
+    assert audit["workingDir"] == "/"
+    assert audit["volumeMounts"] == [{"name": "slot", "mountPath": "/mnt/slot", "readOnly": True}]
+    assert (audit["securityContext"]["runAsUser"], audit["securityContext"]["runAsGroup"]) == (10001, 10002)
     assert audit["terminationMessagePolicy"] == "File"  # the report is the termination message
     assert "env" not in audit  # nothing of spec.env: the audit is independent of the agent image
-    # The probe itself is unchanged and still the only regular container.
-    assert container(job)["name"] == "probe"
+    assert "initContainers" not in pod_spec(job)  # an audit that cannot start never holds the probe back
 
 
-def test_no_audit_image_means_no_init_container() -> None:
-    assert "initContainers" not in pod_spec(build(audit_image=None))
+@pytest.mark.parametrize("mount_path", ["/opt/venv/bin", "/opt/venv", "/mnt/slot", "/home/codex"])
+def test_operator_containers_never_follow_the_slots_mount_path(mount_path: str) -> None:
+    job = build(make_spec(mountPath=mount_path))
+    assert container(job)["volumeMounts"][0]["mountPath"] == mount_path  # the probe's HOME is the Slot's
+    assert container(job, "audit")["volumeMounts"][0]["mountPath"] == jobs.VOLUME_TOOL_MOUNT
+    migration = build_migration(mountPath=mount_path)
+    assert pod_spec(migration)["containers"][0]["volumeMounts"][0]["mountPath"] == jobs.VOLUME_TOOL_MOUNT
+
+
+def test_the_volume_tools_mount_point_is_nothing_the_operator_image_needs() -> None:
+    """The claim is laid over VOLUME_TOOL_MOUNT in the operator's image: it must hide none of that image's files."""
+    needed = ("/opt/venv", "/usr", "/etc", "/bin", "/lib", "/tmp", "/dev", "/proc")
+    for path in needed:
+        assert not jobs.VOLUME_TOOL_MOUNT.startswith(path + "/")
+        assert path != jobs.VOLUME_TOOL_MOUNT
+        assert not path.startswith(jobs.VOLUME_TOOL_MOUNT + "/")
+    assert jobs.OPERATOR_PYTHON.startswith("/opt/venv/")
+
+
+def test_no_audit_image_means_no_audit_container() -> None:
+    assert [c["name"] for c in pod_spec(build(audit_image=None))["containers"]] == ["probe"]
 
 
 def test_audit_fields_that_come_from_the_slot_are_named() -> None:
-    assert jobs.slot_field("spec.template.spec.initContainers[0].volumeMounts[0].mountPath") == "spec.mountPath"
-    assert jobs.slot_field("spec.template.spec.initContainers[0].securityContext.runAsUser") == "spec.runAsUser"
-    assert jobs.slot_field("spec.template.spec.initContainers[0].image") is None  # the operator's: --audit-image
+    assert jobs.slot_field("spec.template.spec.containers[1].securityContext.runAsUser") == "spec.runAsUser"
+    assert jobs.slot_field("spec.template.spec.containers[1].securityContext.runAsGroup") == "spec.runAsGroup"
+    assert jobs.slot_field("spec.template.spec.containers[1].image") is None  # the operator's: --audit-image
+    assert jobs.slot_field("spec.template.spec.containers[1].volumeMounts[0].mountPath") is None  # the operator's
 
 
 def build_migration(*, dry_run: bool = False, **fields: Any) -> dict[str, Any]:
@@ -507,12 +543,16 @@ def test_migration_job_is_root_with_chown_and_dac_override_only() -> None:
     pod = pod_spec(job)
     (migrate,) = pod["containers"]
     assert migrate["command"] == [
-        "slot-operator",
+        "/opt/venv/bin/python",
+        "-I",
+        "-m",
+        "slot_operator",
         "migrate-ownership",
-        "--root=/home/codex",
+        "--root=/mnt/slot",
         "--from=1000:1000",
         "--to=10001:10002",
     ]
+    assert migrate["workingDir"] == "/"
     sc = migrate["securityContext"]
     assert sc["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE"]}
     assert (sc["runAsUser"], sc["runAsGroup"], sc["runAsNonRoot"]) == (0, 0, False)
@@ -520,7 +560,7 @@ def test_migration_job_is_root_with_chown_and_dac_override_only() -> None:
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["privileged"] is False
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert migrate["volumeMounts"] == [{"name": "slot", "mountPath": "/home/codex", "readOnly": False}]
+    assert migrate["volumeMounts"] == [{"name": "slot", "mountPath": "/mnt/slot", "readOnly": False}]
     assert pod["volumes"] == [
         {"name": "slot", "persistentVolumeClaim": {"claimName": "codex-1-home", "readOnly": False}}
     ]

@@ -7,11 +7,16 @@ import json
 from typing import Any
 
 import pytest
-from slot_operator.logic.outcome import NoVerdict, Running, Verdict, classify, is_finished
+from slot_operator.logic import outcome as outcome_module
+from slot_operator.logic.outcome import NoVerdict, Outcome, Running, Verdict, is_finished
 from slot_operator.logic.verdict import FailureReason, Phase, ProbeResult
 
 T_DONE = "2024-05-06T07:10:00Z"
 DONE = datetime.datetime(2024, 5, 6, 7, 10, tzinfo=datetime.UTC)
+
+
+def classify(job: dict[str, Any], pods: list[dict[str, Any]], *, now: datetime.datetime = DONE) -> Outcome:
+    return outcome_module.classify(job, pods, now=now)
 
 
 def job(*conditions: dict[str, Any], completion: str | None = None) -> dict[str, Any]:
@@ -224,25 +229,57 @@ def test_no_pods_yet_is_running() -> None:
     assert classify({"metadata": {"name": "j"}}, []) == Running()
 
 
-@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"])
-def test_image_pull_failure_is_image_broken_and_stops_the_job(reason: str) -> None:
-    state = waiting(reason, 'failed to pull "ghcr.io/example/agent:nope": not found')
-    outcome = classify(job(), [pod(state=state)])
+MISSING = [
+    # What registries and runtimes say when the image does not exist: a definitive answer.
+    'failed to pull and unpack image "ghcr.io/example/agent:nope": failed to resolve reference '
+    '"ghcr.io/example/agent:nope": ghcr.io/example/agent:nope: not found',
+    "rpc error: code = NotFound desc = failed to pull and unpack image",
+    "reading manifest nope in quay.io/example/agent: manifest unknown: manifest unknown",
+    "initializing source docker://ghcr.io/example/agent:nope: reading manifest nope: name unknown",
+    'failed to pull image "local/agent-shell:nope": not found in local image store',
+]
+TRANSIENT = [
+    # Anything else may pass on the next try: rate limits, outages, timeouts, DNS, credentials.
+    "failed to copy: httpReadSeeker: failed open: unexpected status code https://ghcr.io/v2/: 429 Too Many Requests",
+    "unexpected status from HEAD request to https://registry/v2/agent/manifests/x: 503 Service Unavailable",
+    'failed to do request: Head "https://ghcr.io/v2/agent/manifests/x": dial tcp 140.82.1.1:443: i/o timeout',
+    "dial tcp: lookup ghcr.io on 10.96.0.10:53: no such host",
+    "pull access denied, repository does not exist or may require authorization: authorization failed",
+    "failed to authorize: failed to fetch anonymous token: 401 Unauthorized",
+    "",
+]
+
+
+@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff"])
+@pytest.mark.parametrize("message", MISSING)
+def test_an_image_that_does_not_exist_is_image_broken_and_stops_the_job(reason: str, message: str) -> None:
+    outcome = classify(job(), [pod(state=waiting(reason, message))])
     assert outcome == Verdict(
         phase=Phase.IMAGE_BROKEN,
         exit_code=None,
-        reason="ImagePullFailed",
-        message=f'{reason}: failed to pull "ghcr.io/example/agent:nope": not found',
+        reason="ImageNotFound",
+        message=f"{reason}: {message}",
         result=None,
         finished=None,
         stop_job=True,
     )
 
 
-def test_image_pull_failure_without_message() -> None:
-    outcome = classify(job(), [pod(state=waiting("ErrImagePull"))])
+@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"])
+@pytest.mark.parametrize("message", TRANSIENT)
+def test_any_other_pull_failure_is_no_verdict_retried(reason: str, message: str) -> None:
+    """A registry blip must never flip a Ready Slot: ProbeSucceeded=False/ImagePullFailed, retried with backoff."""
+    outcome = classify(job(), [pod(state=waiting(reason, message))])
+    assert isinstance(outcome, NoVerdict)
+    assert (outcome.reason, outcome.stop_job) == (FailureReason.IMAGE_PULL_FAILED, True)
+    assert outcome.message == f"{reason}: {message or 'image cannot be pulled'}"
+
+
+def test_an_invalid_image_name_is_image_broken() -> None:
+    state = waiting("InvalidImageName", 'couldn\'t parse image reference "Agent:Bad Tag": invalid reference format')
+    outcome = classify(job(), [pod(state=state)])
     assert isinstance(outcome, Verdict)
-    assert outcome.message == "ErrImagePull: image cannot be pulled"
+    assert (outcome.phase, outcome.reason) == (Phase.IMAGE_BROKEN, "ImageNotFound")
 
 
 @pytest.mark.parametrize("reason", ["ContainerCreating", "PodInitializing"])
@@ -282,9 +319,9 @@ def test_pending_but_not_yet_unschedulable_is_running() -> None:
 
 
 def test_deleting_pods_are_ignored_while_running() -> None:
-    old = pod("old", created="2024-05-06T07:01:00Z", state=waiting("ErrImagePull"), deleting=True)
+    old = pod("old", created="2024-05-06T07:01:00Z", state=waiting("ErrImagePull", "not found"), deleting=True)
     assert classify(job(), [old]) == Running()
-    new = pod("new", created="2024-05-06T07:00:00Z", state=waiting("ImagePullBackOff"))
+    new = pod("new", created="2024-05-06T07:00:00Z", state=waiting("ImagePullBackOff", "x: not found"))
     outcome = classify(job(), [old, new])
     assert isinstance(outcome, Verdict)
     assert outcome.message.startswith("ImagePullBackOff")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from typing import Any
@@ -10,12 +11,14 @@ import pytest
 from slot_operator.logic import ownership, schedule
 from slot_operator.logic import status as st
 from slot_operator.logic.conditions import OWNERSHIP_MATCHES, OWNERSHIP_MIGRATED, READY, RECONCILING, STALLED, find
-from slot_operator.logic.outcome import NoVerdict, Running, Verdict, audit_result, classify
+from slot_operator.logic.outcome import AUDIT_GRACE, NoVerdict, Running, Verdict, audit_result, classify
 from slot_operator.logic.verdict import FailureReason, Phase
 
 T0 = datetime.datetime(2026, 11, 1, 7, 0, 0, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(minutes=1)
 OLD, NEW = (1000, 1000), (10001, 10001)
+SLOT_UID, CLAIM_UID = "6f1c2a8e-slot", "9b3d7e1f-claim"
+ALLOWED = ownership.MigrationPolicy(allowed=True)
 PROBE = st.ProbeRef(
     job_name="codex-1-probe-0000000001", image="img:1", generation=1, trigger="created", request=None, start_time=T0
 )
@@ -53,9 +56,17 @@ def cond(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return dict(found)
 
 
-def context(text: str | None, *, allowed: bool = True) -> st.AuditContext:
+def context(
+    text: str | None,
+    *,
+    policy: ownership.MigrationPolicy = ALLOWED,
+    slot_uid: str = SLOT_UID,
+    claim_uid: str = CLAIM_UID,
+) -> st.AuditContext:
     result = None if text is None else ownership.parse_report(text)
-    return st.AuditContext(result=result, expected=NEW, slot="codex-1", migration_allowed=allowed)
+    return st.AuditContext(
+        result=result, expected=NEW, slot="codex-1", slot_uid=slot_uid, claim_uid=claim_uid, policy=policy
+    )
 
 
 def needs_init(message: str = "~/.codex is not accessible as uid 10001: credentials invisible") -> Verdict:
@@ -68,6 +79,7 @@ def judged(
     before: dict[str, Any] | None = None,
     outcome: Verdict | None = None,
     now: datetime.datetime = T1,
+    **audit: Any,
 ) -> dict[str, Any]:
     """The verdict write for a probe whose pod's audit reported `text`."""
     return st.verdict(
@@ -76,7 +88,7 @@ def judged(
         probe=PROBE,
         outcome=outcome or needs_init(),
         interval=datetime.timedelta(hours=6),
-        audit=context(text),
+        audit=context(text, **audit),
         now=now,
     )
 
@@ -112,13 +124,23 @@ def test_a_report_that_cannot_be_used_is_audit_failed(text: str, why: str) -> No
 
 def test_explain_names_the_cause_and_the_fix() -> None:
     assessment = ownership.assess(audited(UID_1000_CODEX), expected=NEW)
-    allowed = ownership.explain(assessment, slot="codex-1", migration_allowed=True)
+    allowed = ownership.explain(assessment, slot="codex-1", policy=ALLOWED, approval="0123abcd0123abcd")
     assert allowed.startswith("~/.codex owned by 1000:1000 (and 1 more), the image runs as 10001:10001: ")
     assert "approve the ownership migration" in allowed
-    assert "kubectl annotate slot/codex-1 woved.dev/ownership-migration-requested-at=" in allowed
-    off = ownership.explain(assessment, slot="codex-1", migration_allowed=False)
+    assert (
+        "kubectl annotate slot/codex-1 --overwrite woved.dev/ownership-migration-requested-at=0123abcd0123abcd"
+        in allowed
+    )
+    off = ownership.explain(assessment, slot="codex-1", policy=ownership.MigrationPolicy(allowed=False), approval=None)
     assert "--allow-ownership-migration" in off
     assert "chown the volume to 10001:10001 by hand" in off
+    other = ownership.explain(
+        assessment,
+        slot="codex-1",
+        policy=ownership.MigrationPolicy(allowed=True, old_owners=((2000, 2000),)),
+        approval=None,
+    )
+    assert other.endswith("the ownership migration may not move 1000:1000: fix the owners by hand")
 
 
 # --- the verdict write carries the audit -----------------------------------------------------------
@@ -134,6 +156,13 @@ def test_needs_init_from_a_uid_mismatch_names_the_real_cause() -> None:
     matches = cond(new, OWNERSHIP_MATCHES)
     assert (matches["status"], matches["reason"]) == ("False", "OwnedByOtherUser")
     assert "could not look at ~/.codex/auth.json: Permission denied" in matches["message"]
+    approval = ownership.approval_token(
+        slot_uid=SLOT_UID,
+        claim_uid=CLAIM_UID,
+        old="1000:1000",
+        expected="10001:10001",
+        audited_at="2026-11-01T07:01:00Z",
+    )
     assert new["ownership"] == {
         "expected": "10001:10001",
         "found": ["1000:1000"],
@@ -142,7 +171,13 @@ def test_needs_init_from_a_uid_mismatch_names_the_real_cause() -> None:
         "summary": "1000:1000 (image 10001:10001)",
         "auditedAt": "2026-11-01T07:01:00Z",
         "jobName": PROBE.job_name,
+        "claimUID": CLAIM_UID,
+        "approval": approval,
     }
+    assert message.startswith(
+        f"~/.codex owned by 1000:1000 (and 1 more), the image runs as 10001:10001: approve the ownership migration "
+        f"(kubectl annotate slot/codex-1 --overwrite woved.dev/ownership-migration-requested-at={approval})"
+    )
     assert new["credentials"] == {"files": 0}
 
 
@@ -196,40 +231,138 @@ def slot_status(text: str = UID_1000_CODEX) -> dict[str, Any]:
     return judged(text, now=T0)
 
 
+def approval(status: dict[str, Any]) -> str:
+    return str(status["ownership"]["approval"])
+
+
+def plan(
+    status: dict[str, Any],
+    *,
+    token: str | None = None,
+    policy: ownership.MigrationPolicy = ALLOWED,
+    claim_uid: str | None = CLAIM_UID,
+    users: tuple[str, ...] = (),
+    expected: ownership.Owner = NEW,
+) -> ownership.MigrationPlan | ownership.Refusal:
+    token = token if token is not None else (status.get("ownership") or {}).get("approval") or "t1"
+    return ownership.plan_migration(
+        status, expected=expected, policy=policy, token=token, claim_uid=claim_uid, users=list(users)
+    )
+
+
+ROOT_AND_OLD = report(["~", "d", 0, 0, "0755", 1, 0], ["~/.codex", "d", 1000, 1000, "0700", 1, 0])
+ROOT_ONLY = report(["~", "d", 0, 0, "0755", 1, 0], ["~/.codex", "d", 0, 0, "0700", 1, 0])
+OTHER_UID = report(["~", "d", 2000, 2000, "0755", 1, 0], ["~/.codex", "d", 2000, 2000, "0700", 1, 0])
+
+
 @pytest.mark.parametrize(
-    ("status", "allowed", "users", "reason", "words"),
+    ("status", "change", "reason", "words"),
     [
-        (slot_status(), False, [], "MigrationDisabled", "--allow-ownership-migration"),
-        ({}, True, [], "AuditUnavailable", "no ownership audit on record"),
-        (slot_status(MATCHING_CODEX), True, [], "NothingToMigrate", "already owned by 10001:10001"),
+        (slot_status(), {"policy": ownership.MigrationPolicy(allowed=False)}, "MigrationDisabled", "--allow-owner"),
+        ({}, {}, "AuditUnavailable", "no ownership audit on record"),
+        (slot_status(), {"claim_uid": "another-claim"}, "AuditUnavailable", "another claim"),
+        (slot_status(), {"claim_uid": None}, "AuditUnavailable", "another claim"),
+        (slot_status(MATCHING_CODEX), {}, "NothingToMigrate", "already owned by 10001:10001"),
+        (slot_status(ROOT_AND_OLD), {}, "SeveralOwners", "owned by 0:0 and 1000:1000"),
+        (slot_status(ROOT_ONLY), {}, "OwnerNotAllowed", "files of uid 0 or gid 0 are never re-owned"),
+        (slot_status(OTHER_UID), {}, "OwnerNotAllowed", "--ownership-migration-from allows 1000:1000"),
+        (slot_status(), {"token": "1733400000"}, "NotApproved", "does not approve the audit on record"),
         (
-            slot_status(report(["~", "d", 0, 0, "0755", 1, 0], ["~/.codex", "d", 1000, 1000, "0700", 1, 0])),
-            True,
-            [],
-            "SeveralOwners",
-            "owned by 0:0 and 1000:1000",
+            slot_status(),
+            {"users": ("worker-1", "worker-2")},
+            "ClaimInUse",
+            "pod worker-1 mounts the claim (and 1 more)",
         ),
-        (slot_status(), True, ["worker-1", "worker-2"], "ClaimInUse", "pod worker-1 mounts the claim (and 1 more)"),
     ],
 )
-def test_refusals_say_why(status: dict[str, Any], allowed: bool, users: list[str], reason: str, words: str) -> None:
-    plan = ownership.plan_migration(status, expected=NEW, allowed=allowed, users=users)
-    assert isinstance(plan, ownership.Refusal)
-    assert plan.reason == reason
-    assert words in plan.message
+def test_refusals_say_why(status: dict[str, Any], change: dict[str, Any], reason: str, words: str) -> None:
+    refused = plan(status, **change)
+    assert isinstance(refused, ownership.Refusal)
+    assert refused.reason == reason
+    assert words in refused.message
 
 
 def test_an_audit_against_another_uid_is_no_basis() -> None:
-    plan = ownership.plan_migration(slot_status(), expected=(20002, 20002), allowed=True, users=[])
-    assert isinstance(plan, ownership.Refusal)
-    assert plan.reason == "AuditUnavailable"
-    assert "judged ownership against 10001:10001, the Slot now runs as 20002:20002" in plan.message
+    refused = plan(slot_status(), expected=(20002, 20002))
+    assert isinstance(refused, ownership.Refusal)
+    assert refused.reason == "AuditUnavailable"
+    assert "judged ownership against 10001:10001, the Slot now runs as 20002:20002" in refused.message
 
 
-def test_one_foreign_owner_is_migrated_to_the_slots_identity() -> None:
-    assert ownership.plan_migration(slot_status(), expected=NEW, allowed=True, users=[]) == ownership.MigrationPlan(
-        old=OLD, new=NEW
+def test_one_foreign_owner_with_its_approval_is_migrated_to_the_slots_identity() -> None:
+    assert plan(slot_status()) == ownership.MigrationPlan(old=OLD, new=NEW)
+
+
+def test_another_old_owner_can_be_allowed_but_never_root() -> None:
+    policy = ownership.MigrationPolicy(allowed=True, old_owners=((2000, 2000),))
+    status = judged(OTHER_UID, now=T0, policy=policy)
+    assert plan(status, policy=policy) == ownership.MigrationPlan(old=(2000, 2000), new=NEW)
+    root = ownership.MigrationPolicy(allowed=True, old_owners=((0, 0), (1000, 0)))
+    assert "approval" not in judged(ROOT_ONLY, now=T0, policy=root)["ownership"]
+
+
+def test_an_approval_is_bound_to_the_slot_the_claim_and_the_audit() -> None:
+    status = slot_status()
+    token = approval(status)
+    assert len(token) == 16
+    assert approval(judged(now=T0)) == token  # the same audit facts, the same token
+    assert approval(judged(now=T0, slot_uid="recreated-slot")) != token
+    assert approval(judged(now=T0, claim_uid="recreated-claim")) != token
+    assert approval(judged(now=T1)) != token  # a later audit
+    # Replayed onto a recreated Slot (a new uid, its own audit): not an approval of that audit.
+    refused = plan(judged(now=T0, slot_uid="recreated-slot"), token=token)
+    assert isinstance(refused, ownership.Refusal)
+    assert refused.reason == "NotApproved"
+
+
+def test_an_approval_is_spent_once_answered() -> None:
+    status = slot_status()
+    token = approval(status)
+    ref = dataclasses.replace(REF, request=token)
+    started = st.migration_started(status, generation=1, migration=ref, now=T0)
+    assert "approval" not in started["ownership"]
+    refused = plan(started, token=token)
+    assert isinstance(refused, ownership.Refusal)
+    assert refused.reason == "NotApproved"
+    assert "answered already" in refused.message
+    # A refusal of that very token spends it too; a refusal of another token does not.
+    request = ownership.MigrationRequest(token=token, dry_run=False)
+    in_use = ownership.Refusal(reason="ClaimInUse", message="pod w mounts the claim")
+    assert (
+        "approval"
+        not in st.migration_refused(status, generation=1, request=request, refusal=in_use, now=T1)["ownership"]
     )
+    other = ownership.MigrationRequest(token="other", dry_run=False)
+    kept = st.migration_refused(status, generation=1, request=other, refusal=in_use, now=T1)
+    assert approval(kept) == token
+
+
+def test_a_dry_run_leaves_the_approval_for_the_real_run() -> None:
+    status = slot_status()
+    token = approval(status)
+    dry = dataclasses.replace(REF, request=token, dry_run=True)
+    started = st.migration_started(status, generation=1, migration=dry, now=T0)
+    assert approval(started) == token
+    done = ownership.migration_outcome({"status": {}}, [migrate_pod(0, COUNTS)])
+    assert done is not None
+    finished = st.migration_finished(started, generation=1, migration=dry, done=done, now=T1)
+    assert approval(finished) == token
+    # The same token: answered as a dry run, not yet as the real run.
+    assert ownership.answered(finished, ownership.MigrationRequest(token=token, dry_run=True))
+    assert not ownership.answered(finished, ownership.MigrationRequest(token=token, dry_run=False))
+    assert plan(finished) == ownership.MigrationPlan(old=OLD, new=NEW)
+
+
+def test_long_tokens_are_kept_whole_or_as_a_digest_never_cut() -> None:
+    long_a, long_b = "a" * 200 + "1", "a" * 200 + "2"
+    assert ownership.stored_token("t1") == "t1"
+    assert ownership.stored_token("x" * 128) == "x" * 128
+    assert ownership.stored_token(long_a) != ownership.stored_token(long_b)
+    assert ownership.stored_token(long_a).startswith("sha256:")
+    request = ownership.migration_request({ownership.MIGRATION_REQUEST_ANNOTATION: f" {long_a} "})
+    assert request is not None
+    assert request.token == ownership.stored_token(long_a)
+    assert schedule.manual_request({schedule.PROBE_REQUEST_ANNOTATION: long_b}) == ownership.stored_token(long_b)
 
 
 def test_pod_security_refusal_quotes_the_admission_and_asks_for_baseline() -> None:
@@ -349,35 +482,69 @@ def probe_pod(audit_state: dict[str, Any], probe_state: dict[str, Any] | None = 
     return {
         "metadata": {"name": "p", "creationTimestamp": "2026-11-01T07:00:00Z"},
         "status": {
-            "initContainerStatuses": [{"name": "audit", "state": audit_state}],
-            "containerStatuses": [{"name": "probe", "state": probe_state or {}}],
+            "containerStatuses": [
+                {"name": "probe", "state": probe_state or {}},
+                {"name": "audit", "state": audit_state},
+            ],
         },
     }
 
 
-def test_audit_result_is_read_from_the_init_container() -> None:
+def probe_exited(code: int, at: datetime.datetime = T0) -> dict[str, Any]:
+    return {"terminated": {"exitCode": code, "finishedAt": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "message": ""}}
+
+
+def test_audit_result_is_read_from_the_audit_container() -> None:
     pods = [probe_pod({"terminated": {"exitCode": 0, "message": UID_1000_CODEX}})]
     assert isinstance(audit_result(pods), ownership.Audit)
     assert audit_result([]) is None
+    assert audit_result([probe_pod({"running": {}})]) is None  # not finished: nothing to say yet
 
 
-def test_an_unpullable_audit_image_is_not_the_agent_images_fault() -> None:
-    pods = [probe_pod({"waiting": {"reason": "ErrImagePull", "message": "not found"}})]
-    outcome = classify({"status": {}}, pods)
+@pytest.mark.parametrize(
+    ("audit_state", "words"),
+    [
+        ({"waiting": {"reason": "ErrImagePull", "message": "not found"}}, "(--audit-image) cannot be pulled"),
+        ({"waiting": {"reason": "ImagePullBackOff", "message": "429"}}, "(--audit-image) cannot be pulled"),
+        ({"waiting": {"reason": "CreateContainerError", "message": "no such file"}}, "could not start"),
+        ({"terminated": {"exitCode": 2, "reason": "Error", "message": "Permission denied"}}, "exited with code 2"),
+    ],
+)
+def test_an_audit_that_cannot_run_never_holds_the_verdict_back(audit_state: dict[str, Any], words: str) -> None:
+    """The probe's exit code is the verdict; ownership is Unknown (AuditFailed), saying why."""
+    pods = [probe_pod(audit_state, probe_exited(0))]
+    outcome = classify({"status": {}}, pods, now=T0)
+    assert isinstance(outcome, Verdict)
+    assert outcome.phase is Phase.READY
+    result = audit_result(pods)
+    assert isinstance(result, ownership.AuditUnavailable)
+    assert result.reason == "AuditFailed"
+    assert words in result.message
+    # An audit that will never run keeps the pod from ending: the Job is stopped once the verdict is recorded.
+    assert outcome.stop_job is ("waiting" in audit_state)
+
+
+def test_a_crash_beside_a_stuck_audit_is_no_verdict_and_stops_the_job() -> None:
+    pods = [probe_pod({"waiting": {"reason": "ImagePullBackOff", "message": "x"}}, probe_exited(1))]
+    outcome = classify({"status": {}}, pods, now=T0)
     assert isinstance(outcome, NoVerdict)
-    assert outcome.reason is FailureReason.AUDIT_FAILED
-    assert outcome.stop_job
-    assert "--audit-image" in outcome.message
+    assert (outcome.reason, outcome.stop_job) == (FailureReason.CRASHED, True)
 
 
-def test_a_failing_audit_stops_the_probe() -> None:
-    pods = [probe_pod({"terminated": {"exitCode": 127, "reason": "Error", "message": "slot-operator: not found"}})]
-    outcome = classify({"status": {}}, pods)
-    assert isinstance(outcome, NoVerdict)
-    assert outcome.reason is FailureReason.AUDIT_FAILED
-    assert "exited with code 127" in outcome.message
+def test_the_verdict_waits_briefly_for_a_running_audit() -> None:
+    pods = [probe_pod({"running": {}}, probe_exited(65))]
+    waiting = classify({"status": {}}, pods, now=T0)
+    assert waiting == Running(until=T0 + AUDIT_GRACE)
+    late = classify({"status": {}}, pods, now=T0 + AUDIT_GRACE)
+    assert isinstance(late, Verdict)
+    assert late.phase is Phase.NEEDS_INIT
+    assert audit_result(pods) is None  # the operator records AuditFailed: not finished in time
 
 
 def test_a_finished_audit_lets_the_probe_decide() -> None:
     pods = [probe_pod({"terminated": {"exitCode": 0, "message": MATCHING_CODEX}}, {"running": {}})]
-    assert isinstance(classify({"status": {}}, pods), Running)
+    assert isinstance(classify({"status": {}}, pods, now=T0), Running)
+    done = [probe_pod({"terminated": {"exitCode": 0, "message": MATCHING_CODEX}}, probe_exited(66))]
+    outcome = classify({"status": {}}, done, now=T0)
+    assert isinstance(outcome, Verdict)
+    assert (outcome.phase, outcome.stop_job) == (Phase.NEEDS_REAUTH, False)

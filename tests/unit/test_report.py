@@ -215,11 +215,19 @@ def test_why_tells_the_verdict_the_message_the_events_and_the_fix() -> None:
         (decided(Phase.READY), {}, "Nothing to do"),
         (decided(Phase.NEEDS_INIT), {}, "#slotneedsinit"),
         (
-            {**decided(Phase.NEEDS_INIT), "ownership": {"expected": "10001:10001", "found": ["1000:1000"]}},
+            {
+                **decided(Phase.NEEDS_INIT),
+                "ownership": {"expected": "10001:10001", "found": ["1000:1000"], "approval": "0123abcd0123abcd"},
+            },
             {},
             "The files belong to 1000:1000, the image runs as 10001:10001: stop the pods that use the claim, then "
             "approve the ownership migration: kubectl annotate slot -n agents s --overwrite "
-            "woved.dev/ownership-migration-requested-at=",
+            "woved.dev/ownership-migration-requested-at=0123abcd0123abcd.",
+        ),
+        (
+            {**decided(Phase.NEEDS_INIT), "ownership": {"expected": "10001:10001", "found": ["0:0"]}},
+            {},
+            "an owner the ownership migration will not move (or its approval was used): fix the owners by hand",
         ),
         ({**decided(Phase.NEEDS_INIT), "ownership": {"expected": "10001:10001", "found": []}}, {}, "Initialise"),
         (decided(Phase.IMAGE_BROKEN), {}, "the last Ready image"),

@@ -67,7 +67,7 @@ def test_failure_reason_api_strings() -> None:
         "InvalidSpec",
         "ProbeJobLost",
         "ProbeJobRejected",
-        "AuditFailed",
+        "ImagePullFailed",
         "ContainerConfigError",
     }
 

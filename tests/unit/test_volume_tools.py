@@ -265,6 +265,19 @@ def test_migration_command_names_a_bad_owner(capsys: pytest.CaptureFixture[str],
     assert "expected UID:GID with numeric ids, got 'root'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("old", "new"), [("0:0", "10001:10001"), ("1000:0", "10001:10001"), ("1000:1000", "0:0")])
+def test_the_migration_never_moves_roots_files_nor_hands_anything_to_root(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path, old: str, new: str
+) -> None:
+    """Whoever starts it (a stolen token, a forged Job): the program itself refuses, before it walks anything."""
+    (tmp_path / "f").write_text("x")
+    before = (tmp_path / "f").lstat()
+    with pytest.raises(SystemExit):
+        cli.main(["migrate-ownership", f"--root={tmp_path}", f"--from={old}", f"--to={new}"])
+    assert "uid 0 and gid 0 are never moved" in capsys.readouterr().err
+    assert (tmp_path / "f").lstat() == before
+
+
 def test_migration_of_a_missing_root_fails_with_its_reason(tmp_path: pathlib.Path) -> None:
     log = tmp_path / "log"
     code = cli.main(

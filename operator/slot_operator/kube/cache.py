@@ -10,6 +10,11 @@ watch of every non-terminal pod in the watched namespaces, kept as a record of a
 (name, node, phase, claim names): a few hundred bytes a pod, where listing the namespace's pods
 on every probe start cost a full decode of every pod each time. Volume attachments would only
 cover attachable (CSI) volumes and say nothing of ReadWriteOncePod use, so they are not used.
+
+Ownership is by identity, never by label (docs/security.md): a Job is a Slot's only when it is in the
+Slot's namespace and its controller ownerReference names the Slot's uid; a pod is a Job's only when
+its controller ownerReference names that Job's uid. The operator's labels only narrow the watches.
+A Job that carries them and names a Slot it does not belong to is an impostor: ignored, and reported.
 """
 
 from __future__ import annotations
@@ -17,20 +22,55 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, Generic, TypeVar
 
 from slot_operator.kube import api as api_module
 from slot_operator.kube.informer import Informer, Key, Object, key_of
 from slot_operator.logic import jobs
 
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 _KEEP_META = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp")
+SLOT_API_VERSION = f"{jobs.GROUP}/{jobs.VERSION}"
+G = TypeVar("G", bound=Hashable)
 
 
 def _meta(obj: Mapping[str, Any], *extra: str) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
     return {field: meta[field] for field in (*_KEEP_META, *extra) if field in meta}
+
+
+def controller_of(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The object's controller ownerReference (the one with `controller: true`), if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
+        if ref.get("controller"):
+            return dict(ref)
+    return None
+
+
+def _with_controller(meta: dict[str, Any], obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep the controller ownerReference (identity), and of it only what identity needs."""
+    ref = controller_of(obj)
+    if ref is not None:
+        meta["ownerReferences"] = [
+            {key: ref[key] for key in ("apiVersion", "kind", "name", "uid", "controller") if key in ref}
+        ]
+    return meta
+
+
+def owner_uid(obj: Mapping[str, Any], *, api_version: str, kind: str) -> str | None:
+    """The uid of the object's controller when it is a `kind` of `api_version`; else None."""
+    ref = controller_of(obj)
+    if ref is None or ref.get("kind") != kind or ref.get("apiVersion") != api_version or not ref.get("uid"):
+        return None
+    return str(ref["uid"])
+
+
+def slot_owner_uid(job: Mapping[str, Any]) -> str | None:
+    return owner_uid(job, api_version=SLOT_API_VERSION, kind="Slot")
+
+
+def job_owner_uid(pod: Mapping[str, Any]) -> str | None:
+    return owner_uid(pod, api_version="batch/v1", kind="Job")
 
 
 def trim_slot(obj: Mapping[str, Any]) -> Object:
@@ -50,24 +90,23 @@ def trim_job(obj: Mapping[str, Any]) -> Object:
     containers = (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}]
     status = obj.get("status") or {}
     return {
-        "metadata": _meta(obj, "labels", "annotations"),
+        "metadata": _with_controller(_meta(obj, "labels", "annotations"), obj),
         "spec": {"template": {"spec": {"containers": [{"image": containers[0].get("image")}]}}},
         "status": {k: status[k] for k in ("conditions", "completionTime", "startTime") if k in status},
     }
 
 
 def trim_probe_pod(obj: Mapping[str, Any]) -> Object:
-    """A probe's or a migration's pod: its containers' states (the audit is an init container)."""
+    """A probe's or a migration's pod: its containers' states (the audit is the probe's second container)."""
     status = obj.get("status") or {}
     return {
-        "metadata": _meta(obj, "labels", "annotations"),
+        "metadata": _with_controller(_meta(obj, "labels"), obj),
         "status": {
             "phase": status.get("phase"),
             "conditions": status.get("conditions") or [],
-            **{
-                key: [{"name": c.get("name"), "state": c.get("state") or {}} for c in status.get(key) or ()]
-                for key in ("initContainerStatuses", "containerStatuses")
-            },
+            "containerStatuses": [
+                {"name": c.get("name"), "state": c.get("state") or {}} for c in status.get("containerStatuses") or ()
+            ],
         },
     }
 
@@ -86,13 +125,12 @@ def trim_claim(obj: Mapping[str, Any]) -> Object:
 
 
 def trim_claim_user(obj: Mapping[str, Any]) -> Object:
-    """A pod as placement sees it: node, phase, the claims it mounts, whether it is one of our probes."""
+    """A pod as placement sees it: node, phase, the claims it mounts, and its controller (whose pod it is)."""
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
-    labels = meta.get("labels") or {}
-    record_meta: dict[str, Any] = {k: meta[k] for k in ("name", "namespace", "resourceVersion") if k in meta}
-    if jobs.LABEL_MANAGED_BY in labels:
-        record_meta["labels"] = {jobs.LABEL_MANAGED_BY: labels[jobs.LABEL_MANAGED_BY]}
+    record_meta = _with_controller(
+        {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta}, obj
+    )
     volumes = [
         {"persistentVolumeClaim": {"claimName": str(volume["persistentVolumeClaim"].get("claimName"))}}
         for volume in spec.get("volumes") or ()
@@ -113,6 +151,37 @@ def claims_of(pod: Mapping[str, Any]) -> list[str]:
     ]
 
 
+class _Groups(Generic[G]):
+    """Objects filed under the groups `groups_of` names for each (a Slot's Jobs, a Job's pods, a claim's users)."""
+
+    def __init__(self, groups_of: Callable[[Object], Iterable[G]]) -> None:
+        self._groups_of = groups_of
+        self._members: dict[G, dict[Key, Object]] = {}
+
+    def move(self, old: Object | None, new: Object | None) -> set[G]:
+        """File `new` where `old` was (either may be None); the groups that changed."""
+        touched: set[G] = set()
+        for obj, add in ((old, False), (new, True)):
+            if obj is None:
+                continue
+            for group in self._groups_of(obj):
+                touched.add(group)
+                members = self._members.setdefault(group, {})
+                if add:
+                    members[key_of(obj)] = obj
+                else:
+                    members.pop(key_of(obj), None)
+                    if not members:
+                        del self._members[group]
+        return touched
+
+    def get(self, group: G) -> list[Object]:
+        return list((self._members.get(group) or {}).values())
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+
 class CacheError(RuntimeError):
     """The caches could not be filled: the message names each watch and its last error."""
 
@@ -125,6 +194,9 @@ class Listener:
     probe_changed: Callable[[Key], None]  # a probe Job or pod of this Slot changed
     claim_changed: Callable[[Key], None]  # (namespace, claim name)
     claim_users_changed: Callable[[Key], None]  # a pod mounting this claim came, went or moved
+    # A Job with the operator's labels that names this Slot (by label or owner) but is not its own:
+    # (the Slot it imitates, the impostor). Called for every event of such a Job.
+    impostor: Callable[[Key, Object], None]
 
 
 def _path(group_version: str, plural: str, namespace: str | None) -> str:
@@ -135,10 +207,12 @@ def _path(group_version: str, plural: str, namespace: str | None) -> str:
 class Cache:
     def __init__(self, api: api_module.ApiClient, *, namespaces: tuple[str, ...], listener: Listener) -> None:
         self._listener = listener
-        self._jobs_by_slot: dict[str, dict[Key, Object]] = {}  # slot uid -> Jobs
-        self._pods_by_job: dict[Key, dict[Key, Object]] = {}  # (namespace, Job name) -> pods
-        self._slots_by_claim: dict[Key, set[Key]] = {}
-        self._users_by_claim: dict[Key, dict[Key, Object]] = {}
+        self._jobs_by_slot: _Groups[Key] = _Groups(_job_group)  # (namespace, Slot uid) -> its Jobs
+        self._jobs_by_uid: dict[Key, Object] = {}  # (namespace, Job uid) -> Job
+        self._pods_by_job: _Groups[Key] = _Groups(_pod_group)  # (namespace, Job uid) -> its pods
+        self._slots_by_claim: _Groups[Key] = _Groups(_slot_claim_group)  # (namespace, claim) -> Slots
+        self._slots_by_uid: dict[str, Key] = {}  # Slot uid -> (namespace, name), across namespaces
+        self._users_by_claim: _Groups[Key] = _Groups(_claim_user_groups)  # (namespace, claim) -> running pods
         scopes: tuple[str | None, ...] = namespaces or (None,)
         self._slots = {
             ns: self._informer(api, "slots", f"{jobs.GROUP}/{jobs.VERSION}", ns, trim_slot, self._on_slot)
@@ -239,31 +313,42 @@ class Cache:
     def slot_keys(self) -> list[Key]:
         return [key for informer in self._slots.values() for key in informer.store.items]
 
-    def slot_jobs(self, slot_uid: str) -> list[Object]:
-        """The Slot's probe Jobs."""
-        return [job for job in (self._jobs_by_slot.get(slot_uid) or {}).values() if not is_migration(job)]
+    def slot_jobs(self, namespace: str, slot_uid: str) -> list[Object]:
+        """The Slot's probe Jobs: in its namespace, controlled by its uid."""
+        return [job for job in self._jobs_by_slot.get((namespace, slot_uid)) if not is_migration(job)]
 
-    def slot_migration_jobs(self, slot_uid: str) -> list[Object]:
-        """The Slot's ownership migration Jobs."""
-        return [job for job in (self._jobs_by_slot.get(slot_uid) or {}).values() if is_migration(job)]
+    def slot_migration_jobs(self, namespace: str, slot_uid: str) -> list[Object]:
+        """The Slot's ownership migration Jobs: in its namespace, controlled by its uid."""
+        return [job for job in self._jobs_by_slot.get((namespace, slot_uid)) if is_migration(job)]
 
-    def job_pods(self, namespace: str, job_name: str) -> list[Object]:
-        return list((self._pods_by_job.get((namespace, job_name)) or {}).values())
+    def job_pods(self, namespace: str, job_uid: str) -> list[Object]:
+        """The Job's pods: in its namespace, controlled by its uid."""
+        return self._pods_by_job.get((namespace, job_uid))
 
     def claim(self, namespace: str, name: str) -> Object | None:
         informer = self._scope(self._claims, namespace)
         return informer.store.get((namespace, name)) if informer else None
 
     def claim_users(self, namespace: str, claim: str) -> list[Object]:
-        return list((self._users_by_claim.get((namespace, claim)) or {}).values())
+        return self._users_by_claim.get((namespace, claim))
 
     def slots_of_claim(self, namespace: str, claim: str) -> list[Key]:
-        return sorted(self._slots_by_claim.get((namespace, claim)) or ())
+        return sorted(key_of(slot) for slot in self._slots_by_claim.get((namespace, claim)))
 
-    def probe_jobs(self) -> list[Object]:
+    def owned_probe_jobs(self) -> list[tuple[Key, Object]]:
+        """Every probe Job with the Slot that owns it (by identity): what runs when the operator starts."""
         return [
-            job for informer in self._jobs.values() for job in informer.store.items.values() if not is_migration(job)
+            (slot, job)
+            for informer in self._jobs.values()
+            for job in informer.store.items.values()
+            if not is_migration(job) and (slot := self._owner_slot(job)) is not None
         ]
+
+    def _owner_slot(self, job: Mapping[str, Any]) -> Key | None:
+        """The Slot that controls `job`: a Slot of its namespace whose uid its controller reference names."""
+        uid = slot_owner_uid(job)
+        slot = self._slots_by_uid.get(uid) if uid else None
+        return slot if slot is not None and slot[0] == key_of(job)[0] else None
 
     # Writes the operator made: cache the API's answer, so the watch's echo of it is no news
     def wrote_slot(self, obj: Mapping[str, Any]) -> Object:
@@ -283,85 +368,71 @@ class Cache:
 
     # Index maintenance, then tell the controller
     def _index_slot(self, old: Object | None, new: Object | None) -> None:
-        for obj, add in ((old, False), (new, True)):
-            if obj is None:
-                continue
-            key = key_of(obj)
-            claim = (obj.get("spec") or {}).get("claimName")
-            if not claim:
-                continue
-            members = self._slots_by_claim.setdefault((key[0], str(claim)), set())
-            if add:
-                members.add(key)
-            else:
-                members.discard(key)
-                if not members:
-                    del self._slots_by_claim[(key[0], str(claim))]
+        self._slots_by_claim.move(old, new)
+        if old is not None:
+            self._slots_by_uid.pop(str(old["metadata"].get("uid")), None)
+        if new is not None:
+            self._slots_by_uid[str(new["metadata"].get("uid"))] = key_of(new)
 
     def _on_slot(self, old: Object | None, new: Object | None) -> None:
         self._index_slot(old, new)
         self._listener.slot_changed(key_of(new or old or {}), old, new)
 
     def _index_job(self, old: Object | None, new: Object | None) -> None:
-        for obj, add in ((old, False), (new, True)):
-            if obj is None:
-                continue
-            uid = ((obj.get("metadata") or {}).get("labels") or {}).get(jobs.LABEL_SLOT_UID)
-            if not uid:
-                continue
-            group = self._jobs_by_slot.setdefault(str(uid), {})
-            if add:
-                group[key_of(obj)] = obj
-            else:
-                group.pop(key_of(obj), None)
-                if not group:
-                    del self._jobs_by_slot[str(uid)]
+        self._jobs_by_slot.move(old, new)
+        if old is not None:
+            self._jobs_by_uid.pop((key_of(old)[0], str(old["metadata"].get("uid"))), None)
+        if new is not None:
+            self._jobs_by_uid[(key_of(new)[0], str(new["metadata"].get("uid")))] = new
 
     def _on_job(self, old: Object | None, new: Object | None) -> None:
         self._index_job(old, new)
-        self._notify_probe(new or old or {})
+        job = new or old or {}
+        slot = self._owner_slot(job)
+        if slot is not None:
+            self._listener.probe_changed(slot)
+        elif new is not None:
+            self._check_impostor(new)
+
+    def _check_impostor(self, job: Object) -> None:
+        """A Job with the operator's labels that no Slot of its namespace controls: whom does it imitate?"""
+        claimed = {slot_owner_uid(job), ((job.get("metadata") or {}).get("labels") or {}).get(jobs.LABEL_SLOT_UID)}
+        for uid in sorted(str(uid) for uid in claimed if uid):
+            slot = self._slots_by_uid.get(uid)
+            if slot is not None:
+                self._listener.impostor(slot, job)
+                return
 
     def _on_probe_pod(self, old: Object | None, new: Object | None) -> None:
-        for obj, add in ((old, False), (new, True)):
-            if obj is None:
-                continue
-            job = ((obj.get("metadata") or {}).get("labels") or {}).get(JOB_NAME_LABEL)
-            if not job:
-                continue
-            index = (key_of(obj)[0], str(job))
-            group = self._pods_by_job.setdefault(index, {})
-            if add:
-                group[key_of(obj)] = obj
-            else:
-                group.pop(key_of(obj), None)
-                if not group:
-                    del self._pods_by_job[index]
-        self._notify_probe(new or old or {})
-
-    def _notify_probe(self, obj: Mapping[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
-        slot = (meta.get("annotations") or {}).get(jobs.ANNOTATION_SLOT)  # Jobs and their pods carry it
-        if slot:
-            self._listener.probe_changed((str(meta.get("namespace")), str(slot)))
+        self._pods_by_job.move(old, new)
+        pod = new or old or {}
+        job = self._jobs_by_uid.get((key_of(pod)[0], job_owner_uid(pod) or ""))
+        slot = self._owner_slot(job) if job is not None else None
+        if slot is not None:
+            self._listener.probe_changed(slot)
 
     def _on_claim(self, old: Object | None, new: Object | None) -> None:
         self._listener.claim_changed(key_of(new or old or {}))
 
     def _on_claim_user(self, old: Object | None, new: Object | None) -> None:
-        touched: set[Key] = set()
-        for obj, add in ((old, False), (new, True)):
-            if obj is None:
-                continue
-            namespace, name = key_of(obj)
-            for claim in claims_of(obj):
-                index = (namespace, claim)
-                group = self._users_by_claim.setdefault(index, {})
-                if add:
-                    group[(namespace, name)] = obj
-                else:
-                    group.pop((namespace, name), None)
-                    if not group:
-                        del self._users_by_claim[index]
-                touched.add(index)
-        for index in touched:
-            self._listener.claim_users_changed(index)
+        for claim in self._users_by_claim.move(old, new):
+            self._listener.claim_users_changed(claim)
+
+
+def _job_group(job: Object) -> list[Key]:
+    uid = slot_owner_uid(job)
+    return [(key_of(job)[0], uid)] if uid else []
+
+
+def _pod_group(pod: Object) -> list[Key]:
+    uid = job_owner_uid(pod)
+    return [(key_of(pod)[0], uid)] if uid else []
+
+
+def _slot_claim_group(slot: Object) -> list[Key]:
+    claim = (slot.get("spec") or {}).get("claimName")
+    return [(key_of(slot)[0], str(claim))] if claim else []
+
+
+def _claim_user_groups(pod: Object) -> list[Key]:
+    return [(key_of(pod)[0], claim) for claim in claims_of(pod)]

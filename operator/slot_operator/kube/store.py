@@ -81,16 +81,26 @@ class KubeStore:
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await _optional(self.api.request("get", f"{JOBS.format(namespace=namespace)}/{name}", resource="jobs"))
 
-    async def delete_job(self, namespace: str, name: str) -> None:
-        """Delete a probe Job and (in the background) its pods; absent is fine."""
-        await _optional(
-            self.api.request(
-                "delete",
-                f"{JOBS.format(namespace=namespace)}/{name}",
-                resource="jobs",
-                params={"propagationPolicy": "Background"},
+    async def delete_job(self, namespace: str, name: str, *, uid: str) -> None:
+        """Delete the Job `namespace/name` whose uid is `uid`, and (in the background) its pods.
+
+        The uid is a precondition: a Job of that name that is not the one the operator decided about
+        (deleted and created again meanwhile) is left alone. Absent is fine.
+        """
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+            "preconditions": {"uid": uid},
+        }
+        try:
+            await _optional(
+                self.api.request("delete", f"{JOBS.format(namespace=namespace)}/{name}", resource="jobs", body=body)
             )
-        )
+        except ApiError as exc:
+            if exc.status != 409:  # the precondition failed: another Job of that name, not ours to delete
+                raise
+            logger.info("job %s/%s is no longer %s: not deleted", namespace, name, uid)
 
     async def pod_creation_failure(self, namespace: str, job_name: str) -> str | None:
         """Why the Job controller could not create a Job's pod (its latest FailedCreate Event), if it said so.

@@ -74,10 +74,16 @@ def suggestion(slot: Mapping[str, Any], view: report.SlotView) -> str:
     owners = status.get("ownership") or {}
     if view.verdict_current and view.phase in (Phase.NEEDS_INIT, Phase.NEEDS_REAUTH) and owners.get("found"):
         # The ownership audit found the cause: another uid owns the files (docs/design.md §2.4).
+        cause = f"The files belong to {' and '.join(owners['found'])}, the image runs as {owners.get('expected')}"
+        if not owners.get("approval"):
+            return (
+                f"{cause}, an owner the ownership migration will not move (or its approval was used): fix the "
+                f"owners by hand, or {probe} for a new audit. ({RUNBOOK}#slotownedbyotheruser)"
+            )
         return (
-            f"The files belong to {' and '.join(owners['found'])}, the image runs as {owners.get('expected')}: "
-            f"stop the pods that use the claim, then approve the ownership migration: kubectl annotate slot {ref} "
-            f'--overwrite woved.dev/ownership-migration-requested-at="$(date +%s)". ({RUNBOOK}#slotneedsinit)'
+            f"{cause}: stop the pods that use the claim, then approve the ownership migration: kubectl annotate "
+            f"slot {ref} --overwrite woved.dev/ownership-migration-requested-at={owners['approval']}. "
+            f"({RUNBOOK}#slotownedbyotheruser)"
         )
     if view.verdict_current and view.phase is Phase.NEEDS_INIT:
         return (
@@ -112,9 +118,9 @@ def suggestion(slot: Mapping[str, Any], view: report.SlotView) -> str:
                                       f"job/{job}", "slotprobesfailing"),
         FailureReason.JOB_REJECTED.value: ("The API server refused the probe Job: the message says why (quota, "
                                            "admission).", None),
-        FailureReason.AUDIT_FAILED.value: ("The ownership audit could not run: check the operator's --audit-image "
-                                           "(pullable in this namespace, its slot-operator command).",
-                                           "slotprobesfailing"),
+        FailureReason.IMAGE_PULL_FAILED.value: ("The registry did not hand out spec.image (rate limit, outage, a "
+                                                "missing or wrong pull secret): the probe is retried; a verdict on "
+                                                "record stands.", "slotprobesfailing"),
     }  # fmt: skip
     advice, section = by_reason.get(
         view.reason, (f"Wait for the probe of the current spec, or request one: {probe}", None)

@@ -64,6 +64,11 @@ def probe_resources(requested: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+# The operator's image runs the audit and the migration: its interpreter (Dockerfile: the venv at /opt/venv), and
+# where they see the slot's claim. A path of the operator's choosing, never spec.mountPath: a Slot could otherwise
+# mount its claim over the operator's own programs (/opt/venv/bin) and have them run as root in the migration.
+OPERATOR_PYTHON = "/opt/venv/bin/python"
+VOLUME_TOOL_MOUNT = "/mnt/slot"
 # The audit and the migration: one Python process walking directories.
 VOLUME_TOOL_RESOURCES = {
     "requests": {"cpu": "10m", "memory": "32Mi"},
@@ -75,12 +80,11 @@ MIGRATION_DEADLINE = datetime.timedelta(minutes=10)
 # refusal of the Job names the field the user wrote.
 _POD = "spec.template.spec."
 _CONTAINER = _POD + "containers[0]."
-_INIT = _POD + "initContainers[0]."
+_AUDIT = _POD + "containers[1]."
 _SLOT_FIELDS = (
     (_CONTAINER + "volumeMounts[0]", "spec.mountPath"),
-    (_INIT + "volumeMounts[0]", "spec.mountPath"),
-    (_INIT + "securityContext.runAsGroup", "spec.runAsGroup"),
-    (_INIT + "securityContext.runAsUser", "spec.runAsUser"),
+    (_AUDIT + "securityContext.runAsGroup", "spec.runAsGroup"),
+    (_AUDIT + "securityContext.runAsUser", "spec.runAsUser"),
     (_CONTAINER + "imagePullPolicy", "spec.imagePullPolicy"),
     (_CONTAINER + "securityContext.runAsGroup", "spec.runAsGroup"),
     (_CONTAINER + "securityContext.runAsUser", "spec.runAsUser"),
@@ -209,13 +213,23 @@ def _job(
     }
 
 
+def operator_command(*args: str) -> list[str]:
+    """A command of the operator's own image, started so that nothing on a slot's volume can stand in for it.
+
+    By absolute path (no PATH lookup), with an isolated interpreter (-I: no PYTHON* variables, no user
+    site directory, neither the working directory nor a script's directory on sys.path).
+    """
+    return [OPERATOR_PYTHON, "-I", "-m", "slot_operator", *args]
+
+
 def build_audit_container(*, image: str, spec: SlotSpec) -> dict[str, Any]:
-    """The probe pod's init container: the ownership audit, as the probe's uid/gid, claim read-only."""
+    """The ownership audit beside the probe: as the probe's uid/gid, the claim read-only at VOLUME_TOOL_MOUNT."""
     return {
         "name": AUDIT_CONTAINER,
         "image": image,
-        "command": ["slot-operator", "audit", f"--home={spec.mount_path}", f"--agent={spec.agent}"],
-        "volumeMounts": [{"name": SLOT_VOLUME, "mountPath": spec.mount_path, "readOnly": True}],
+        "command": operator_command("audit", f"--home={VOLUME_TOOL_MOUNT}", f"--agent={spec.agent}"),
+        "workingDir": "/",
+        "volumeMounts": [{"name": SLOT_VOLUME, "mountPath": VOLUME_TOOL_MOUNT, "readOnly": True}],
         "resources": copy.deepcopy(VOLUME_TOOL_RESOURCES),
         "terminationMessagePolicy": "File",
         "securityContext": _restricted(uid=spec.run_as_user, gid=spec.run_as_group),
@@ -292,8 +306,20 @@ def build_probe_job(
             {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}},
         ],
     }
+    rules: list[dict[str, Any]] = [
+        {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": PROBE_CONTAINER, "operator": "In", "values": list(VERDICT_EXIT_CODES)},
+        },
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+    ]
     if audit_image:
-        pod_spec["initContainers"] = [build_audit_container(image=audit_image, spec=spec)]
+        # Beside the probe, not before it: an audit that cannot run (its image out of reach) never keeps the
+        # probe from giving its verdict; ownership is then Unknown (docs/design.md §2.4).
+        pod_spec["containers"].append(build_audit_container(image=audit_image, spec=spec))
+        # A failed audit (it always exits 0 once it ran) must not make the Job run the probe again.
+        audit_failed = {"containerName": AUDIT_CONTAINER, "operator": "NotIn", "values": [0]}
+        rules.insert(1, {"action": "FailJob", "onExitCodes": audit_failed})
     _scheduling(pod_spec, spec)
     if node:
         pod_spec["affinity"] = _node_affinity(node)
@@ -301,19 +327,7 @@ def build_probe_job(
         "backoffLimit": BACKOFF_LIMIT,
         "activeDeadlineSeconds": max(1, int(spec.timeout.total_seconds())),
         "ttlSecondsAfterFinished": int(ttl.total_seconds()),
-        "podFailurePolicy": {
-            "rules": [
-                {
-                    "action": "FailJob",
-                    "onExitCodes": {
-                        "containerName": PROBE_CONTAINER,
-                        "operator": "In",
-                        "values": list(VERDICT_EXIT_CODES),
-                    },
-                },
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-            ]
-        },
+        "podFailurePolicy": {"rules": rules},
     }
     return _job(
         name=name,
@@ -349,20 +363,19 @@ def build_migration_job(
     new = (spec.run_as_user, spec.run_as_group)
     labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_MIGRATION, LABEL_SLOT_UID: slot_uid}
     annotations = {ANNOTATION_SLOT: slot_name, ANNOTATION_MIGRATION_REQUEST: request}
-    command = [
-        "slot-operator",
+    command = operator_command(
         "migrate-ownership",
-        f"--root={spec.mount_path}",
+        f"--root={VOLUME_TOOL_MOUNT}",
         f"--from={ownership.owner(*old)}",
         f"--to={ownership.owner(*new)}",
-    ]
-    if dry_run:
-        command.append("--dry-run")
+        *(["--dry-run"] if dry_run else []),
+    )
     container = {
         "name": ownership.MIGRATE_CONTAINER,
         "image": image,
         "command": command,
-        "volumeMounts": [{"name": SLOT_VOLUME, "mountPath": spec.mount_path, "readOnly": dry_run}],
+        "workingDir": "/",
+        "volumeMounts": [{"name": SLOT_VOLUME, "mountPath": VOLUME_TOOL_MOUNT, "readOnly": dry_run}],
         "resources": copy.deepcopy(VOLUME_TOOL_RESOURCES),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {

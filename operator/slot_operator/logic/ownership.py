@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,8 +27,19 @@ PATH_LIMIT = 160  # characters of one path in a report or in status
 STATUS_PATHS = 10  # differing paths listed in status.ownership.paths
 MIGRATION_REQUEST_ANNOTATION = "woved.dev/ownership-migration-requested-at"
 MIGRATION_DRY_RUN_ANNOTATION = "woved.dev/ownership-migration-dry-run"
+# Request tokens are kept in status whole up to this length, longer ones as a digest: never cut, so two long
+# tokens that share a beginning stay two requests.
+TOKEN_LIMIT = 128
 
 Owner = tuple[int, int]
+# The old owner the ownership migration moves when the operator is not told otherwise: the agent images' uid/gid
+# before the pin to 10001 (docs/design.md §1).
+DEFAULT_MIGRATION_FROM: tuple[Owner, ...] = ((1000, 1000),)
+
+
+def stored_token(token: str) -> str:
+    """A request token as status keeps it: whole, or `sha256:<hex>` of it when longer than TOKEN_LIMIT."""
+    return token if len(token) <= TOKEN_LIMIT else "sha256:" + hashlib.sha256(token.encode()).hexdigest()
 
 
 def owner(uid: int, gid: int) -> str:
@@ -215,14 +227,58 @@ def assess(audit: Audit, *, expected: Owner) -> Assessment:
     )
 
 
-def explain(assessment: Assessment, *, slot: str, migration_allowed: bool) -> str:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MigrationPolicy:
+    """The operator's side of the two keys: whether it migrates at all, and which old owners it may move."""
+
+    allowed: bool  # --allow-ownership-migration
+    old_owners: tuple[Owner, ...] = DEFAULT_MIGRATION_FROM  # --ownership-migration-from
+
+
+def owner_refusal(old: str, policy: MigrationPolicy) -> Refusal | None:
+    """Why entries of `old` (uid:gid) are never moved, if they are not: root's, or not on the allow-list."""
+    uid, gid = parse_owner(old)
+    if uid == 0 or gid == 0:
+        return Refusal(
+            reason="OwnerNotAllowed",
+            message=f"the audit found entries owned by {old}: files of uid 0 or gid 0 are never re-owned; "
+            "fix the owners by hand",
+        )
+    if (uid, gid) not in policy.old_owners:
+        listed = ", ".join(owner(*pair) for pair in policy.old_owners) or "nothing"
+        return Refusal(
+            reason="OwnerNotAllowed",
+            message=f"the audit found entries owned by {old}, which the operator may not move "
+            f"(--ownership-migration-from allows {listed}): fix the owners by hand, or add {old} to that flag",
+        )
+    return None
+
+
+def approval_token(*, slot_uid: str, claim_uid: str, old: str, expected: str, audited_at: str) -> str:
+    """The token that approves migrating what one audit found (docs/design.md §2.4).
+
+    Bound to that audit: the Slot (its uid), the claim (its uid), the old owner it reported, the owner the
+    image runs as, and when it ran. A recreated Slot or claim, or a later audit, makes another token; the
+    token is spent once answered. So an approval is never replayed: not from Git onto a recreated Slot,
+    not by a revert of the annotation.
+    """
+    seed = "\n".join(("ownership-migration", slot_uid, claim_uid, old, expected, audited_at))
+    return hashlib.sha256(seed.encode()).hexdigest()[:16]
+
+
+def approve_command(slot: str, approval: str) -> str:
+    return f"kubectl annotate slot/{slot} --overwrite {MIGRATION_REQUEST_ANNOTATION}={approval}"
+
+
+def explain(assessment: Assessment, *, slot: str, policy: MigrationPolicy, approval: str | None) -> str:
     """The real cause of a NeedsInit/NeedsReauth verdict when ownership differs, and the fix."""
+    refused = owner_refusal(assessment.foreign[0], policy) if len(assessment.foreign) == 1 else None
     if len(assessment.foreign) > 1:
         fix = "the ownership migration moves one owner only: fix the owners by hand"
-    elif migration_allowed:
-        fix = (
-            f"approve the ownership migration (kubectl annotate slot/{slot} {MIGRATION_REQUEST_ANNOTATION}=$(date +%s))"
-        )
+    elif refused is not None:
+        fix = f"the ownership migration may not move {assessment.foreign[0]}: fix the owners by hand"
+    elif policy.allowed and approval:
+        fix = f"approve the ownership migration ({approve_command(slot, approval)})"
     else:
         fix = (
             f"approve the ownership migration (the operator needs --allow-ownership-migration), "
@@ -231,7 +287,14 @@ def explain(assessment: Assessment, *, slot: str, migration_allowed: bool) -> st
     return f"{assessment.headline()}: {fix}"
 
 
-def ownership_status(assessment: Assessment, *, audited_at: datetime.datetime, job: str | None) -> dict[str, Any]:
+def ownership_status(
+    assessment: Assessment,
+    *,
+    audited_at: datetime.datetime,
+    job: str | None,
+    claim_uid: str | None,
+    approval: str | None,
+) -> dict[str, Any]:
     """status.ownership: what the audit found, for people and for the migration's decision."""
     foreign = ",".join(assessment.foreign)
     summary = assessment.expected if assessment.matches else f"{foreign} (image {assessment.expected})"
@@ -245,7 +308,26 @@ def ownership_status(assessment: Assessment, *, audited_at: datetime.datetime, j
     }
     if job:
         data["jobName"] = job
+    if claim_uid:
+        data["claimUID"] = claim_uid
+    if approval:
+        data["approval"] = approval
     return data
+
+
+def approval_for(recorded: Mapping[str, Any], *, slot_uid: str, policy: MigrationPolicy) -> str | None:
+    """The approval token of the audit in status.ownership: only where a migration could run (one owner it may move)."""
+    found = [str(key) for key in recorded.get("found") or ()]
+    claim_uid = recorded.get("claimUID")
+    if len(found) != 1 or not claim_uid or owner_refusal(found[0], policy) is not None:
+        return None
+    return approval_token(
+        slot_uid=slot_uid,
+        claim_uid=str(claim_uid),
+        old=found[0],
+        expected=str(recorded.get("expected") or ""),
+        audited_at=str(recorded.get("auditedAt") or ""),
+    )
 
 
 def unavailable_status(*, expected: Owner) -> dict[str, Any]:
@@ -270,11 +352,21 @@ class MigrationRequest:
 
 
 def migration_request(annotations: Mapping[str, str] | None) -> MigrationRequest | None:
+    """The request on the Slot; its token as status keeps it (stored_token)."""
     token = (annotations or {}).get(MIGRATION_REQUEST_ANNOTATION)
     if not isinstance(token, str) or not token.strip():
         return None
     dry_run = str((annotations or {}).get(MIGRATION_DRY_RUN_ANNOTATION) or "").strip().lower() in ("true", "1", "yes")
-    return MigrationRequest(token=token.strip()[:128], dry_run=dry_run)
+    return MigrationRequest(token=stored_token(token.strip()), dry_run=dry_run)
+
+
+def answered(status: Mapping[str, Any], request: MigrationRequest) -> bool:
+    """Whether status has answered this request already: its token, and whether it was a dry run (a dry run and
+    then the real run may carry the same approval)."""
+    last = status.get("lastOwnershipMigration") or {}
+    return request.token == status.get("lastHandledOwnershipMigrationRequest") and request.dry_run == bool(
+        last.get("dryRun")
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -285,15 +377,27 @@ class MigrationPlan:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Refusal:
-    reason: str  # MigrationDisabled, AuditUnavailable, NothingToMigrate, SeveralOwners, ClaimInUse, PodSecurityRejected
+    # MigrationDisabled, AuditUnavailable, NothingToMigrate, SeveralOwners, OwnerNotAllowed, NotApproved, ClaimInUse,
+    # PodSecurityRejected, MigrationFailed
+    reason: str
     message: str
 
 
 def plan_migration(
-    status: Mapping[str, Any], *, expected: Owner, allowed: bool, users: Sequence[str]
+    status: Mapping[str, Any],
+    *,
+    expected: Owner,
+    policy: MigrationPolicy,
+    token: str,
+    claim_uid: str | None,
+    users: Sequence[str],
 ) -> MigrationPlan | Refusal:
-    """May the migration run now, from the last audit on record and the pods that mount the claim?"""
-    if not allowed:
+    """May the migration run now? From the last audit on record, the request's token, the claim and its users.
+
+    `claim_uid` is the uid of the claim the Slot names now (None: it does not exist); `users` the pods
+    other than the Slot's own that mount it.
+    """
+    if not policy.allowed:
         return Refusal(
             reason="MigrationDisabled",
             message="the operator runs without --allow-ownership-migration (chart value ownershipMigration.enabled): "
@@ -301,15 +405,19 @@ def plan_migration(
         )
     recorded = status.get("ownership") or {}
     want = owner(*expected)
+    again = "request a probe, then the migration again"
     if "found" not in recorded:
-        return Refusal(
-            reason="AuditUnavailable", message="no ownership audit on record: request a probe, then the migration again"
-        )
+        return Refusal(reason="AuditUnavailable", message=f"no ownership audit on record: {again}")
     if recorded.get("expected") != want:
         return Refusal(
             reason="AuditUnavailable",
             message=f"the last audit judged ownership against {recorded.get('expected')}, the Slot now runs as {want}: "
-            "request a probe, then the migration again",
+            + again,
+        )
+    if not recorded.get("claimUID") or recorded.get("claimUID") != claim_uid:
+        return Refusal(
+            reason="AuditUnavailable",
+            message=f"the audit on record was of another claim than the one the Slot names now: {again}",
         )
     found = [str(key) for key in recorded.get("found") or ()]
     if not found:
@@ -320,12 +428,27 @@ def plan_migration(
             message=f"the audit found entries owned by {' and '.join(found)}; the migration moves one owner only: "
             f"fix the owners by hand",
         )
+    refused = owner_refusal(found[0], policy)
+    if refused is not None:
+        return refused
+    approval = recorded.get("approval")
+    if not approval or token != approval:
+        return Refusal(
+            reason="NotApproved",
+            message=f"the request {token!r} does not approve the audit on record"
+            + (
+                f" (entries of {found[0]} on claim {recorded.get('claimUID')}): approve exactly that with "
+                f"{MIGRATION_REQUEST_ANNOTATION}={approval}"
+                if approval
+                else ": its approval was answered already; request a probe, then approve its audit"
+            ),
+        )
     if users:
         return Refusal(
             reason="ClaimInUse",
             message=f"pod {users[0]} mounts the claim"
             + (f" (and {len(users) - 1} more)" if len(users) > 1 else "")
-            + ": stop every pod that uses it, then request the migration again",
+            + ": stop every pod that uses it, request a probe, then approve its audit",
         )
     return MigrationPlan(old=parse_owner(found[0]), new=expected)
 
@@ -426,9 +549,10 @@ class MigrationRef:
     old: Owner
     new: Owner
     start_time: datetime.datetime
+    job_uid: str | None = None  # recorded once the Job exists: a Job missing after that was deleted (cancelled)
 
     def to_status(self) -> dict[str, Any]:
-        return {
+        data = {
             "jobName": self.job_name,
             "request": self.request,
             "dryRun": self.dry_run,
@@ -436,6 +560,9 @@ class MigrationRef:
             "to": owner(*self.new),
             "startTime": timestamps.format_time(self.start_time),
         }
+        if self.job_uid:
+            data["jobUID"] = self.job_uid
+        return data
 
     @classmethod
     def from_status(cls, data: Mapping[str, Any] | None) -> MigrationRef | None:
@@ -452,6 +579,7 @@ class MigrationRef:
             old=old,
             new=new,
             start_time=timestamps.parse_time(data.get("startTime")) or datetime.datetime.fromtimestamp(0, datetime.UTC),
+            job_uid=str(data["jobUID"]) if data.get("jobUID") else None,
         )
 
 

@@ -12,8 +12,8 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from slot_operator.logic import timestamps
-from slot_operator.logic.jobs import ANNOTATION_GENERATION, LABEL_MANAGED_BY, MANAGED_BY
+from slot_operator.logic import ownership, timestamps
+from slot_operator.logic.jobs import ANNOTATION_GENERATION
 from slot_operator.logic.outcome import NoVerdict, is_finished
 from slot_operator.logic.verdict import FailureReason
 
@@ -65,8 +65,9 @@ def spread_window(statuses: Sequence[Mapping[str, Any]], *, now: datetime.dateti
 
 
 def manual_request(annotations: Mapping[str, str] | None) -> str | None:
+    """The probe request token, as status keeps it (whole, or a digest when long: never cut)."""
     token = (annotations or {}).get(PROBE_REQUEST_ANNOTATION)
-    return token.strip()[:128] if isinstance(token, str) and token.strip() else None
+    return ownership.stored_token(token.strip()) if isinstance(token, str) and token.strip() else None
 
 
 def due(
@@ -107,13 +108,27 @@ def job_generation(job: Mapping[str, Any]) -> int:
 
 
 def current_job(status: Mapping[str, Any], jobs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The Job the Slot's status says is in flight; else an unfinished one to adopt (written by an older run)."""
+    """The Job the Slot's status says is in flight; else an unfinished one to adopt (written by an older run).
+
+    Only a Job created after the last outcome on record is adopted: an older one (a probe whose exit code
+    was taken as the verdict before the Job controller marked it finished) has said all it will say.
+    """
     recorded = (status.get("currentProbe") or {}).get("jobName")
     by_name = {str((job.get("metadata") or {}).get("name")): job for job in jobs}
     if recorded and recorded in by_name:
         return by_name[recorded]
-    active = [job for job in jobs if not is_finished(job) and not (job.get("metadata") or {}).get("deletionTimestamp")]
-    active.sort(key=lambda job: str((job.get("metadata") or {}).get("creationTimestamp") or ""))
+    last_outcome = timestamps.parse_time((status.get("lastProbe") or {}).get("completionTime"))
+
+    def adoptable(job: Mapping[str, Any]) -> bool:
+        meta = job.get("metadata") or {}
+        created = timestamps.parse_time(meta.get("creationTimestamp"))
+        newer = last_outcome is None or (created is not None and created > last_outcome)
+        return newer and not is_finished(job) and not meta.get("deletionTimestamp")
+
+    active = sorted(
+        (job for job in jobs if adoptable(job)),
+        key=lambda job: str((job.get("metadata") or {}).get("creationTimestamp") or ""),
+    )
     return active[-1] if active else None
 
 
@@ -148,17 +163,3 @@ def place(
         {str((pod.get("spec") or {}).get("nodeName")) for pod in users if (pod.get("spec") or {}).get("nodeName")}
     )
     return Placement(node=nodes[0] if nodes else None)
-
-
-def claim_users(pods: Sequence[Mapping[str, Any]], claim_name: str) -> list[Mapping[str, Any]]:
-    """Pods that mount `claim_name`, other than finished ones and the operator's own probes."""
-    users = []
-    for pod in pods:
-        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            continue
-        if ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
-            continue
-        volumes = (pod.get("spec") or {}).get("volumes") or ()
-        if any((volume.get("persistentVolumeClaim") or {}).get("claimName") == claim_name for volume in volumes):
-            users.append(pod)
-    return users

@@ -256,7 +256,9 @@ class AuditContext:
     result: ownership.AuditResult | None  # None: no probe pod ran the audit (leave status as it is)
     expected: ownership.Owner  # the Slot's runAsUser:runAsGroup
     slot: str
-    migration_allowed: bool
+    slot_uid: str
+    claim_uid: str | None  # the claim the probe mounted (the approval of a migration is bound to it)
+    policy: ownership.MigrationPolicy
 
 
 def _record_audit(
@@ -271,7 +273,11 @@ def _record_audit(
         _set(new, OWNERSHIP_MATCHES, "Unknown", result.reason, result.message, generation, now)
         return None
     assessment = ownership.assess(result, expected=audit.expected)
-    new["ownership"] = ownership.ownership_status(assessment, audited_at=now, job=job)
+    recorded = ownership.ownership_status(assessment, audited_at=now, job=job, claim_uid=audit.claim_uid, approval=None)
+    approval = ownership.approval_for(recorded, slot_uid=audit.slot_uid, policy=audit.policy)
+    new["ownership"] = ownership.ownership_status(
+        assessment, audited_at=now, job=job, claim_uid=audit.claim_uid, approval=approval
+    )
     new["credentials"] = ownership.credentials_status(result)
     unseen = f"; could not look at {', '.join(result.problems)}" if result.problems else ""
     if assessment.matches:
@@ -323,7 +329,8 @@ def verdict(
     phase = outcome.phase
     assessment = _record_audit(new, audit, job=probe.job_name, generation=generation, now=now)
     if audit is not None and assessment is not None and not assessment.matches and phase in _CREDENTIAL_PHASES:
-        cause = ownership.explain(assessment, slot=audit.slot, migration_allowed=audit.migration_allowed)
+        approval = (new.get("ownership") or {}).get("approval")
+        cause = ownership.explain(assessment, slot=audit.slot, policy=audit.policy, approval=approval)
         outcome = dataclasses.replace(outcome, message=f"{cause}; the probe said: {outcome.message}")
     result = (
         outcome.result.status
@@ -395,6 +402,7 @@ def migration_started(
 ) -> dict[str, Any]:
     """Intent first: the migration Job is named in status before it is created (a restart adopts it)."""
     new = _base(status, generation, now)
+    _spend_approval(new, migration.request, dry_run=migration.dry_run)
     new["currentOwnershipMigration"] = migration.to_status()
     what = "dry run of the ownership migration" if migration.dry_run else "ownership migration"
     message = (
@@ -406,11 +414,22 @@ def migration_started(
     return new
 
 
+def _spend_approval(new: dict[str, Any], token: object, *, dry_run: bool) -> None:
+    """An approval answers one request: once a real request with it is answered (or runs), status offers it no
+    more. A dry run changes nothing, so it leaves the approval for the real run."""
+    recorded = new.get("ownership")
+    if dry_run or not isinstance(recorded, Mapping):
+        return
+    if recorded.get("approval") and recorded.get("approval") == token:
+        new["ownership"] = {key: value for key, value in recorded.items() if key != "approval"}
+
+
 def _migration_done(
     status: Mapping[str, Any], *, generation: int, record: dict[str, Any], probe_now: bool, now: datetime.datetime
 ) -> dict[str, Any]:
     """The request answered (`record` is lastOwnershipMigration); with `probe_now`, a probe is due at once."""
     new = _base(status, generation, now)
+    _spend_approval(new, record.get("request"), dry_run=bool(record.get("dryRun")))
     new.pop("currentOwnershipMigration", None)
     new["lastHandledOwnershipMigrationRequest"] = record.get("request")
     new["lastOwnershipMigration"] = record
@@ -444,6 +463,37 @@ def migration_refused(
         completionTime=timestamps.format_time(now),
     )
     return _migration_done(status, generation=generation, record=record, probe_now=False, now=now)
+
+
+def migration_job_created(
+    status: Mapping[str, Any], *, generation: int, migration: ownership.MigrationRef, now: datetime.datetime
+) -> dict[str, Any]:
+    """The migration's Job exists: its uid in status, so a Job missing from now on was deleted, not never made."""
+    new = _base(status, generation, now)
+    new["currentOwnershipMigration"] = migration.to_status()
+    return new
+
+
+def migration_cancelled(
+    status: Mapping[str, Any],
+    *,
+    generation: int,
+    migration: ownership.MigrationRef,
+    message: str,
+    now: datetime.datetime,
+) -> dict[str, Any]:
+    """The migration stopped before it reported (its request withdrawn, its Job deleted): never started again.
+
+    It may have re-owned some entries already, so a real run is followed by a probe at once.
+    """
+    record = migration.to_status()
+    record.update(
+        result="Cancelled",
+        reason="MigrationCancelled",
+        message=safe_message(message, limit=1024),
+        completionTime=timestamps.format_time(now),
+    )
+    return _migration_done(status, generation=generation, record=record, probe_now=not migration.dry_run, now=now)
 
 
 def migration_finished(

@@ -63,7 +63,9 @@ class FailureReason(enum.StrEnum):
     INVALID_SPEC = "InvalidSpec"
     JOB_LOST = "ProbeJobLost"
     JOB_REJECTED = "ProbeJobRejected"
-    AUDIT_FAILED = "AuditFailed"  # the ownership audit (the probe pod's init container) could not run
+    # The probe's image could not be pulled for a reason that may pass (429, 5xx, timeout, pull secret): a
+    # registry blip is no verdict. An image the registry says does not exist is ImageBroken (reason ImageNotFound).
+    IMAGE_PULL_FAILED = "ImagePullFailed"
     # The kubelet cannot build the probe container: a Secret/ConfigMap (or key) spec.env names is missing.
     CONTAINER_CONFIG = "ContainerConfigError"
 

@@ -14,7 +14,9 @@ API work per probe does not grow with the fleet: one status write when a Slot be
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import datetime
 import logging
 import time
@@ -24,7 +26,7 @@ from typing import Any
 from slot_operator import metrics as metrics_module
 from slot_operator.config import Config
 from slot_operator.kube.api import ApiError
-from slot_operator.kube.cache import Cache, Listener
+from slot_operator.kube.cache import Cache, Listener, job_owner_uid, slot_owner_uid
 from slot_operator.kube.informer import Key, Object
 from slot_operator.kube.store import JobRejected, KubeStore
 from slot_operator.logic import jobs, ownership, report, schedule, timestamps
@@ -51,6 +53,11 @@ MIGRATION_POD_GRACE = datetime.timedelta(seconds=2)
 MIGRATION_RECHECK = datetime.timedelta(seconds=5)
 # A worker on one Slot for this long is stuck (every API call is bounded far below it): liveness fails.
 STUCK_AFTER = 300.0
+IMPOSTORS_REMEMBERED = 4096  # impostor Jobs reported once each (least recently seen forgotten)
+
+
+def _namespace(key: SlotKey) -> str:
+    return key[0]
 
 
 def utcnow() -> datetime.datetime:
@@ -72,7 +79,9 @@ class Controller:
         self.clock = clock
         self.cache: Cache | None = None
         self.queue: WorkQueue[SlotKey] = WorkQueue()
-        self.capacity: Capacity[SlotKey] = Capacity(config.max_concurrent_probes)
+        self.capacity: Capacity[SlotKey] = Capacity(
+            config.max_concurrent_probes, group_limit=config.probes_per_namespace, group=_namespace
+        )
         self.started: dict[SlotKey, str] = {}  # probe Jobs this process created or adopted, by Slot
         self.unspread: set[SlotKey] = set()  # Slots not reconciled since start-up (overdue probes get spread)
         self.spread_window = datetime.timedelta(0)
@@ -80,6 +89,9 @@ class Controller:
         self._conflicts: dict[SlotKey, int] = {}
         self._busy: dict[str, tuple[SlotKey, float]] = {}  # worker -> (Slot, since), for liveness
         self._workers: list[asyncio.Task[None]] = []
+        # Impostor Jobs seen (by uid), and those still to report on the Slot they imitate (once each).
+        self._impostors_seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.impostor_reports: dict[SlotKey, list[str]] = {}
 
     def listener(self) -> Listener:
         return Listener(
@@ -87,17 +99,16 @@ class Controller:
             probe_changed=self.queue.add,
             claim_changed=self._claim_changed,
             claim_users_changed=self._claim_changed,
+            impostor=self._impostor,
         )
 
     # Lifecycle
     async def start(self, cache: Cache) -> None:
         """With the caches filled: count the probes already running (the cap holds across restarts), then work."""
         self.cache = cache
-        for job in cache.probe_jobs():
+        for key, job in cache.owned_probe_jobs():
             meta = job.get("metadata") or {}
-            slot = (meta.get("annotations") or {}).get(jobs.ANNOTATION_SLOT)
-            if slot and not is_finished(job) and not meta.get("deletionTimestamp"):
-                key = (str(meta.get("namespace")), str(slot))
+            if not is_finished(job) and not meta.get("deletionTimestamp"):
                 self.capacity.adopt(key, str(meta.get("name")))
                 self.started[key] = str(meta.get("name"))
         keys = cache.slot_keys()
@@ -143,6 +154,25 @@ class Controller:
     # Feeds from the caches
     def _slot_changed(self, key: SlotKey, old: Object | None, new: Object | None) -> None:
         self.queue.add(key)
+
+    def _impostor(self, slot: SlotKey, job: Object) -> None:
+        """A Job imitates `slot`'s probe (labels or owner name it, identity does not): ignored, reported once."""
+        meta = job.get("metadata") or {}
+        uid = str(meta.get("uid"))
+        if uid in self._impostors_seen:
+            return
+        self._impostors_seen[uid] = None
+        while len(self._impostors_seen) > IMPOSTORS_REMEMBERED:
+            self._impostors_seen.popitem(last=False)
+        self.metrics.impostors.labels("Job").inc()
+        where = f"{meta.get('namespace')}/{meta.get('name')}"
+        message = (
+            f"Job {where} carries this Slot's probe labels but is not one of its Jobs (a Slot's Jobs are in its "
+            f"namespace, controlled by its uid): ignored"
+        )
+        logger.warning("slot %s/%s: %s", *slot, message)
+        self.impostor_reports.setdefault(slot, []).append(message)
+        self.queue.add(slot)
 
     def _claim_changed(self, claim: Key) -> None:
         if self.cache is None:
@@ -256,6 +286,8 @@ class _Step:
 
     async def run(self) -> None:
         config = self.c.config
+        for message in self.c.impostor_reports.pop(self.key, ()):
+            await self._event("Warning", "ImpostorIgnored", message)
         try:
             spec = parse_spec(
                 self.slot.get("spec") or {},
@@ -275,9 +307,9 @@ class _Step:
 
     async def _invalid(self, message: str) -> None:
         # A probe of a spec that is no longer valid answers nothing useful: stop it and free its place.
-        job = schedule.current_job(self.working, self.cache.slot_jobs(self.uid))
+        job = schedule.current_job(self.working, self.cache.slot_jobs(self.key[0], self.uid))
         if job is not None and not is_finished(job):
-            await self.c.store.delete_job(self.key[0], str(job["metadata"]["name"]))
+            await self._delete(job)
         self.c.started.pop(self.key, None)
         self.c.release(self.key)
         was_invalid = (self.working.get("lastProbe") or {}).get("reason") == FailureReason.INVALID_SPEC or any(
@@ -295,8 +327,10 @@ class _Step:
         Returns True while the probe is still running.
         """
         namespace = self.key[0]
-        job = schedule.current_job(self.working, self.cache.slot_jobs(self.uid))
+        own_jobs = self.cache.slot_jobs(namespace, self.uid)
         recorded = ProbeRef.from_status(self.working.get("currentProbe"))
+        await self._stop_lingering(own_jobs, recorded)
+        job = schedule.current_job(self.working, own_jobs)
         if job is None:
             created = self.c.started.pop(self.key, None)
             if created is not None:  # this process created or adopted a Job for this Slot, and it is gone
@@ -306,25 +340,17 @@ class _Step:
                     await self._record(recorded, NoVerdict(reason=FailureReason.JOB_LOST, message=message), spec)
             return False
         job_name = str(job["metadata"]["name"])
-        pods = self.cache.job_pods(namespace, job_name)
-        if (self.working.get("lastProbe") or {}).get("jobName") == job_name and recorded is None:
-            # Outcome already in status. The Job controller may still be catching up (the pod's exit code was
-            # the verdict); a Job we meant to stop (image pull failure, unschedulable) may linger: stop it again.
-            lingering = classify(job, pods)
-            if not is_finished(job) and not isinstance(lingering, Running) and lingering.stop_job:
-                await self.c.store.delete_job(namespace, job_name)
-            self._done_with(job_name)
-            return False
+        pods = self.cache.job_pods(namespace, str(job["metadata"]["uid"]))
         probe = recorded if recorded is not None and recorded.job_name == job_name else _adopted(job)
         if probe.generation < self.generation and not is_finished(job):
             logger.info(
                 "slot %s/%s: spec changed to generation %d, stopping probe %s", *self.key, self.generation, job_name
             )
-            await self.c.store.delete_job(namespace, job_name)
+            await self._delete(job)
             self._done_with(job_name)
             self.working.pop("currentProbe", None)  # the next write (the new generation's intent) drops it
             return False
-        outcome: Outcome = classify(job, pods)
+        outcome: Outcome = classify(job, pods, now=self.now)
         if isinstance(outcome, Running):
             self.c.capacity.adopt(self.key, job_name)
             self.c.started[self.key] = job_name
@@ -337,13 +363,31 @@ class _Step:
             if deadline <= self.now:
                 await self._reread_job(job_name)
             else:
-                self.c.queue.add_after(self.key, (deadline - self.now).total_seconds())
+                wake = min(deadline, outcome.until) if outcome.until is not None else deadline
+                self.c.queue.add_after(self.key, max((wake - self.now).total_seconds(), 0.05))
             return True
         await self._record(probe, outcome, spec, started=_started_at(job, probe), pods=pods)
         if outcome.stop_job:
-            await self.c.store.delete_job(namespace, job_name)
+            await self._delete(job)
         self._done_with(job_name)
         return False
+
+    async def _stop_lingering(self, own_jobs: list[Object], recorded: ProbeRef | None) -> None:
+        """The last outcome's Job, when it is still running though it had to be stopped (a pull failure, say).
+
+        Its outcome is in status already; the Job controller may still be catching up (the pod's exit code
+        was the verdict), or the delete after the outcome did not get through: stop it again.
+        """
+        last = (self.working.get("lastProbe") or {}).get("jobName")
+        if recorded is not None and recorded.job_name == last:
+            return
+        for job in own_jobs:
+            if job["metadata"]["name"] != last or is_finished(job):
+                continue
+            pods = self.cache.job_pods(self.key[0], str(job["metadata"]["uid"]))
+            lingering = classify(job, pods, now=self.now)
+            if not isinstance(lingering, Running) and lingering.stop_job:
+                await self._delete(job)
 
     def _done_with(self, job_name: str) -> None:
         if self.c.started.get(self.key) == job_name:
@@ -440,13 +484,20 @@ class _Step:
             ttl=self.c.config.job_ttl,
             audit_image=self.c.config.audit_image or None,
         )
+        trigger = schedule.Trigger(kind=probe.trigger, request=probe.request)
         try:
             created, job = await self.c.store.create_job(manifest)
         except JobRejected as exc:
             # The API server refused the Job (a field it calls invalid, quota, admission): say so in conditions.
             self.c.release(self.key)
+            await self._record(None, exc.outcome, spec, trigger=trigger)
+            return
+        if job is not None and slot_owner_uid(job) != self.uid:
+            # The name is taken by a Job that is not this Slot's: never adopted. The next attempt has another name.
+            self.c.release(self.key)
+            message = f"a Job named {probe.job_name} already exists in the namespace and is not this Slot's"
             await self._record(
-                None, exc.outcome, spec, trigger=schedule.Trigger(kind=probe.trigger, request=probe.request)
+                None, NoVerdict(reason=FailureReason.JOB_REJECTED, message=message), spec, trigger=trigger
             )
             return
         if job is not None:
@@ -526,40 +577,58 @@ class _Step:
     def _audit(self, spec: SlotSpec, outcome: Verdict | NoVerdict, pods: list[Object]) -> status_logic.AuditContext:
         """The audit the probe pod ran (in the verdict's own write: no extra status write per probe)."""
         config = self.c.config
-        result: ownership.AuditResult | None
-        if not config.audit_image:
-            disabled = ownership.AuditUnavailable(
-                reason="AuditDisabled", message="the operator runs without --audit-image: no ownership audit"
+        # A probe that gave no verdict leaves ownership as it was, unless its pod's audit reported.
+        result = audit_result(pods) if config.audit_image else None
+        if result is None and isinstance(outcome, Verdict):
+            result = ownership.AuditUnavailable(
+                reason="AuditFailed" if config.audit_image else "AuditDisabled",
+                message="the ownership audit had not finished when the probe gave its verdict"
+                if config.audit_image
+                else "the operator runs without --audit-image: no ownership audit",
             )
-            result = disabled if isinstance(outcome, Verdict) else None
-        else:
-            result = audit_result(pods)
+        claim = self.cache.claim(self.key[0], spec.claim_name)
         return status_logic.AuditContext(
             result=result,
             expected=(spec.run_as_user, spec.run_as_group),
             slot=self.key[1],
-            migration_allowed=config.allow_ownership_migration,
+            slot_uid=self.uid,
+            claim_uid=str(claim["metadata"]["uid"]) if claim is not None else None,
+            policy=config.migration_policy,
         )
 
     # Ownership migration (docs/design.md §2.4): two keys, one Job, then a probe.
-    async def _answer_migration_request(self, spec: SlotSpec) -> bool:
-        """A new migration request: refuse it, saying why, or start its Job. True once a Job runs."""
-        request = ownership.migration_request((self.slot.get("metadata") or {}).get("annotations"))
-        if request is None or request.token == self.working.get("lastHandledOwnershipMigrationRequest"):
-            return False
+    def _plan_migration(self, spec: SlotSpec, token: str) -> ownership.MigrationPlan | ownership.Refusal:
+        """Everything checked afresh: the keys, the audit on record and its approval, the claim and who uses it."""
         namespace = self.key[0]
+        own_jobs = {
+            str(job["metadata"]["uid"])
+            for job in (
+                *self.cache.slot_jobs(namespace, self.uid),
+                *self.cache.slot_migration_jobs(namespace, self.uid),
+            )
+        }
         users = sorted(
             str((pod.get("metadata") or {}).get("name"))
             for pod in self.cache.claim_users(namespace, spec.claim_name)
-            # The operator's own pods: this Slot's probe has finished (its pod may linger a moment).
-            if ((pod.get("metadata") or {}).get("labels") or {}).get(jobs.LABEL_MANAGED_BY) != jobs.MANAGED_BY
+            # This Slot's own probe pods (by identity: their Job is one of this Slot's) may linger a moment.
+            if job_owner_uid(pod) not in own_jobs
         )
-        plan = ownership.plan_migration(
+        claim = self.cache.claim(namespace, spec.claim_name)
+        return ownership.plan_migration(
             self.working,
             expected=(spec.run_as_user, spec.run_as_group),
-            allowed=self.c.config.allow_ownership_migration,
+            policy=self.c.config.migration_policy,
+            token=token,
+            claim_uid=str(claim["metadata"]["uid"]) if claim is not None else None,
             users=users,
         )
+
+    async def _answer_migration_request(self, spec: SlotSpec) -> bool:
+        """A new migration request: refuse it, saying why, or start its Job. True once a Job runs."""
+        request = ownership.migration_request((self.slot.get("metadata") or {}).get("annotations"))
+        if request is None or ownership.answered(self.working, request):
+            return False
+        plan = self._plan_migration(spec, request.token)
         if isinstance(plan, ownership.Refusal):
             await self._migration_refused(request, plan)
             return False
@@ -601,8 +670,23 @@ class _Step:
             request = ownership.MigrationRequest(token=migration.request, dry_run=migration.dry_run)
             await self._migration_refused(request, refusal, migration=migration)
             return False
-        if job is not None:
-            self.cache.wrote_job(job)
+        if job is None or slot_owner_uid(job) != self.uid:
+            # A Job of that name that is not this Slot's (made by someone else): never adopted, never deleted.
+            refusal = ownership.Refusal(
+                reason="MigrationFailed",
+                message=f"a Job named {migration.job_name} exists in the namespace and is not this Slot's",
+            )
+            request = ownership.MigrationRequest(token=migration.request, dry_run=migration.dry_run)
+            await self._migration_refused(request, refusal, migration=migration)
+            return False
+        self.cache.wrote_job(job)
+        # Its uid in status: from now on, a missing Job was deleted (cancelled), not never created.
+        migration = dataclasses.replace(migration, job_uid=str(job["metadata"]["uid"]))
+        await self._write(
+            status_logic.migration_job_created(
+                self.working, generation=self.generation, migration=migration, now=self.now
+            )
+        )
         logger.info(
             "slot %s/%s: ownership migration %s %s (%s -> %s%s)",
             *self.key,
@@ -615,6 +699,21 @@ class _Step:
         self.c.queue.add_after(self.key, MIGRATION_POD_GRACE.total_seconds())
         return True
 
+    async def _cancel_migration(self, migration: ownership.MigrationRef, job: Object | None, why: str) -> None:
+        if job is not None:
+            await self._delete(job)
+        message = f"{why}: the migration was stopped and is not started again"
+        if not migration.dry_run:
+            message += "; entries it re-owned before it stopped stay re-owned, and a probe runs now"
+        await self._write(
+            status_logic.migration_cancelled(
+                self.working, generation=self.generation, migration=migration, message=message, now=self.now
+            )
+        )
+        self.c.metrics.migrations.labels("MigrationCancelled").inc()
+        logger.info("slot %s/%s: ownership migration cancelled: %s", *self.key, message)
+        await self._event("Warning", "OwnershipMigrationCancelled", message)
+
     async def _follow_migration(self, spec: SlotSpec) -> bool:
         """Follow the migration in flight: create its Job if the intent has none, record its end. True while it runs."""
         migration = ownership.MigrationRef.from_status(self.working.get("currentOwnershipMigration"))
@@ -622,11 +721,37 @@ class _Step:
             return False
         namespace = self.key[0]
         job = next(
-            (j for j in self.cache.slot_migration_jobs(self.uid) if j["metadata"]["name"] == migration.job_name), None
+            (
+                j
+                for j in self.cache.slot_migration_jobs(namespace, self.uid)
+                if j["metadata"]["name"] == migration.job_name
+            ),
+            None,
         )
+        request = ownership.migration_request((self.slot.get("metadata") or {}).get("annotations"))
+        if request is None or request.token != migration.request:
+            await self._cancel_migration(migration, job, "the request annotation was removed or replaced")
+            return False
+        if job is not None and migration.job_uid and str(job["metadata"]["uid"]) != migration.job_uid:
+            job = None  # a later Job of the same name: not the one this migration made
+        if job is None and migration.job_uid:
+            await self._cancel_migration(migration, None, f"the migration Job {migration.job_name} was deleted")
+            return False
         if job is None:
-            return await self._create_migration(spec, migration)  # intent recorded, the Job not (yet, or deleted)
-        pods = self.cache.job_pods(namespace, migration.job_name)
+            # Intent recorded, its Job not (the operator stopped in between): start it only if everything still holds.
+            plan = self._plan_migration(spec, migration.request)
+            if isinstance(plan, ownership.Refusal) or (plan.old, plan.new) != (migration.old, migration.new):
+                refusal = (
+                    plan
+                    if isinstance(plan, ownership.Refusal)
+                    else ownership.Refusal(
+                        reason="AuditUnavailable", message="the audit on record changed since the request was accepted"
+                    )
+                )
+                await self._migration_refused(request, refusal, migration=migration)
+                return False
+            return await self._create_migration(spec, migration)
+        pods = self.cache.job_pods(namespace, str(job["metadata"]["uid"]))
         done = ownership.migration_outcome(job, pods)
         if done is None:
             age = self.now - (timestamps.parse_time(job["metadata"].get("creationTimestamp")) or self.now)
@@ -644,8 +769,7 @@ class _Step:
                     reason="MigrationFailed", message=f"the Job controller could not create the pod: {failure}"
                 )
             )
-            await self.c.store.delete_job(namespace, migration.job_name)
-            request = ownership.MigrationRequest(token=migration.request, dry_run=migration.dry_run)
+            await self._delete(job)
             await self._migration_refused(request, refusal, migration=migration)
             return False
         await self._write(
@@ -654,7 +778,7 @@ class _Step:
             )
         )
         if done.stop_job:
-            await self.c.store.delete_job(namespace, migration.job_name)
+            await self._delete(job)
         last = self.working.get("lastOwnershipMigration") or {}
         reason, message = str(last.get("reason")), str(last.get("message"))
         self.c.metrics.migrations.labels(reason).inc()
@@ -689,6 +813,11 @@ class _Step:
         self.c.metrics.migrations.labels(refusal.reason).inc()
         logger.info("slot %s/%s: ownership migration refused (%s): %s", *self.key, refusal.reason, refusal.message)
         await self._event("Warning", "OwnershipMigrationRefused", f"{refusal.reason}: {refusal.message}")
+
+    async def _delete(self, job: Mapping[str, Any]) -> None:
+        """Delete one of this Slot's own Jobs, as found by identity; only that very object (uid precondition)."""
+        meta = job["metadata"]
+        await self.c.store.delete_job(self.key[0], str(meta["name"]), uid=str(meta["uid"]))
 
     async def _event(self, kind: str, reason: str, message: str) -> None:
         await self.c.store.events.emit(self.slot, kind=kind, reason=reason, message=message, now=self.now)

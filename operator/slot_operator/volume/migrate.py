@@ -115,6 +115,9 @@ def main(argv: Sequence[str]) -> int:
         old, new = ownership.parse_owner(args.old), ownership.parse_owner(args.new)
     except ValueError as exc:
         parser.error(str(exc))
+    if 0 in (*old, *new):
+        # Root's files are never re-owned, and nothing is handed to root, whoever asks (docs/security.md).
+        parser.error(f"--from {args.old} --to {args.new}: uid 0 and gid 0 are never moved, from or to")
     report: dict[str, object] = {
         "v": ownership.REPORT_VERSION,
         "from": ownership.owner(*old),
