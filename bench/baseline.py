@@ -19,7 +19,7 @@ from typing import Any
 
 from slot_operator.kube.api import ApiClient
 from slot_operator.kube.informer import Informer, Object
-from slot_operator.logic import jobs
+from slot_operator.logic import jobs, names
 from slot_operator.logic.spec import parse_spec
 from slot_operator.logic.verdict import phase_for_exit
 
@@ -56,7 +56,7 @@ async def run(namespace: str, cap: int) -> None:
             api,
             resource="pods",
             path=f"/api/v1/namespaces/{namespace}/pods",
-            selectors={"labelSelector": jobs.PROBE_SELECTOR},
+            selectors={"labelSelector": names.PROBE_SELECTOR},
             on_change=on_pod,
         ),
     ]

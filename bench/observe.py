@@ -13,7 +13,7 @@ from typing import Any
 
 from slot_operator.kube.api import ApiClient
 from slot_operator.kube.informer import Informer, Object
-from slot_operator.logic import jobs
+from slot_operator.logic import names
 
 SlotTest = Callable[[Mapping[str, Any]], bool]
 
@@ -42,7 +42,7 @@ class Observer:
                 api,
                 resource="pods",
                 path=f"/api/v1/namespaces/{namespace}/pods",
-                selectors={"labelSelector": jobs.PROBE_SELECTOR},
+                selectors={"labelSelector": names.PROBE_SELECTOR},
                 on_change=self._pod,
             ),
         ]
@@ -81,5 +81,5 @@ class Observer:
     def _pod(self, old: Object | None, new: Object | None) -> None:
         if new is None or not _probe_terminated(new):
             return
-        name = str(((new.get("metadata") or {}).get("annotations") or {}).get(jobs.ANNOTATION_SLOT))
+        name = str(((new.get("metadata") or {}).get("annotations") or {}).get(names.ANNOTATION_SLOT))
         self.terminated.setdefault(name, time.monotonic())

@@ -14,7 +14,7 @@ import pytest
 from slot_operator.kube.api import ApiClient
 from slot_operator.kube.cache import Cache, Listener, trim_claim_user, trim_job, trim_probe_pod, trim_slot
 from slot_operator.kube.informer import Key
-from slot_operator.logic import jobs
+from slot_operator.logic import names
 
 NS = "agents"
 OTHER_NS = "tenant-b"
@@ -35,8 +35,8 @@ def owner(kind: str, name: str, api_version: str) -> list[dict[str, Any]]:
 def probe_job(name: str, slot_name: str, *, namespace: str = NS, owned: bool = True) -> dict[str, Any]:
     job_meta = meta(
         name,
-        labels={jobs.LABEL_SLOT_UID: f"uid-{slot_name}", jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY},
-        annotations={jobs.ANNOTATION_SLOT: slot_name},
+        labels={names.LABEL_SLOT_UID: f"uid-{slot_name}", names.LABEL_MANAGED_BY: names.MANAGED_BY},
+        annotations={names.ANNOTATION_SLOT: slot_name},
         managedFields=[{"manager": "kube-controller-manager"}],
     )
     job_meta["namespace"] = namespace
@@ -55,7 +55,7 @@ def probe_pod(name: str, job: str, slot_name: str, rv: str = "1") -> dict[str, A
             name,
             rv,
             labels={"batch.kubernetes.io/job-name": job},
-            annotations={jobs.ANNOTATION_SLOT: slot_name},
+            annotations={names.ANNOTATION_SLOT: slot_name},
             ownerReferences=owner("Job", job, "batch/v1"),
         ),
         "spec": {"containers": [{"name": "probe"}]},
@@ -223,7 +223,7 @@ def test_trimmed_objects_keep_what_decisions_read_and_drop_the_rest() -> None:
 def test_a_claim_user_keeps_its_controller_not_its_labels() -> None:
     """Whose pod it is comes from its controller reference: the operator's label on a tenant's pod means nothing."""
     pod = worker("p", "home-1")
-    pod["metadata"]["labels"] = {jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY, "other": "x"}
+    pod["metadata"]["labels"] = {names.LABEL_MANAGED_BY: names.MANAGED_BY, "other": "x"}
     pod["metadata"]["ownerReferences"] = owner("Job", "j", "batch/v1")
     record = trim_claim_user(pod)
     assert "labels" not in record["metadata"]

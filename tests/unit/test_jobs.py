@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from slot_operator.logic import jobs
+from slot_operator.logic import jobs, names
 from slot_operator.logic.spec import SlotSpec, parse_spec
 from slot_operator.logic.verdict import FailureReason
 
@@ -160,7 +160,7 @@ def test_labels_and_annotations_link_job_and_pods_to_the_slot() -> None:
     assert job["metadata"]["annotations"] == expected_annotations
     assert job["spec"]["template"]["metadata"] == {"labels": expected_labels, "annotations": expected_annotations}
     # Selector string used to list probe Jobs/pods matches the labels.
-    for pair in jobs.PROBE_SELECTOR.split(","):
+    for pair in names.PROBE_SELECTOR.split(","):
         key, value = pair.split("=")
         assert expected_labels[key] == value
     # Label values must be ≤63 characters even for the longest Slot names.
@@ -586,7 +586,7 @@ def test_dry_run_cannot_change_an_owner() -> None:
 
 
 def test_own_selector_covers_probes_and_migrations() -> None:
-    assert jobs.OWN_SELECTOR == (
+    assert names.OWN_SELECTOR == (
         "app.kubernetes.io/managed-by=slot-operator,app.kubernetes.io/component in (probe,ownership-migration)"
     )
     assert jobs.job_name("codex-1", UID, "t", kind="migrate").startswith("codex-1-migrate-")

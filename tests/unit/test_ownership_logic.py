@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from slot_operator.logic import ownership, schedule
+from slot_operator.logic import names, ownership, schedule
 from slot_operator.logic import status as st
 from slot_operator.logic.conditions import OWNERSHIP_MATCHES, OWNERSHIP_MIGRATED, READY, RECONCILING, STALLED, find
 from slot_operator.logic.outcome import AUDIT_GRACE, NoVerdict, Running, Verdict, audit_result, classify
@@ -359,10 +359,10 @@ def test_long_tokens_are_kept_whole_or_as_a_digest_never_cut() -> None:
     assert ownership.stored_token("x" * 128) == "x" * 128
     assert ownership.stored_token(long_a) != ownership.stored_token(long_b)
     assert ownership.stored_token(long_a).startswith("sha256:")
-    request = ownership.migration_request({ownership.MIGRATION_REQUEST_ANNOTATION: f" {long_a} "})
+    request = ownership.migration_request({names.MIGRATION_REQUEST_ANNOTATION: f" {long_a} "})
     assert request is not None
     assert request.token == ownership.stored_token(long_a)
-    assert schedule.manual_request({schedule.PROBE_REQUEST_ANNOTATION: long_b}) == ownership.stored_token(long_b)
+    assert schedule.manual_request({names.PROBE_REQUEST_ANNOTATION: long_b}) == ownership.stored_token(long_b)
 
 
 def test_pod_security_refusal_quotes_the_admission_and_asks_for_baseline() -> None:
@@ -376,9 +376,9 @@ def test_pod_security_refusal_quotes_the_admission_and_asks_for_baseline() -> No
 
 def test_migration_request_reads_token_and_dry_run() -> None:
     assert ownership.migration_request({}) is None
-    assert ownership.migration_request({ownership.MIGRATION_REQUEST_ANNOTATION: " "}) is None
+    assert ownership.migration_request({names.MIGRATION_REQUEST_ANNOTATION: " "}) is None
     request = ownership.migration_request(
-        {ownership.MIGRATION_REQUEST_ANNOTATION: "t1", ownership.MIGRATION_DRY_RUN_ANNOTATION: "true"}
+        {names.MIGRATION_REQUEST_ANNOTATION: "t1", names.MIGRATION_DRY_RUN_ANNOTATION: "true"}
     )
     assert request == ownership.MigrationRequest(token="t1", dry_run=True)
 

@@ -27,10 +27,9 @@ from typing import Any, Generic, TypeVar
 
 from slot_operator.kube import api as api_module
 from slot_operator.kube.informer import Informer, Key, Object, key_of
-from slot_operator.logic import jobs
+from slot_operator.logic import names
 
 _KEEP_META = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp")
-SLOT_API_VERSION = f"{jobs.GROUP}/{jobs.VERSION}"
 G = TypeVar("G", bound=Hashable)
 
 
@@ -66,7 +65,7 @@ def owner_uid(obj: Mapping[str, Any], *, api_version: str, kind: str) -> str | N
 
 
 def slot_owner_uid(job: Mapping[str, Any]) -> str | None:
-    return owner_uid(job, api_version=SLOT_API_VERSION, kind="Slot")
+    return owner_uid(job, api_version=names.API_VERSION, kind=names.SLOT_KIND)
 
 
 def job_owner_uid(pod: Mapping[str, Any]) -> str | None:
@@ -113,7 +112,7 @@ def trim_probe_pod(obj: Mapping[str, Any]) -> Object:
 
 def is_migration(obj: Mapping[str, Any]) -> bool:
     labels = (obj.get("metadata") or {}).get("labels") or {}
-    return labels.get(jobs.LABEL_COMPONENT) == jobs.COMPONENT_MIGRATION
+    return labels.get(names.LABEL_COMPONENT) == names.COMPONENT_MIGRATION
 
 
 def trim_claim(obj: Mapping[str, Any]) -> Object:
@@ -215,18 +214,18 @@ class Cache:
         self._users_by_claim: _Groups[Key] = _Groups(_claim_user_groups)  # (namespace, claim) -> running pods
         scopes: tuple[str | None, ...] = namespaces or (None,)
         self._slots = {
-            ns: self._informer(api, "slots", f"{jobs.GROUP}/{jobs.VERSION}", ns, trim_slot, self._on_slot)
+            ns: self._informer(api, "slots", f"{names.GROUP}/{names.VERSION}", ns, trim_slot, self._on_slot)
             for ns in scopes
         }
         self._jobs = {
             ns: self._informer(
-                api, "jobs", "batch/v1", ns, trim_job, self._on_job, {"labelSelector": jobs.OWN_SELECTOR}
+                api, "jobs", "batch/v1", ns, trim_job, self._on_job, {"labelSelector": names.OWN_SELECTOR}
             )
             for ns in scopes
         }
         self._probe_pods = {
             ns: self._informer(
-                api, "pods", "v1", ns, trim_probe_pod, self._on_probe_pod, {"labelSelector": jobs.OWN_SELECTOR}
+                api, "pods", "v1", ns, trim_probe_pod, self._on_probe_pod, {"labelSelector": names.OWN_SELECTOR}
             )
             for ns in scopes
         }
@@ -396,7 +395,7 @@ class Cache:
 
     def _check_impostor(self, job: Object) -> None:
         """A Job with the operator's labels that no Slot of its namespace controls: whom does it imitate?"""
-        claimed = {slot_owner_uid(job), ((job.get("metadata") or {}).get("labels") or {}).get(jobs.LABEL_SLOT_UID)}
+        claimed = {slot_owner_uid(job), ((job.get("metadata") or {}).get("labels") or {}).get(names.LABEL_SLOT_UID)}
         for uid in sorted(str(uid) for uid in claimed if uid):
             slot = self._slots_by_uid.get(uid)
             if slot is not None:

@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from slot_operator.kube.api import ApiClient, ApiError
-from slot_operator.logic import jobs, timestamps
+from slot_operator.logic import jobs, names, timestamps
 from slot_operator.logic.outcome import NoVerdict
 from slot_operator.logic.verdict import safe_message
 
 logger = logging.getLogger(__name__)
 
-SLOTS = f"/apis/{jobs.GROUP}/{jobs.VERSION}/namespaces/{{namespace}}/slots/{{name}}"
+SLOTS = f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{{namespace}}/slots/{{name}}"
 JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 EVENTS = "/api/v1/namespaces/{namespace}/events"
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
@@ -216,7 +216,7 @@ def build_event(
         "kind": "Event",
         "metadata": {"name": name, "namespace": meta.get("namespace")},
         "involvedObject": {
-            "apiVersion": f"{jobs.GROUP}/{jobs.VERSION}",
+            "apiVersion": f"{names.GROUP}/{names.VERSION}",
             "kind": "Slot",
             "name": meta.get("name"),
             "namespace": meta.get("namespace"),
@@ -225,9 +225,9 @@ def build_event(
         "type": kind,
         "reason": reason,
         "message": message,
-        "source": {"component": jobs.MANAGED_BY},
-        "reportingComponent": f"{jobs.GROUP}/{jobs.MANAGED_BY}",
-        "reportingInstance": jobs.MANAGED_BY,
+        "source": {"component": names.MANAGED_BY},
+        "reportingComponent": f"{names.GROUP}/{names.MANAGED_BY}",
+        "reportingInstance": names.MANAGED_BY,
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
         "count": 1,

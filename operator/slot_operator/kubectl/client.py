@@ -10,10 +10,8 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from slot_operator.logic import jobs
-from slot_operator.logic.schedule import PROBE_REQUEST_ANNOTATION
+from slot_operator.logic import names
 
-SLOT_PLURAL = "slots"  # the Slot CRD's resource name (crds/slots.woved.dev.yaml)
 # Each call gives up after this long (seconds); a watch ends earlier by its own timeout.
 REQUEST_TIMEOUT = 30
 # No answer at all: refused, reset, DNS, TLS (urllib3 wraps some of them in its own errors).
@@ -70,20 +68,20 @@ class SlotClient:
     def list_slots(self, namespace: str | None, *, field_selector: str | None = None) -> dict[str, Any]:
         """A SlotList (items and metadata.resourceVersion); every namespace when `namespace` is None."""
         if namespace is None:
-            return self._call(self._custom.list_cluster_custom_object, jobs.GROUP, jobs.VERSION, SLOT_PLURAL)
+            return self._call(self._custom.list_cluster_custom_object, names.GROUP, names.VERSION, names.SLOT_PLURAL)
         return self._call(
             self._custom.list_namespaced_custom_object,
-            jobs.GROUP,
-            jobs.VERSION,
+            names.GROUP,
+            names.VERSION,
             namespace,
-            SLOT_PLURAL,
+            names.SLOT_PLURAL,
             field_selector=field_selector,
         )
 
     def get_slot(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self._call(self._custom.get_namespaced_custom_object, jobs.GROUP, jobs.VERSION, namespace,
-                              SLOT_PLURAL, name)  # fmt: skip
+            return self._call(self._custom.get_namespaced_custom_object, names.GROUP, names.VERSION, namespace,
+                              names.SLOT_PLURAL, name)  # fmt: skip
         except ClientError as exc:
             if str(exc).startswith("404 "):
                 return None
@@ -91,13 +89,13 @@ class SlotClient:
 
     def request_probe(self, namespace: str, name: str, token: str) -> dict[str, Any]:
         """Set the probe-request annotation (docs/design.md: the operator echoes it in status)."""
-        patch = {"metadata": {"annotations": {PROBE_REQUEST_ANNOTATION: token}}}
+        patch = {"metadata": {"annotations": {names.PROBE_REQUEST_ANNOTATION: token}}}
         return self._call(
             self._custom.patch_namespaced_custom_object,
-            jobs.GROUP,
-            jobs.VERSION,
+            names.GROUP,
+            names.VERSION,
             namespace,
-            SLOT_PLURAL,
+            names.SLOT_PLURAL,
             name,
             patch,
             _content_type="application/merge-patch+json",
@@ -114,10 +112,10 @@ class SlotClient:
         try:
             for event in stream.stream(  # type: ignore[no-untyped-call]
                 self._custom.list_namespaced_custom_object,
-                jobs.GROUP,
-                jobs.VERSION,
+                names.GROUP,
+                names.VERSION,
                 namespace,
-                SLOT_PLURAL,
+                names.SLOT_PLURAL,
                 resource_version=resource_version,
                 timeout_seconds=max(timeout, 1),
                 field_selector=field_selector,

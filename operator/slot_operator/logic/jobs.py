@@ -9,27 +9,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from slot_operator.logic import ownership, quantity
-from slot_operator.logic.outcome import AUDIT_CONTAINER, PROBE_CONTAINER, NoVerdict
+from slot_operator.logic import names, ownership, quantity
+from slot_operator.logic.outcome import NoVerdict
 from slot_operator.logic.spec import SCRATCH_PATH, SlotSpec
 from slot_operator.logic.verdict import VERDICT_EXIT_CODES, FailureReason
 
-GROUP = "woved.dev"
-VERSION = "v1alpha1"
-MANAGED_BY = "slot-operator"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-# Slot names can be 253 characters, label values only 63: the uid always fits and survives renames.
-LABEL_SLOT_UID = f"{GROUP}/slot-uid"
-ANNOTATION_SLOT = f"{GROUP}/slot"
-ANNOTATION_GENERATION = f"{GROUP}/slot-generation"
-ANNOTATION_TRIGGER = f"{GROUP}/probe-trigger"
-COMPONENT_PROBE = "probe"
-COMPONENT_MIGRATION = "ownership-migration"
-PROBE_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={COMPONENT_PROBE}"
-# The operator's watches of Jobs and pods: its probes and its ownership migrations.
-OWN_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT} in ({COMPONENT_PROBE},{COMPONENT_MIGRATION})"
-ANNOTATION_MIGRATION_REQUEST = f"{GROUP}/ownership-migration-request"
 SLOT_VOLUME = "slot"
 TMP_VOLUME = "tmp"
 DEFAULT_RESOURCES = {
@@ -160,7 +144,7 @@ def _restricted(*, uid: int, gid: int) -> dict[str, Any]:
 def _owner_references(slot_name: str, slot_uid: str) -> list[dict[str, Any]]:
     return [
         {
-            "apiVersion": f"{GROUP}/{VERSION}",
+            "apiVersion": f"{names.GROUP}/{names.VERSION}",
             "kind": "Slot",
             "name": slot_name,
             "uid": slot_uid,
@@ -225,7 +209,7 @@ def operator_command(*args: str) -> list[str]:
 def build_audit_container(*, image: str, spec: SlotSpec) -> dict[str, Any]:
     """The ownership audit beside the probe: as the probe's uid/gid, the claim read-only at VOLUME_TOOL_MOUNT."""
     return {
-        "name": AUDIT_CONTAINER,
+        "name": names.AUDIT_CONTAINER,
         "image": image,
         "command": operator_command("audit", f"--home={VOLUME_TOOL_MOUNT}", f"--agent={spec.agent}"),
         "workingDir": "/",
@@ -266,8 +250,16 @@ def build_probe_job(
 
     With `audit_image`, the ownership audit runs first as an init container (docs/design.md §2.4).
     """
-    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_PROBE, LABEL_SLOT_UID: slot_uid}
-    annotations = {ANNOTATION_SLOT: slot_name, ANNOTATION_GENERATION: str(generation), ANNOTATION_TRIGGER: trigger}
+    labels = {
+        names.LABEL_MANAGED_BY: names.MANAGED_BY,
+        names.LABEL_COMPONENT: names.COMPONENT_PROBE,
+        names.LABEL_SLOT_UID: slot_uid,
+    }
+    annotations = {
+        names.ANNOTATION_SLOT: slot_name,
+        names.ANNOTATION_GENERATION: str(generation),
+        names.ANNOTATION_TRIGGER: trigger,
+    }
     env: list[dict[str, Any]] = [
         {"name": "AGENT_MODE", "value": "smoke-test"},
         {"name": "WOVED_TASK_AGENT", "value": spec.agent},
@@ -275,7 +267,7 @@ def build_probe_job(
         *(dict(entry) for entry in spec.env),
     ]
     container: dict[str, Any] = {
-        "name": PROBE_CONTAINER,
+        "name": names.PROBE_CONTAINER,
         "image": spec.image,
         "env": env,
         "volumeMounts": [
@@ -309,7 +301,11 @@ def build_probe_job(
     rules: list[dict[str, Any]] = [
         {
             "action": "FailJob",
-            "onExitCodes": {"containerName": PROBE_CONTAINER, "operator": "In", "values": list(VERDICT_EXIT_CODES)},
+            "onExitCodes": {
+                "containerName": names.PROBE_CONTAINER,
+                "operator": "In",
+                "values": list(VERDICT_EXIT_CODES),
+            },
         },
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
     ]
@@ -318,7 +314,7 @@ def build_probe_job(
         # probe from giving its verdict; ownership is then Unknown (docs/design.md §2.4).
         pod_spec["containers"].append(build_audit_container(image=audit_image, spec=spec))
         # A failed audit (it always exits 0 once it ran) must not make the Job run the probe again.
-        audit_failed = {"containerName": AUDIT_CONTAINER, "operator": "NotIn", "values": [0]}
+        audit_failed = {"containerName": names.AUDIT_CONTAINER, "operator": "NotIn", "values": [0]}
         rules.insert(1, {"action": "FailJob", "onExitCodes": audit_failed})
     _scheduling(pod_spec, spec)
     if node:
@@ -361,8 +357,12 @@ def build_migration_job(
     mounts the claim read-only and has no CAP_CHOWN: it cannot change an owner even by mistake.
     """
     new = (spec.run_as_user, spec.run_as_group)
-    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: COMPONENT_MIGRATION, LABEL_SLOT_UID: slot_uid}
-    annotations = {ANNOTATION_SLOT: slot_name, ANNOTATION_MIGRATION_REQUEST: request}
+    labels = {
+        names.LABEL_MANAGED_BY: names.MANAGED_BY,
+        names.LABEL_COMPONENT: names.COMPONENT_MIGRATION,
+        names.LABEL_SLOT_UID: slot_uid,
+    }
+    annotations = {names.ANNOTATION_SLOT: slot_name, names.ANNOTATION_MIGRATION_REQUEST: request}
     command = operator_command(
         "migrate-ownership",
         f"--root={VOLUME_TOOL_MOUNT}",
@@ -371,7 +371,7 @@ def build_migration_job(
         *(["--dry-run"] if dry_run else []),
     )
     container = {
-        "name": ownership.MIGRATE_CONTAINER,
+        "name": names.MIGRATE_CONTAINER,
         "image": image,
         "command": command,
         "workingDir": "/",

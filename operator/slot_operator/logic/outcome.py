@@ -11,16 +11,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from slot_operator.logic import ownership, podstatus, timestamps
+from slot_operator.logic import names, ownership, podstatus, timestamps
 from slot_operator.logic.verdict import FailureReason, Phase, ProbeResult, parse_result_line, phase_for_exit
 
-PROBE_CONTAINER = "probe"
-AUDIT_CONTAINER = "audit"  # the ownership audit, the probe pod's second container (docs/design.md §2.4)
 # How kubelets report a container the runtime could not start (containerd: terminated StartError, exit 128;
 # CRI-O: waiting CreateContainerError; dockershim: RunContainerError / ContainerCannotRun).
 _START_FAILURES = frozenset({"StartError", "CreateContainerError", "RunContainerError", "ContainerCannotRun"})
 # The Job controller's message when a podFailurePolicy rule fails the Job on the probe container's exit code.
-_PROBE_EXIT_IN_MESSAGE = re.compile(rf"Container {PROBE_CONTAINER} for pod \S+ failed with exit code (\d+)")
+_PROBE_EXIT_IN_MESSAGE = re.compile(rf"Container {names.PROBE_CONTAINER} for pod \S+ failed with exit code (\d+)")
 # A registry's answer that the image does not exist: definitive, so a verdict (ImageBroken). Anything else a pull
 # can fail with (429, 5xx, a timeout, DNS, a missing or wrong pull secret) may pass on the next try: no verdict.
 _IMAGE_MISSING = re.compile(r"\bnot found\b|\bnotfound\b|manifest unknown|name unknown", re.IGNORECASE)
@@ -59,7 +57,7 @@ class NoVerdict:
 Outcome = Running | Verdict | NoVerdict
 
 
-def _state(pod: Mapping[str, Any], name: str = PROBE_CONTAINER) -> Mapping[str, Any]:
+def _state(pod: Mapping[str, Any], name: str = names.PROBE_CONTAINER) -> Mapping[str, Any]:
     return podstatus.container_state(pod, name)
 
 
@@ -116,7 +114,7 @@ def audit_result(pods: Sequence[Mapping[str, Any]]) -> ownership.AuditResult | N
     An audit that failed, or will never run (its image cannot be pulled), is AuditFailed: ownership Unknown.
     """
     for pod in podstatus.newest(pods):
-        state = _state(pod, AUDIT_CONTAINER)
+        state = _state(pod, names.AUDIT_CONTAINER)
         terminated = state.get("terminated")
         if terminated and terminated.get("exitCode") != 0:
             return ownership.AuditUnavailable(
@@ -134,9 +132,9 @@ def audit_result(pods: Sequence[Mapping[str, Any]]) -> ownership.AuditResult | N
 
 def _audit_settled(pod: Mapping[str, Any], *, probe_finished: datetime.datetime | None, now: datetime.datetime) -> bool:
     """The audit beside the probe has nothing more to say: it finished, will never run, is absent, or is late."""
-    state = _state(pod, AUDIT_CONTAINER)
+    state = _state(pod, names.AUDIT_CONTAINER)
     running = any(
-        entry.get("name") == AUDIT_CONTAINER for entry in (pod.get("status") or {}).get("containerStatuses") or ()
+        entry.get("name") == names.AUDIT_CONTAINER for entry in (pod.get("status") or {}).get("containerStatuses") or ()
     )
     if not running or state.get("terminated") or _audit_stuck(state) is not None:
         return True
@@ -210,7 +208,7 @@ def _probe_ended(pod: Mapping[str, Any], terminated: Mapping[str, Any], *, now: 
     if not _audit_settled(pod, probe_finished=finished, now=now):
         return Running(until=(finished or now) + AUDIT_GRACE)
     # An audit that will never run keeps the pod from ending: the Job would wait for its deadline.
-    stuck = _audit_stuck(_state(pod, AUDIT_CONTAINER)) is not None
+    stuck = _audit_stuck(_state(pod, names.AUDIT_CONTAINER)) is not None
     code = terminated.get("exitCode")
     if isinstance(code, int) and phase_for_exit(code) is not None:
         # A verdict exit code is the verdict already: no need to wait for the Job's condition (seconds, under load).

@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from slot_operator.logic import podstatus, timestamps
+from slot_operator.logic import names, podstatus, timestamps
 
 REPORT_VERSION = 1
 AGENT_DIRECTORIES = {"codex": ".codex", "claude": ".claude"}
@@ -25,8 +25,6 @@ CLAUDE_BASELINE = frozenset({"CLAUDE.md", "config.toml", "settings.json"})
 REPORT_LIMIT = 3800
 PATH_LIMIT = 160  # characters of one path in a report or in status
 STATUS_PATHS = 10  # differing paths listed in status.ownership.paths
-MIGRATION_REQUEST_ANNOTATION = "woved.dev/ownership-migration-requested-at"
-MIGRATION_DRY_RUN_ANNOTATION = "woved.dev/ownership-migration-dry-run"
 # Request tokens are kept in status whole up to this length, longer ones as a digest: never cut, so two long
 # tokens that share a beginning stay two requests.
 TOKEN_LIMIT = 128
@@ -267,7 +265,7 @@ def approval_token(*, slot_uid: str, claim_uid: str, old: str, expected: str, au
 
 
 def approve_command(slot: str, approval: str) -> str:
-    return f"kubectl annotate slot/{slot} --overwrite {MIGRATION_REQUEST_ANNOTATION}={approval}"
+    return f"kubectl annotate slot/{slot} --overwrite {names.MIGRATION_REQUEST_ANNOTATION}={approval}"
 
 
 def explain(assessment: Assessment, *, slot: str, policy: MigrationPolicy, approval: str | None) -> str:
@@ -353,10 +351,14 @@ class MigrationRequest:
 
 def migration_request(annotations: Mapping[str, str] | None) -> MigrationRequest | None:
     """The request on the Slot; its token as status keeps it (stored_token)."""
-    token = (annotations or {}).get(MIGRATION_REQUEST_ANNOTATION)
+    token = (annotations or {}).get(names.MIGRATION_REQUEST_ANNOTATION)
     if not isinstance(token, str) or not token.strip():
         return None
-    dry_run = str((annotations or {}).get(MIGRATION_DRY_RUN_ANNOTATION) or "").strip().lower() in ("true", "1", "yes")
+    dry_run = str((annotations or {}).get(names.MIGRATION_DRY_RUN_ANNOTATION) or "").strip().lower() in (
+        "true",
+        "1",
+        "yes",
+    )
     return MigrationRequest(token=stored_token(token.strip()), dry_run=dry_run)
 
 
@@ -438,7 +440,7 @@ def plan_migration(
             message=f"the request {token!r} does not approve the audit on record"
             + (
                 f" (entries of {found[0]} on claim {recorded.get('claimUID')}): approve exactly that with "
-                f"{MIGRATION_REQUEST_ANNOTATION}={approval}"
+                f"{names.MIGRATION_REQUEST_ANNOTATION}={approval}"
                 if approval
                 else ": its approval was answered already; request a probe, then approve its audit"
             ),
@@ -493,9 +495,6 @@ def parse_migration_report(text: str | None) -> MigrationReport | str:
     return (text or "").strip()[-300:] or "no report"
 
 
-MIGRATE_CONTAINER = "migrate"
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MigrationDone:
     """The migration Job ended: its report, or why there is none (`failure`)."""
@@ -509,7 +508,7 @@ class MigrationDone:
 def migration_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> MigrationDone | None:
     """What the migration Job has shown so far; None while it runs."""
     for pod in podstatus.newest(pods):
-        state = podstatus.container_state(pod, MIGRATE_CONTAINER)
+        state = podstatus.container_state(pod, names.MIGRATE_CONTAINER)
         terminated = state.get("terminated")
         if terminated:
             finished = timestamps.parse_time(terminated.get("finishedAt"))

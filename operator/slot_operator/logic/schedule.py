@@ -12,12 +12,10 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from slot_operator.logic import ownership, timestamps
-from slot_operator.logic.jobs import ANNOTATION_GENERATION
+from slot_operator.logic import names, ownership, timestamps
 from slot_operator.logic.outcome import NoVerdict, is_finished
 from slot_operator.logic.verdict import FailureReason
 
-PROBE_REQUEST_ANNOTATION = "woved.dev/probe-requested-at"
 # Periodic probes are pushed back by up to this fraction of the interval (Flux's reconcile jitter, 5%).
 INTERVAL_JITTER = 0.05
 # Overdue periodic probes found at start-up are spread at this pace, over at most STARTUP_SPREAD.
@@ -66,7 +64,7 @@ def spread_window(statuses: Sequence[Mapping[str, Any]], *, now: datetime.dateti
 
 def manual_request(annotations: Mapping[str, str] | None) -> str | None:
     """The probe request token, as status keeps it (whole, or a digest when long: never cut)."""
-    token = (annotations or {}).get(PROBE_REQUEST_ANNOTATION)
+    token = (annotations or {}).get(names.PROBE_REQUEST_ANNOTATION)
     return ownership.stored_token(token.strip()) if isinstance(token, str) and token.strip() else None
 
 
@@ -102,7 +100,7 @@ def due(
 
 def job_generation(job: Mapping[str, Any]) -> int:
     try:
-        return int(((job.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_GENERATION, 0))
+        return int(((job.get("metadata") or {}).get("annotations") or {}).get(names.ANNOTATION_GENERATION, 0))
     except ValueError:
         return 0
 

@@ -29,7 +29,7 @@ from slot_operator.kube.api import ApiError
 from slot_operator.kube.cache import Cache, Listener, job_owner_uid, slot_owner_uid
 from slot_operator.kube.informer import Key, Object
 from slot_operator.kube.store import JobRejected, KubeStore
-from slot_operator.logic import jobs, ownership, report, schedule, timestamps
+from slot_operator.logic import jobs, names, ownership, report, schedule, timestamps
 from slot_operator.logic import status as status_logic
 from slot_operator.logic.conditions import OWNERSHIP_MATCHES, find
 from slot_operator.logic.outcome import NoVerdict, Outcome, Running, Verdict, audit_result, classify, is_finished
@@ -858,7 +858,7 @@ def _adopted(job: Mapping[str, Any]) -> ProbeRef:
         job_name=str(meta.get("name")),
         image=str(containers[0].get("image") or ""),
         generation=schedule.job_generation(job),
-        trigger=str((meta.get("annotations") or {}).get(jobs.ANNOTATION_TRIGGER) or "adopted"),
+        trigger=str((meta.get("annotations") or {}).get(names.ANNOTATION_TRIGGER) or "adopted"),
         request=None,
         start_time=timestamps.parse_time(meta.get("creationTimestamp")) or utcnow(),
     )
