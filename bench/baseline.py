@@ -20,8 +20,8 @@ from typing import Any
 from slot_operator.kube.api import ApiClient
 from slot_operator.kube.informer import Informer, Object
 from slot_operator.logic import jobs, names
+from slot_operator.logic.phases import phase_for_exit
 from slot_operator.logic.spec import parse_spec
-from slot_operator.logic.verdict import phase_for_exit
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 

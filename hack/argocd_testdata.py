@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 from slot_operator.logic import status as st
 from slot_operator.logic.outcome import NoVerdict, Verdict
-from slot_operator.logic.verdict import FailureReason, Phase
+from slot_operator.logic.phases import Phase
+from slot_operator.logic.verdict import FailureReason
 
 TESTDATA = pathlib.Path(__file__).resolve().parents[1] / "charts" / "slot-operator" / "argocd" / "testdata"
 T0 = datetime.datetime(2026, 1, 2, 3, 0, 0, tzinfo=datetime.UTC)

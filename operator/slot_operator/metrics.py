@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import prometheus_client
 
+from slot_operator.logic.phases import Phase
 from slot_operator.logic.report import SlotView
-from slot_operator.logic.verdict import Phase
 
 _PREFIX = "slot_operator"
 # Probes take seconds to minutes; buckets cover the 5s..1h timeout range.

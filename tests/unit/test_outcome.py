@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from slot_operator.logic import outcome as outcome_module
 from slot_operator.logic.outcome import NoVerdict, Outcome, Running, Verdict, is_finished
-from slot_operator.logic.verdict import FailureReason, Phase, ProbeResult
+from slot_operator.logic.phases import Phase
+from slot_operator.logic.verdict import FailureReason, ProbeResult
 
 T_DONE = "2024-05-06T07:10:00Z"
 DONE = datetime.datetime(2024, 5, 6, 7, 10, tzinfo=datetime.UTC)

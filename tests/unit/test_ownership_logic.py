@@ -12,7 +12,8 @@ from slot_operator.logic import names, ownership, schedule
 from slot_operator.logic import status as st
 from slot_operator.logic.conditions import OWNERSHIP_MATCHES, OWNERSHIP_MIGRATED, READY, RECONCILING, STALLED, find
 from slot_operator.logic.outcome import AUDIT_GRACE, NoVerdict, Running, Verdict, audit_result, classify
-from slot_operator.logic.verdict import FailureReason, Phase
+from slot_operator.logic.phases import Phase
+from slot_operator.logic.verdict import FailureReason
 
 T0 = datetime.datetime(2026, 11, 1, 7, 0, 0, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(minutes=1)

@@ -14,7 +14,8 @@ from slot_operator.kubectl import render
 from slot_operator.logic import report
 from slot_operator.logic import status as st
 from slot_operator.logic.outcome import NoVerdict, Verdict
-from slot_operator.logic.verdict import FailureReason, Phase
+from slot_operator.logic.phases import Phase
+from slot_operator.logic.verdict import FailureReason
 
 T0 = datetime.datetime(2026, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
 INTERVAL = datetime.timedelta(hours=6)

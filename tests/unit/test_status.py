@@ -10,7 +10,8 @@ import pytest
 from slot_operator.logic import status as st
 from slot_operator.logic.conditions import ORDER, find
 from slot_operator.logic.outcome import NoVerdict, Verdict
-from slot_operator.logic.verdict import FailureReason, Phase, ProbeResult
+from slot_operator.logic.phases import Phase
+from slot_operator.logic.verdict import FailureReason, ProbeResult
 
 T0 = datetime.datetime(2024, 5, 6, 7, 0, 0, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(minutes=1)

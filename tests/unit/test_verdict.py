@@ -5,18 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from slot_operator.logic.verdict import (
-    EXIT_PHASES,
-    MESSAGE_LIMIT,
-    STALLED_PHASES,
-    VERDICT_EXIT_CODES,
-    FailureReason,
-    Phase,
-    ProbeResult,
-    parse_result_line,
-    phase_for_exit,
-    safe_message,
-)
+from slot_operator.logic.phases import EXIT_PHASES, STALLED_PHASES, VERDICT_EXIT_CODES, Phase, phase_for_exit
+from slot_operator.logic.verdict import MESSAGE_LIMIT, FailureReason, ProbeResult, parse_result_line, safe_message
 
 
 @pytest.mark.parametrize(

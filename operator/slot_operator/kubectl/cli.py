@@ -13,7 +13,7 @@ from slot_operator.kubectl import render
 from slot_operator.kubectl.client import ClientError, SlotClient
 from slot_operator.logic import durations, report
 
-# Exit codes besides a verdict's own (0 Ready, 64/65/66, see report.EXIT_FOR_PHASE).
+# Exit codes besides a verdict's own (0 Ready, 64/65/66: logic/phases.py).
 EXIT_ERROR, EXIT_USAGE, EXIT_TIMEOUT = report.NOT_READY_EXIT, 2, 3
 
 

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slot_operator.logic import report, timestamps
-from slot_operator.logic.verdict import FailureReason, Phase
+from slot_operator.logic.phases import PHASES, Phase
+from slot_operator.logic.verdict import FailureReason
 
 RUNBOOK = "docs/runbook.md"
 
@@ -70,7 +71,7 @@ def suggestion(slot: Mapping[str, Any], view: report.SlotView) -> str:
     if view.invalid_spec:
         return "Fix the spec field the message names; the operator probes as soon as the spec is valid."
     if view.verdict_current and view.phase is Phase.READY:
-        return "Nothing to do: the current spec was probed and is Ready."
+        return PHASES[Phase.READY].advice
     owners = status.get("ownership") or {}
     if view.verdict_current and view.phase in (Phase.NEEDS_INIT, Phase.NEEDS_REAUTH) and owners.get("found"):
         # The ownership audit found the cause: another uid owns the files (docs/design.md §2.4).
@@ -85,17 +86,11 @@ def suggestion(slot: Mapping[str, Any], view: report.SlotView) -> str:
             f"slot {ref} --overwrite woved.dev/ownership-migration-requested-at={owners['approval']}. "
             f"({RUNBOOK}#slotownedbyotheruser)"
         )
-    if view.verdict_current and view.phase is Phase.NEEDS_INIT:
-        return (
-            "Initialise the slot: log the agent in on the volume, or, if it was written by an older image "
-            f"as another uid, migrate the files' ownership to spec.runAsUser; then {probe}. ({RUNBOOK}#slotneedsinit)"
-        )
-    if view.verdict_current and view.phase is Phase.NEEDS_REAUTH:
-        return f"Re-authenticate the agent on the slot volume, then {probe}. ({RUNBOOK}#slotneedsreauth)"
-    if view.verdict_current and view.phase is Phase.IMAGE_BROKEN:
+    if view.verdict_current and PHASES[view.phase].needs_human:
         last_ready = status.get("lastReadyImage")
         target = f"the last Ready image {last_ready}" if last_ready else "an image that works"
-        return f"Roll spec.image back to {target}, or fix the image. ({RUNBOOK}#slotimagebroken)"
+        facts = PHASES[view.phase]
+        return f"{facts.advice.format(probe=probe, last_ready=target)} ({RUNBOOK}#{facts.runbook})"
     claim = (slot.get("spec") or {}).get("claimName")
     job = (status.get("lastProbe") or {}).get("jobName")
     # reason -> (advice, runbook section); None: the section of the alert this state fires.

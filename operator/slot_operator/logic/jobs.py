@@ -11,8 +11,9 @@ from typing import Any
 
 from slot_operator.logic import names, ownership, quantity
 from slot_operator.logic.outcome import NoVerdict
+from slot_operator.logic.phases import VERDICT_EXIT_CODES
 from slot_operator.logic.spec import SCRATCH_PATH, SlotSpec
-from slot_operator.logic.verdict import VERDICT_EXIT_CODES, FailureReason
+from slot_operator.logic.verdict import FailureReason
 
 SLOT_VOLUME = "slot"
 TMP_VOLUME = "tmp"

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slot_operator.logic import names, ownership, podstatus, timestamps
-from slot_operator.logic.verdict import FailureReason, Phase, ProbeResult, parse_result_line, phase_for_exit
+from slot_operator.logic.phases import PHASES, Phase, phase_for_exit
+from slot_operator.logic.verdict import FailureReason, ProbeResult, parse_result_line
 
 # How kubelets report a container the runtime could not start (containerd: terminated StartError, exit 128;
 # CRI-O: waiting CreateContainerError; dockershim: RunContainerError / ContainerCannotRun).
@@ -153,15 +154,14 @@ def _from_exit(code: int, terminated: Mapping[str, Any], finished: datetime.date
             result=result,
             finished=finished,
         )
-    reason = "SmokeTestPassed" if phase is Phase.READY else str(phase)
-    default = {
-        Phase.READY: "credentials present and parse",
-        Phase.IMAGE_BROKEN: "agent CLI missing or broken in the image",
-        Phase.NEEDS_INIT: "credentials missing: initialise the slot",
-        Phase.NEEDS_REAUTH: "credentials present but unusable: re-authenticate",
-    }[phase]
+    facts = PHASES[phase]
     return Verdict(
-        phase=phase, exit_code=code, reason=reason, message=detail or default, result=result, finished=finished
+        phase=phase,
+        exit_code=code,
+        reason=facts.ready_reason,
+        message=detail or facts.default_message,
+        result=result,
+        finished=finished,
     )
 
 

@@ -11,16 +11,13 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from slot_operator.logic import timestamps
+from slot_operator.logic import phases, timestamps
 from slot_operator.logic.conditions import PROBE_SUCCEEDED, READY, RECONCILING, STALLED, find
+from slot_operator.logic.phases import PHASES, VERDICT_REASONS, Phase
 from slot_operator.logic.status import Activity
-from slot_operator.logic.verdict import EXIT_PHASES, FailureReason, Phase
+from slot_operator.logic.verdict import FailureReason
 
-# `kubectl slot probe --wait` exits with the probe's own code for a verdict (0 Ready, 64/65/66).
-EXIT_FOR_PHASE = {phase: code for code, phase in EXIT_PHASES.items()}
 _FAILURE_REASONS = frozenset(reason.value for reason in FailureReason)
-# Ready's reason when it carries a verdict: the probe passed, or the phase it found (docs/design.md §2).
-_VERDICT_REASONS = frozenset({"SmokeTestPassed", *(phase.value for phase in Phase if phase is not Phase.PENDING)})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -53,13 +50,6 @@ class SlotView:
         return self.verdict_current and self.phase is Phase.READY
 
 
-def _phase(status: Mapping[str, Any]) -> Phase:
-    try:
-        return Phase(status.get("phase") or Phase.PENDING)
-    except ValueError:
-        return Phase.PENDING
-
-
 def view(slot: Mapping[str, Any]) -> SlotView:
     meta = slot.get("metadata") or {}
     spec = slot.get("spec") or {}
@@ -71,9 +61,9 @@ def view(slot: Mapping[str, Any]) -> SlotView:
     reconciling = find(conditions, RECONCILING) or {}
     probe_ok = find(conditions, PROBE_SUCCEEDED) or {}
     last = status.get("lastProbe") or {}
-    phase = _phase(status)
+    phase = phases.parse(status.get("phase"))
     # A verdict sets Ready True or False with its own reason, stamped with the generation it was made on.
-    has_verdict = ready.get("status") in ("True", "False") and ready.get("reason") in _VERDICT_REASONS
+    has_verdict = ready.get("status") in ("True", "False") and ready.get("reason") in VERDICT_REASONS
     verdict_generation = int(ready.get("observedGeneration") or 0) if has_verdict else None
     last_failed = str(last.get("reason") or "") in _FAILURE_REASONS
     last_time = timestamps.parse_time(last.get("completionTime"))
@@ -147,4 +137,5 @@ def probe_answer(slot: SlotView, token: str) -> Answer | None:
         return Answer(code=NOT_READY_EXIT, word=FailureReason.INVALID_SPEC.value, message=slot.message)
     if slot.handled_request != token or slot.last_probe_failed or not slot.verdict_current:
         return None
-    return Answer(code=EXIT_FOR_PHASE.get(slot.phase, NOT_READY_EXIT), word=slot.phase.value, message=slot.message)
+    code = PHASES[slot.phase].exit_code
+    return Answer(code=NOT_READY_EXIT if code is None else code, word=slot.phase.value, message=slot.message)

@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from slot_operator.logic import conditions, ownership, timestamps
+from slot_operator.logic import conditions, ownership, phases, timestamps
 from slot_operator.logic.conditions import (
     OWNERSHIP_MATCHES,
     OWNERSHIP_MIGRATED,
@@ -22,17 +22,8 @@ from slot_operator.logic.conditions import (
     STALLED,
 )
 from slot_operator.logic.outcome import NoVerdict, Verdict
-from slot_operator.logic.verdict import STALLED_PHASES, FailureReason, Phase, safe_message
-
-# Verdicts a uid mismatch can cause: the credentials are invisible (65) or unreadable (66).
-_CREDENTIAL_PHASES = frozenset({Phase.NEEDS_INIT, Phase.NEEDS_REAUTH})
-# The probe's own status words, for lastProbe.result when no JSON line was captured (exit 0 logs nothing).
-_RESULT_FOR_PHASE = {
-    Phase.READY: "ok",
-    Phase.IMAGE_BROKEN: "cli-broken",
-    Phase.NEEDS_INIT: "creds-missing",
-    Phase.NEEDS_REAUTH: "creds-invalid",
-}
+from slot_operator.logic.phases import PHASES, STALLED_PHASES, Phase
+from slot_operator.logic.verdict import FailureReason, safe_message
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -74,10 +65,7 @@ class ProbeRef:
 
 
 def phase_of(status: Mapping[str, Any]) -> Phase:
-    try:
-        return Phase(status.get("phase") or Phase.PENDING)
-    except ValueError:
-        return Phase.PENDING
+    return phases.parse(status.get("phase"))
 
 
 class Activity(enum.StrEnum):
@@ -328,16 +316,12 @@ def verdict(
     new.pop("currentProbe", None)
     phase = outcome.phase
     assessment = _record_audit(new, audit, job=probe.job_name, generation=generation, now=now)
-    if audit is not None and assessment is not None and not assessment.matches and phase in _CREDENTIAL_PHASES:
+    if audit is not None and assessment is not None and not assessment.matches and PHASES[phase].uid_mismatch_can_cause:
         approval = (new.get("ownership") or {}).get("approval")
         cause = ownership.explain(assessment, slot=audit.slot, policy=audit.policy, approval=approval)
         outcome = dataclasses.replace(outcome, message=f"{cause}; the probe said: {outcome.message}")
     result = (
-        outcome.result.status
-        if outcome.result
-        else _RESULT_FOR_PHASE.get(phase)
-        if outcome.exit_code is not None
-        else None
+        outcome.result.status if outcome.result else PHASES[phase].result if outcome.exit_code is not None else None
     )
     new["phase"] = phase.value
     new["lastProbe"] = _last_probe(probe, outcome, generation=generation, trigger=probe.trigger, result=result, now=now)

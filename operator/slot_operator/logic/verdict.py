@@ -1,4 +1,4 @@
-"""The probe contract: exit codes to phases, the JSON result line, safe messages."""
+"""The probe contract: why a probe gave no verdict, its JSON result line, and messages safe to show."""
 
 from __future__ import annotations
 
@@ -6,27 +6,6 @@ import dataclasses
 import enum
 import json
 import re
-
-
-class Phase(enum.StrEnum):
-    PENDING = "Pending"
-    READY = "Ready"
-    NEEDS_INIT = "NeedsInit"
-    NEEDS_REAUTH = "NeedsReauth"
-    IMAGE_BROKEN = "ImageBroken"
-
-
-# Verdicts that need a human: reported as Stalled=True so GitOps fails fast.
-STALLED_PHASES = frozenset({Phase.NEEDS_INIT, Phase.NEEDS_REAUTH, Phase.IMAGE_BROKEN})
-
-EXIT_PHASES: dict[int, Phase] = {
-    0: Phase.READY,
-    64: Phase.IMAGE_BROKEN,
-    65: Phase.NEEDS_INIT,
-    66: Phase.NEEDS_REAUTH,
-}
-# Exit codes that are a verdict; the Job's podFailurePolicy fails fast on the non-zero ones.
-VERDICT_EXIT_CODES = tuple(code for code in EXIT_PHASES if code)
 
 MESSAGE_LIMIT = 256
 REDACTED = "[redacted]"
@@ -68,10 +47,6 @@ class FailureReason(enum.StrEnum):
     IMAGE_PULL_FAILED = "ImagePullFailed"
     # The kubelet cannot build the probe container: a Secret/ConfigMap (or key) spec.env names is missing.
     CONTAINER_CONFIG = "ContainerConfigError"
-
-
-def phase_for_exit(code: int) -> Phase | None:
-    return EXIT_PHASES.get(code)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -33,9 +33,10 @@ from slot_operator.logic import jobs, names, ownership, report, schedule, timest
 from slot_operator.logic import status as status_logic
 from slot_operator.logic.conditions import OWNERSHIP_MATCHES, find
 from slot_operator.logic.outcome import NoVerdict, Outcome, Running, Verdict, audit_result, classify, is_finished
+from slot_operator.logic.phases import Phase
 from slot_operator.logic.spec import InvalidSpec, SlotSpec, parse_spec
 from slot_operator.logic.status import ProbeRef
-from slot_operator.logic.verdict import FailureReason, Phase
+from slot_operator.logic.verdict import FailureReason
 from slot_operator.runtime.capacity import Capacity
 from slot_operator.runtime.workqueue import WorkQueue
 
