@@ -137,12 +137,12 @@ def test_manual_request_token(annotations: dict[str, str] | None, expected: str 
     ("failures", "seconds"), [(0, 10), (1, 10), (2, 20), (3, 40), (4, 80), (5, 160), (6, 320), (7, 600), (8, 600)]
 )
 def test_backoff_doubles_and_caps(failures: int, seconds: int) -> None:
-    delay = schedule.backoff(failures, base=10 * s, cap=600 * s)
+    delay = schedule.retry_delay(failures, base=10 * s, cap=600 * s)
     assert delay == seconds * s
 
 
 def test_backoff_huge_failure_count_does_not_overflow() -> None:
-    assert schedule.backoff(10_000, base=10 * s, cap=600 * s) == 600 * s
+    assert schedule.retry_delay(10_000, base=10 * s, cap=600 * s) == 600 * s
 
 
 # --- current_job / job_generation ----------------------------------------------------------------

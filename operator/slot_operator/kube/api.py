@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import os
-import random
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -26,6 +25,8 @@ from typing import Any
 import aiohttp
 from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
+
+from slot_operator.logic import backoff
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +74,8 @@ def _error(status: int, body: bytes) -> ApiError:
 
 
 def backoff_delay(attempt: int, *, retry_after: float | None = None) -> float:
-    """Full jitter over an exponential ceiling; a server's Retry-After is a floor."""
-    ceiling = min(BACKOFF_BASE * 2**attempt, BACKOFF_MAX)
-    delay = random.uniform(ceiling / 2, ceiling)
+    """Jitter over an exponential ceiling (`attempt` from 0); a server's Retry-After is a floor."""
+    delay = backoff.jittered(backoff.exponential(attempt + 1, base=BACKOFF_BASE, cap=BACKOFF_MAX))
     return max(delay, min(retry_after or 0.0, BACKOFF_MAX * 4))
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from slot_operator.kube import api as api_module
+from slot_operator.logic import backoff
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class Informer:
                     continue
                 failures += 1
                 self.last_error = exc
-                delay = min(RETRY_BASE * 2 ** (failures - 1), RETRY_MAX)
+                delay = backoff.exponential(failures, base=RETRY_BASE, cap=RETRY_MAX)
                 logger.warning("%s: %s (retry in %.0fs)", self, exc, delay)
                 await asyncio.sleep(delay)
 

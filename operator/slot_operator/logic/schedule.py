@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from slot_operator.logic import names, ownership, timestamps
+from slot_operator.logic import backoff, names, ownership, timestamps
 from slot_operator.logic.outcome import NoVerdict, is_finished
 from slot_operator.logic.verdict import FailureReason
 
@@ -31,11 +31,10 @@ class Trigger:
     request: str | None = None
 
 
-def backoff(failures: int, *, base: datetime.timedelta, cap: datetime.timedelta) -> datetime.timedelta:
-    """Exponential: base, 2·base, 4·base, ... capped; `failures` counts the one just recorded."""
-    exponent = min(max(failures - 1, 0), 30)
-    delay: datetime.timedelta = base * (2**exponent)
-    return min(delay, cap)
+def retry_delay(failures: int, *, base: datetime.timedelta, cap: datetime.timedelta) -> datetime.timedelta:
+    """When to probe again after `failures` probes in a row gave no verdict (counting the one just recorded)."""
+    seconds = backoff.exponential(failures, base=base.total_seconds(), cap=cap.total_seconds())
+    return datetime.timedelta(seconds=seconds)
 
 
 def _fraction(seed: str) -> float:

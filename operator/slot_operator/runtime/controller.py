@@ -545,7 +545,9 @@ class _Step:
             result = outcome.phase.value
         else:
             failures = int(before.get("consecutiveProbeFailures") or 0) + 1
-            retry_at = self.now + schedule.backoff(failures, base=self.c.config.retry_base, cap=self.c.config.retry_max)
+            retry_at = self.now + schedule.retry_delay(
+                failures, base=self.c.config.retry_base, cap=self.c.config.retry_max
+            )
             new = status_logic.no_verdict(
                 before,
                 generation=self.generation,
