@@ -174,18 +174,18 @@ async def test_delayed_add_while_processing_marks_dirty(queue: WorkQueue[str]) -
     assert await get(queue, SHORT) == "a"
 
 
-async def test_forget_cancels_a_pending_wake_up(queue: WorkQueue[str]) -> None:
+async def test_discard_cancels_a_pending_wake_up(queue: WorkQueue[str]) -> None:
     queue.add_after("a", SOON)
     queue.add_after("b", SOON)
-    queue.forget("a")
-    queue.forget("missing")  # no-op
+    queue.discard("a")
+    queue.discard("missing")  # no-op
     assert await get(queue) == "b"
     await assert_empty(queue, SOON * 4)
 
 
-async def test_forget_does_not_remove_a_ready_key(queue: WorkQueue[str]) -> None:
+async def test_discard_does_not_remove_a_ready_key(queue: WorkQueue[str]) -> None:
     queue.add("a")
-    queue.forget("a")
+    queue.discard("a")
     assert await get(queue, SHORT) == "a"
 
 
@@ -236,3 +236,21 @@ async def test_oldest_wait_is_the_first_ready_keys(queue: WorkQueue[str]) -> Non
     assert queue.oldest_wait(now=after + 10) <= after + 10 - before  # now "b"'s
     assert await get(queue) == "b"
     assert queue.oldest_wait(now=after + 10) == 0.0
+
+
+async def test_rate_limited_adds_back_off_per_key_until_forgotten() -> None:
+    q: WorkQueue[str] = WorkQueue(retry_base=0.01, retry_max=0.04)
+    try:
+        assert [q.add_rate_limited("a") for _ in range(4)] == [0.01, 0.02, 0.04, 0.04]
+        assert (q.num_requeues("a"), q.num_requeues("b")) == (4, 0)
+        assert await get(q) == "a"  # the earliest wake-up stands (one per key)
+        q.done("a")
+        q.forget("a")
+        assert q.num_requeues("a") == 0
+        assert q.add_rate_limited("a") == 0.01
+        q.discard("a")
+        assert q.num_requeues("a") == 0
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(q.get(), 0.05)
+    finally:
+        q.close()

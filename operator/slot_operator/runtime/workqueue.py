@@ -1,9 +1,12 @@
-"""A de-duplicating work queue of keys, with delayed adds (client-go's workqueue semantics).
+"""A de-duplicating work queue of keys, with delayed adds and per-key retry backoff (client-go's workqueue).
 
 - A key is handed to at most one worker at a time; adding it while it is being
   processed marks it dirty and it is handed out again once `done` is called.
 - `add_after` keeps only the earliest pending wake-up per key: one TimerHandle
   per key, not a task or a finalizer per object (unlike kopf timers).
+- The queue owns retries (client-go's rate-limited queue): `add_rate_limited` adds a
+  key after a delay that doubles with each retry of it (`num_requeues`), until
+  `forget` says it succeeded; `discard` drops a key's pending wake-up (it is gone).
 """
 
 from __future__ import annotations
@@ -14,14 +17,22 @@ import time
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
+from slot_operator.logic import backoff
+
 K = TypeVar("K", bound=Hashable)
 
 # Wake-ups further out are re-armed in steps, so a wall-clock jump is noticed within this bound.
 MAX_DELAY = 3600.0
 
 
+# Retry delays of a key whose reconcile failed: a conflict clears after a fresh read, an API error may take longer.
+RETRY_BASE, RETRY_MAX = 0.05, 60.0
+
+
 class WorkQueue(Generic[K]):
-    def __init__(self) -> None:
+    def __init__(self, *, retry_base: float = RETRY_BASE, retry_max: float = RETRY_MAX) -> None:
+        self._retry_base, self._retry_max = retry_base, retry_max
+        self._requeues: dict[K, int] = {}
         self._ready: collections.deque[K] = collections.deque()
         self._queued: set[K] = set()
         self._since: dict[K, float] = {}  # ready key -> when it joined the line (time.monotonic)
@@ -61,8 +72,24 @@ class WorkQueue(Generic[K]):
         self._timers.pop(key, None)
         self.add(key)
 
+    def add_rate_limited(self, key: K) -> float:
+        """Add `key` again after its next retry delay (doubling per retry since the last `forget`); the delay."""
+        self._requeues[key] = self._requeues.get(key, 0) + 1
+        delay = backoff.exponential(self._requeues[key], base=self._retry_base, cap=self._retry_max)
+        self.add_after(key, delay)
+        return delay
+
+    def num_requeues(self, key: K) -> int:
+        """Retries of `key` since it last succeeded."""
+        return self._requeues.get(key, 0)
+
     def forget(self, key: K) -> None:
-        """Drop any pending wake-up for `key` (e.g. the object is gone)."""
+        """`key` succeeded: its next failure starts again from the base delay."""
+        self._requeues.pop(key, None)
+
+    def discard(self, key: K) -> None:
+        """Drop `key`'s pending wake-up and retry count (its object is gone)."""
+        self._requeues.pop(key, None)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
