@@ -88,11 +88,11 @@ def dashboard(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(json.loads(text))
 
 
-def _panels(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def flat_panels(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     found = []
     for panel in panels:
         found.append(panel)
-        found.extend(_panels(panel.get("panels") or []))
+        found.extend(flat_panels(panel.get("panels") or []))
     return found
 
 
@@ -106,7 +106,7 @@ def grafana_to_promql(query: str) -> str:
 def dashboard_queries(board: dict[str, Any]) -> dict[str, str]:
     """Every PromQL query of the dashboard, variables substituted, keyed by where it is."""
     queries = {}
-    for panel in _panels(board["panels"]):
+    for panel in flat_panels(board["panels"]):
         for target in panel.get("targets") or ():
             queries[f"panel {panel['title']!r} {target['refId']}"] = grafana_to_promql(target["expr"])
     for variable in board["templating"]["list"]:

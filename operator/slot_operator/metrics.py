@@ -1,18 +1,28 @@
 """Prometheus metrics. Label values are identifiers and enums only: never messages or images.
 
-Every metric is listed, with its labels and meaning, in docs/metrics.md; the chart's alert
-rules and dashboard use only these (tests/unit/test_monitoring.py checks both ways).
+Per-Slot series are read from the watch cache at scrape time, as kube-state-metrics does: what a
+scrape shows is what the cache holds, a deleted Slot's series vanish with it, and nothing is pushed
+on every reconcile. Each Slot's rows are kept until its resourceVersion changes, so a scrape of
+10,000 Slots recomputes only the ones that changed. Events (probe results, reconciles, API calls,
+migrations, impostors) are counted as they happen.
+
+Every metric is listed, with its labels and meaning, in the README's metrics table; the chart's
+alert rules and dashboard use only these (tests/unit/test_monitoring.py checks both ways).
 """
 
 from __future__ import annotations
 
+import collections
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import prometheus_client
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from slot_operator.logic import conditions, durations, report, timestamps
 from slot_operator.logic.phases import Phase
-from slot_operator.logic.report import SlotView
 
 _PREFIX = "slot_operator"
 # Probes take seconds to minutes; buckets cover the 5s..1h timeout range.
@@ -55,55 +65,144 @@ def reconcile_error_reason(*, status: int | None, reason: str) -> str:
     return _API_REASONS.get(status) or ("ServerError" if status >= 500 else "ClientError")
 
 
+# Reconciles take milliseconds, slower ones an API round trip or a few.
+_RECONCILE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_SLOT = ("namespace", "slot")
+# The per-Slot gauges: (name, documentation, extra label).
+_SLOT_GAUGES = (
+    ("slot_phase", "1 for the Slot's current phase, 0 for the others (a state set).", "phase"),
+    ("slot_ready", "1 when the Slot's latest verdict on its current generation is Ready.", None),
+    ("slot_verdict_current", "1 when the Slot's current generation (its current spec) has a verdict.", None),
+    ("slot_suspended", "1 while spec.suspend is true (no new probes).", None),
+    (
+        "slot_interval_seconds",
+        "The Slot's effective re-probe interval (spec.interval or the operator's default).",
+        None,
+    ),
+    (
+        "slot_next_probe_timestamp_seconds",
+        "When the Slot's next probe is due (interval or retry); absent: none.",
+        None,
+    ),
+    ("slot_last_probe_timestamp_seconds", "When the Slot's latest probe attempt finished (verdict or not).", None),
+    ("slot_last_ready_timestamp_seconds", "When the Slot last had a Ready verdict.", None),
+    ("slot_consecutive_probe_failures", "Probes in a row that ended without a verdict (0 after a verdict).", None),
+    (
+        "slot_ownership_matches",
+        "1 when the Slot's audited files belong to the uid/gid its image runs as, 0 when not; absent: unknown.",
+        None,
+    ),
+    (
+        "slot_credentials_last_modified_timestamp_seconds",
+        "Newest modification time of the Slot's credential files, as the ownership audit saw it.",
+        None,
+    ),
+)
+Row = tuple[str, tuple[str, ...], float]  # (gauge name, label values, value)
+
+
+class SlotSeries(Collector):
+    """The per-Slot series, read from the Slots in the cache when Prometheus scrapes (kube-state-metrics' way)."""
+
+    def __init__(self) -> None:
+        self._slots: Callable[[], Iterable[Mapping[str, Any]]] = tuple
+        self._default_interval: datetime.timedelta | None = None
+        self._rows: dict[tuple[str, str], tuple[str, list[Row]]] = {}  # Slot -> (resourceVersion, its rows)
+        self.results: collections.defaultdict[tuple[str, str], collections.Counter[str]] = collections.defaultdict(
+            collections.Counter
+        )
+
+    def watch(self, slots: Callable[[], Iterable[Mapping[str, Any]]], *, default_interval: datetime.timedelta) -> None:
+        self._slots, self._default_interval = slots, default_interval
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # collected only when scraped, never at registration
+
+    def collect(self) -> Iterator[Metric]:
+        families = {
+            name: GaugeMetricFamily(f"{_PREFIX}_{name}", text, labels=[*_SLOT, *([extra] if extra else [])])
+            for name, text, extra in _SLOT_GAUGES
+        }
+        results = CounterMetricFamily(
+            f"{_PREFIX}_probe_results",
+            "Finished probe attempts per Slot by result: a phase for verdicts, a reason when there was none.",
+            labels=[*_SLOT, "result"],
+        )
+        seen: dict[tuple[str, str], tuple[str, list[Row]]] = {}
+        for slot in self._slots():
+            meta = slot.get("metadata") or {}
+            key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+            version = str(meta.get("resourceVersion") or "")
+            cached = self._rows.get(key)
+            seen[key] = cached if cached is not None and cached[0] == version else (version, self._slot_rows(slot))
+            for name, labels, value in seen[key][1]:
+                families[name].add_metric(labels, value)
+            for result, count in self.results.get(key, {}).items():
+                results.add_metric([*key, result], count)
+        self._rows = seen
+        for gone in [key for key in self.results if key not in seen]:
+            del self.results[gone]
+        yield from families.values()
+        yield results
+
+    def _slot_rows(self, slot: Mapping[str, Any]) -> list[Row]:
+        view = report.view(slot)
+        key = (view.namespace, view.name)
+        rows: list[Row] = [("slot_phase", (*key, phase.value), float(phase is view.phase)) for phase in Phase]
+        rows += [
+            ("slot_ready", key, float(view.ready)),
+            ("slot_verdict_current", key, float(view.verdict_current)),
+            ("slot_suspended", key, float(view.suspended)),
+            ("slot_consecutive_probe_failures", key, float(view.failures)),
+        ]
+        status = slot.get("status") or {}
+        matches = (conditions.find(status.get("conditions") or (), conditions.OWNERSHIP_MATCHES) or {}).get("status")
+        modified = timestamps.parse_time((status.get("credentials") or {}).get("lastModified"))
+        optional = (
+            ("slot_interval_seconds", self._interval(slot, view)),
+            ("slot_next_probe_timestamp_seconds", _timestamp(view.next_probe)),
+            ("slot_last_probe_timestamp_seconds", _timestamp(view.last_probe)),
+            ("slot_last_ready_timestamp_seconds", _timestamp(view.last_ready)),
+            ("slot_ownership_matches", {"True": 1.0, "False": 0.0}.get(str(matches))),
+            ("slot_credentials_last_modified_timestamp_seconds", _timestamp(modified)),
+        )
+        rows += [(name, key, value) for name, value in optional if value is not None]
+        return rows
+
+    def _interval(self, slot: Mapping[str, Any], view: report.SlotView) -> float | None:
+        """The effective interval; absent while the spec is invalid."""
+        if view.invalid_spec or self._default_interval is None:
+            return None
+        raw = (slot.get("spec") or {}).get("interval")
+        try:
+            return (durations.parse_duration(str(raw)) if raw else self._default_interval).total_seconds()
+        except ValueError:
+            return None
+
+
 class Metrics:
     def __init__(self, registry: prometheus_client.CollectorRegistry | None = None) -> None:
         self.registry = registry or prometheus_client.CollectorRegistry()
         r = self.registry
-        self._published: dict[tuple[str, str], tuple[SlotView, datetime.timedelta | None]] = {}
-        self._ownership_published: dict[tuple[str, str], tuple[bool | None, datetime.datetime | None]] = {}
         # The defaults a Python exporter serves (process_*, python_gc_*, python_info), in this registry.
         prometheus_client.ProcessCollector(registry=r)
         prometheus_client.PlatformCollector(registry=r)
         prometheus_client.GCCollector(registry=r)
+        self.slots = SlotSeries()
+        r.register(self.slots)
+        self._events(r)
+        self._state(r)
+        # Known label values start at 0, so the first error or probe shows in rate() and the series always exist.
+        for reason in ERROR_REASONS:
+            self.reconcile_errors.labels(reason)
+        for outcome in ("verdict", "no-verdict"):
+            self.duration.labels(outcome)
+        for outcome in ("success", "conflict", "error"):
+            self.reconcile_duration.labels(outcome)
+        self.impostors.labels("Job")
 
-        def per_slot(name: str, documentation: str, *extra: str) -> prometheus_client.Gauge:
-            return prometheus_client.Gauge(
-                f"{_PREFIX}_{name}", documentation, ["namespace", "slot", *extra], registry=r
-            )
-
-        self.phase = per_slot("slot_phase", "1 for the Slot's current phase, 0 for the others (a state set).", "phase")
-        self.ready = per_slot("slot_ready", "1 when the Slot's latest verdict on its current generation is Ready.")
-        self.verdict_current = per_slot(
-            "slot_verdict_current", "1 when the Slot's current generation (its current spec) has a verdict."
-        )
-        self.suspended = per_slot("slot_suspended", "1 while spec.suspend is true (no new probes).")
-        self.interval = per_slot(
-            "slot_interval_seconds", "The Slot's effective re-probe interval (spec.interval or the operator's default)."
-        )
-        self.next_probe = per_slot(
-            "slot_next_probe_timestamp_seconds", "When the Slot's next probe is due (interval or retry); absent: none."
-        )
-        self.last_probe = per_slot(
-            "slot_last_probe_timestamp_seconds", "When the Slot's latest probe attempt finished (verdict or not)."
-        )
-        self.last_ready = per_slot("slot_last_ready_timestamp_seconds", "When the Slot last had a Ready verdict.")
-        self.failures = per_slot(
-            "slot_consecutive_probe_failures", "Probes in a row that ended without a verdict (0 after a verdict)."
-        )
-        self.ownership = per_slot(
-            "slot_ownership_matches",
-            "1 when the Slot's audited files belong to the uid/gid its image runs as, 0 when not; absent: unknown.",
-        )
-        self.credentials_modified = per_slot(
-            "slot_credentials_last_modified_timestamp_seconds",
-            "Newest modification time of the Slot's credential files, as the ownership audit saw it.",
-        )
-        self.results = prometheus_client.Counter(
-            f"{_PREFIX}_probe_results_total",
-            "Finished probe attempts per Slot by result: a phase for verdicts, a reason when there was none.",
-            ["namespace", "slot", "result"],
-            registry=r,
-        )
+    def _events(self, r: prometheus_client.CollectorRegistry) -> None:
+        """What is counted as it happens: probes, reconciles, API calls, migrations, impostors."""
         self.duration = prometheus_client.Histogram(
             f"{_PREFIX}_probe_duration_seconds",
             "Probe wall time from Job creation to its outcome.",
@@ -117,27 +216,22 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.queue_depth = prometheus_client.Gauge(
-            f"{_PREFIX}_probe_queue_depth", "Slots due for a probe and waiting for the concurrency cap.", registry=r
-        )
-        self.queue_oldest = prometheus_client.Gauge(
-            f"{_PREFIX}_probe_queue_oldest_wait_seconds",
-            "How long the Slot first in line for the concurrency cap has waited (0 when none waits).",
+        self.reconcile_duration = prometheus_client.Histogram(
+            f"{_PREFIX}_reconcile_duration_seconds",
+            "Time one reconcile of one Slot took, by outcome (success, conflict, error).",
+            ["outcome"],
+            buckets=_RECONCILE_BUCKETS,
             registry=r,
         )
-        self.running = prometheus_client.Gauge(f"{_PREFIX}_probes_running", "Probe Jobs currently running.", registry=r)
+        self.retries = prometheus_client.Counter(
+            f"{_PREFIX}_reconcile_retries_total",
+            "Reconciles the work queue retried after a failure (with a per-Slot backoff).",
+            registry=r,
+        )
         self.api_requests = prometheus_client.Counter(
             f"{_PREFIX}_api_requests_total",
             "Requests to the Kubernetes API by verb, resource and HTTP status (0: no answer).",
             ["verb", "resource", "code"],
-            registry=r,
-        )
-        self.workqueue_depth = prometheus_client.Gauge(
-            f"{_PREFIX}_workqueue_depth", "Slots waiting for a reconcile worker.", registry=r
-        )
-        self.workqueue_oldest = prometheus_client.Gauge(
-            f"{_PREFIX}_workqueue_oldest_wait_seconds",
-            "How long the Slot first in line for a reconcile worker has waited (0 when none waits).",
             registry=r,
         )
         self.migrations = prometheus_client.Counter(
@@ -152,100 +246,59 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+
+    def _state(self, r: prometheus_client.CollectorRegistry) -> None:
+        """What is read when scraped: the queues, the cap, the leadership."""
+        self.queue_depth = prometheus_client.Gauge(
+            f"{_PREFIX}_probe_queue_depth", "Slots due for a probe and waiting for the concurrency cap.", registry=r
+        )
+        self.queue_oldest = prometheus_client.Gauge(
+            f"{_PREFIX}_probe_queue_oldest_wait_seconds",
+            "How long the Slot first in line for the concurrency cap has waited (0 when none waits).",
+            registry=r,
+        )
+        self.running = prometheus_client.Gauge(f"{_PREFIX}_probes_running", "Probe Jobs currently running.", registry=r)
+        self.workqueue_depth = prometheus_client.Gauge(
+            f"{_PREFIX}_workqueue_depth", "Slots waiting for a reconcile worker.", registry=r
+        )
+        self.workqueue_oldest = prometheus_client.Gauge(
+            f"{_PREFIX}_workqueue_oldest_wait_seconds",
+            "How long the Slot first in line for a reconcile worker has waited (0 when none waits).",
+            registry=r,
+        )
         self.leader = prometheus_client.Gauge(
             f"{_PREFIX}_leader", "1 when this replica runs the operator (holds the Lease, or runs alone).", registry=r
         )
-        self._per_slot = (
-            self.phase,
-            self.ready,
-            self.verdict_current,
-            self.suspended,
-            self.interval,
-            self.next_probe,
-            self.last_probe,
-            self.last_ready,
-            self.failures,
-            self.results,
-            self.ownership,
-            self.credentials_modified,
-        )
-        # Known label values start at 0, so the first error or probe shows in rate() and the series always exist.
-        for reason in ERROR_REASONS:
-            self.reconcile_errors.labels(reason)
-        for outcome in ("verdict", "no-verdict"):
-            self.duration.labels(outcome)
-        self.impostors.labels("Job")
-
-    def observe_slot(self, slot: SlotView, *, interval: datetime.timedelta | None) -> None:
-        """Publish a Slot's state as its status now says; `interval` None when the spec cannot be parsed."""
-        key = (slot.namespace, slot.name)
-        values = (slot, interval)
-        if self._published.get(key) == values:
-            return  # most reconciles change nothing: skip the label lookups (a third of the CPU at 10,000 Slots)
-        self._published[key] = values
-        for candidate in Phase:
-            self.phase.labels(*key, candidate.value).set(1 if candidate is slot.phase else 0)
-        self.ready.labels(*key).set(1 if slot.ready else 0)
-        self.verdict_current.labels(*key).set(1 if slot.verdict_current else 0)
-        self.suspended.labels(*key).set(1 if slot.suspended else 0)
-        self.failures.labels(*key).set(slot.failures)
-        for gauge, value in (
-            (self.interval, interval.total_seconds() if interval is not None else None),
-            (self.next_probe, _timestamp(slot.next_probe)),
-            (self.last_probe, _timestamp(slot.last_probe)),
-            (self.last_ready, _timestamp(slot.last_ready)),
-        ):
-            if value is None:
-                gauge.remove_by_labels({"namespace": slot.namespace, "slot": slot.name})
-            else:
-                gauge.labels(*key).set(value)
-
-    def observe_ownership(
-        self, namespace: str, slot: str, *, matches: bool | None, credentials_modified: datetime.datetime | None
-    ) -> None:
-        """What the last ownership audit found (status.ownership, status.credentials); absent while unknown."""
-        values = (matches, credentials_modified)
-        if self._ownership_published.get((namespace, slot)) == values:
-            return  # as observe_slot: most reconciles change nothing
-        self._ownership_published[(namespace, slot)] = values
-        for gauge, value in (
-            (self.ownership, None if matches is None else float(matches)),
-            (self.credentials_modified, _timestamp(credentials_modified)),
-        ):
-            if value is None:
-                gauge.remove_by_labels({"namespace": namespace, "slot": slot})
-            else:
-                gauge.labels(namespace, slot).set(value)
 
     def reconcile_failed(self, *, status: int | None, reason: str) -> None:
         self.reconcile_errors.labels(reconcile_error_reason(status=status, reason=reason)).inc()
 
+    def reconciled(self, *, outcome: str, seconds: float) -> None:
+        self.reconcile_duration.labels(outcome).observe(seconds)
+
     def probe_finished(self, namespace: str, slot: str, *, result: str, verdict: bool, seconds: float | None) -> None:
-        self.results.labels(namespace, slot, result).inc()
+        self.slots.results[(namespace, slot)][result] += 1
         if seconds is not None:
             self.duration.labels("verdict" if verdict else "no-verdict").observe(max(seconds, 0.0))
 
     def observe_request(self, verb: str, resource: str, code: int) -> None:
         self.api_requests.labels(verb, resource, str(code)).inc()
 
-    def forget_slot(self, namespace: str, slot: str) -> None:
-        """A deleted Slot leaves no series behind."""
-        self._published.pop((namespace, slot), None)
-        self._ownership_published.pop((namespace, slot), None)
-        for metric in self._per_slot:
-            metric.remove_by_labels({"namespace": namespace, "slot": slot})
-
     def track_queues(
         self,
         *,
         workqueue_depth: Callable[[], float],
         workqueue_oldest: Callable[[], float],
+        probe_queue_depth: Callable[[], float],
         probe_queue_oldest: Callable[[], float],
+        probes_running: Callable[[], float],
     ) -> None:
         """Read the queue gauges from the controller at scrape time (ages grow between events)."""
         self.workqueue_depth.set_function(workqueue_depth)
         self.workqueue_oldest.set_function(workqueue_oldest)
+        self.queue_depth.set_function(probe_queue_depth)
         self.queue_oldest.set_function(probe_queue_oldest)
+        self.running.set_function(probes_running)
 
     def serve(self, port: int) -> None:
         prometheus_client.start_http_server(port, registry=self.registry)

@@ -30,7 +30,7 @@ def main(argv: Sequence[str]) -> int:
     logs.install()  # the probe's words reach log lines: mask credentials as in status and Events
     # kopf logs every successful low-level handler call at INFO: one line per watch event. Failures still show.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    import slot_operator.handlers  # noqa: F401 - registers the handlers with kopf
+    import slot_operator.lifecycle  # noqa: F401 - registers the start-up, clean-up and health handlers with kopf
 
     # Metrics are served by every replica (a standby reports slot_operator_leader 0), like controller-runtime.
     metrics = Metrics()
@@ -72,4 +72,5 @@ async def _lead(config: config_module.Config, metrics: Metrics, namespace: str) 
         namespace=namespace,
         lease=config.leader_elect_lease,
         holder=leadership.identity(os.environ.get("POD_NAME")),
+        observe=metrics.observe_request,
     )

@@ -106,23 +106,23 @@ async def cache_and_heard() -> AsyncIterator[tuple[Cache, Heard]]:
     await api.close()
 
 
-def _store(cache: Cache, group: str, namespace: str = NS) -> Any:
-    return getattr(cache, group)[namespace].store
+def _store(cache: Cache, watch: str, namespace: str = NS) -> Any:
+    return cache.store(watch, namespace)
 
 
 async def test_jobs_and_pods_are_found_by_slot_and_job(cache_and_heard: tuple[Cache, Heard]) -> None:
     cache, heard = cache_and_heard
-    _store(cache, "_slots").replace([slot("s1", "home-1"), slot("s2", "home-2")])
-    _store(cache, "_jobs").replace([probe_job("s1-probe-a", "s1"), probe_job("s2-probe-b", "s2")])
-    _store(cache, "_probe_pods").apply("ADDED", probe_pod("s1-probe-a-x", "s1-probe-a", "s1"))
+    _store(cache, "slots").replace([slot("s1", "home-1"), slot("s2", "home-2")])
+    _store(cache, "jobs").replace([probe_job("s1-probe-a", "s1"), probe_job("s2-probe-b", "s2")])
+    _store(cache, "probe-pods").apply("ADDED", probe_pod("s1-probe-a-x", "s1-probe-a", "s1"))
     assert [j["metadata"]["name"] for j in cache.slot_jobs(NS, "uid-s1")] == ["s1-probe-a"]
     assert [p["metadata"]["name"] for p in cache.job_pods(NS, "uid-s1-probe-a")] == ["s1-probe-a-x"]
     assert cache.job_pods(NS, "uid-s2-probe-b") == []
     assert sorted(heard.probes) == [(NS, "s1"), (NS, "s1"), (NS, "s2")]
     assert sorted(key for key, _ in cache.owned_probe_jobs()) == [(NS, "s1"), (NS, "s2")]
 
-    _store(cache, "_jobs").apply("DELETED", probe_job("s1-probe-a", "s1"))
-    _store(cache, "_probe_pods").apply("DELETED", probe_pod("s1-probe-a-x", "s1-probe-a", "s1"))
+    _store(cache, "jobs").apply("DELETED", probe_job("s1-probe-a", "s1"))
+    _store(cache, "probe-pods").apply("DELETED", probe_pod("s1-probe-a-x", "s1-probe-a", "s1"))
     assert cache.slot_jobs(NS, "uid-s1") == []
     assert cache.job_pods(NS, "uid-s1-probe-a") == []
     assert [j["metadata"]["name"] for j in cache.slot_jobs(NS, "uid-s2")] == ["s2-probe-b"]
@@ -131,11 +131,11 @@ async def test_jobs_and_pods_are_found_by_slot_and_job(cache_and_heard: tuple[Ca
 async def test_a_job_is_a_slots_only_by_namespace_and_controller_uid(cache_and_heard: tuple[Cache, Heard]) -> None:
     """Labels and names are the tenant's to write: a Job elsewhere, or without the owner, is never the Slot's."""
     cache, heard = cache_and_heard
-    _store(cache, "_slots").replace([slot("s1", "home-1")])
+    _store(cache, "slots").replace([slot("s1", "home-1")])
     forged_elsewhere = probe_job("nightly-backup", "s1", namespace=OTHER_NS)  # owner names s1's uid, wrong namespace
     unowned = probe_job("s1-probe-fake", "s1", owned=False)  # labels only
-    _store(cache, "_jobs", OTHER_NS).apply("ADDED", forged_elsewhere)
-    _store(cache, "_jobs").apply("ADDED", unowned)
+    _store(cache, "jobs", OTHER_NS).apply("ADDED", forged_elsewhere)
+    _store(cache, "jobs").apply("ADDED", unowned)
     assert cache.slot_jobs(NS, "uid-s1") == []
     assert cache.slot_jobs(OTHER_NS, "uid-s1") == [trim_job(forged_elsewhere)]  # filed under its own namespace
     assert cache.owned_probe_jobs() == []
@@ -145,19 +145,19 @@ async def test_a_job_is_a_slots_only_by_namespace_and_controller_uid(cache_and_h
 
 async def test_a_pod_is_a_jobs_only_by_its_controller_uid(cache_and_heard: tuple[Cache, Heard]) -> None:
     cache, heard = cache_and_heard
-    _store(cache, "_slots").replace([slot("s1", "home-1")])
-    _store(cache, "_jobs").replace([probe_job("s1-probe-a", "s1")])
+    _store(cache, "slots").replace([slot("s1", "home-1")])
+    _store(cache, "jobs").replace([probe_job("s1-probe-a", "s1")])
     heard.probes.clear()
     stray = probe_pod("stray", "s1-probe-a", "s1")
     stray["metadata"]["ownerReferences"] = owner("Job", "another-job", "batch/v1")  # the job-name label lies
-    _store(cache, "_probe_pods").apply("ADDED", stray)
+    _store(cache, "probe-pods").apply("ADDED", stray)
     assert cache.job_pods(NS, "uid-s1-probe-a") == []
     assert heard.probes == []
 
 
 async def test_slots_are_found_by_claim_and_follow_a_claim_change(cache_and_heard: tuple[Cache, Heard]) -> None:
     cache, heard = cache_and_heard
-    store = _store(cache, "_slots")
+    store = _store(cache, "slots")
     store.replace([slot("a", "home-1"), slot("b", "home-1"), slot("c", "home-2")])
     assert cache.slots_of_claim(NS, "home-1") == [(NS, "a"), (NS, "b")]
     store.apply("MODIFIED", slot("b", "home-2", rv="2"))
@@ -171,7 +171,7 @@ async def test_slots_are_found_by_claim_and_follow_a_claim_change(cache_and_hear
 
 async def test_pods_using_a_claim_are_indexed_by_claim(cache_and_heard: tuple[Cache, Heard]) -> None:
     cache, heard = cache_and_heard
-    users = _store(cache, "_users")
+    users = _store(cache, "claim-users")
     users.replace([worker("w1", "home-1"), worker("w2", "home-1", node="n2"), worker("other", "home-9")])
     assert sorted(p["metadata"]["name"] for p in cache.claim_users(NS, "home-1")) == ["w1", "w2"]
     users.apply("DELETED", worker("w1", "home-1"))  # it ended: the field selector no longer matches it

@@ -1,4 +1,4 @@
-"""Liveness (handlers/health.py): a dead or silent watch, or a stuck worker, fails the health endpoint."""
+"""Liveness (lifecycle/health.py): a dead or silent watch, or a stuck worker, fails the health endpoint."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ import kopf
 import pytest
 from slot_operator import metrics
 from slot_operator.config import Config
-from slot_operator.handlers import health
 from slot_operator.kube.api import ApiClient
 from slot_operator.kube.cache import Cache
-from slot_operator.kube.store import KubeStore
+from slot_operator.kube.writer import KubeWriter
+from slot_operator.lifecycle import health
 from slot_operator.runtime import controller as controller_module
 
 
 @pytest.fixture
 async def memo() -> AsyncIterator[kopf.Memo]:
     api = ApiClient(server="https://127.0.0.1:1", ssl_context=ssl.create_default_context())
-    ctl = controller_module.Controller(store=KubeStore(api), config=Config(), metrics=metrics.Metrics())
+    ctl = controller_module.Controller(writer=KubeWriter(api), config=Config(), metrics=metrics.Metrics())
     cache = Cache(api, namespaces=("ns",), listener=ctl.listener())
     ctl.cache = cache
     yield kopf.Memo(controller=ctl, cache=cache)
@@ -40,13 +40,13 @@ def test_a_silent_watch_fails_liveness(memo: kopf.Memo) -> None:
 
 def test_a_stuck_worker_fails_liveness(memo: kopf.Memo) -> None:
     since = time.monotonic() - controller_module.STUCK_AFTER - 1
-    memo.controller._busy["worker-3"] = (("ns", "s"), since)
+    memo.controller.busy.begin("worker-3", ("ns", "s"), since=since)
     with pytest.raises(kopf.PermanentError, match="worker-3 on ns/s"):
         health.probe_counts(memo=memo)
 
 
 def test_a_busy_worker_within_bounds_is_fine(memo: kopf.Memo) -> None:
-    memo.controller._busy["worker-0"] = (("ns", "s"), time.monotonic() - 5)
+    memo.controller.busy.begin("worker-0", ("ns", "s"), since=time.monotonic() - 5)
     assert health.probe_counts(memo=memo)["running"] == 0
 
 

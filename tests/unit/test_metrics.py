@@ -1,4 +1,4 @@
-"""The operator's metrics (metrics.py): per-Slot series follow the status and vanish with the Slot."""
+"""The operator's metrics (metrics.py): per-Slot series are read from the cached Slots at scrape time."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import prometheus_client
 import pytest
 from prometheus_client import parser
 from slot_operator import metrics as metrics_module
-from slot_operator.logic import report
 from slot_operator.metrics import Metrics
 
 
@@ -23,19 +22,26 @@ def series(metrics: Metrics, slot: str) -> dict[str, float]:
     }
 
 
-def slot(name: str, **status: object) -> report.SlotView:
-    return report.view({"metadata": {"namespace": "agents", "name": name, "generation": 1}, "spec": {},
-                        "status": status})  # fmt: skip
+def slot(name: str, version: str = "1", spec: dict[str, object] | None = None, **status: object) -> dict[str, object]:
+    meta = {"namespace": "agents", "name": name, "generation": 1, "resourceVersion": version}
+    return {"metadata": meta, "spec": spec or {}, "status": status}
 
 
-def test_a_slot_is_published_and_forgotten() -> None:
+def watching(*slots: dict[str, object]) -> tuple[Metrics, list[dict[str, object]]]:
+    """Metrics reading `slots` (a list the test changes, as the watch changes the cache)."""
     metrics = Metrics()
-    metrics.observe_slot(
-        slot("a", phase="Ready", nextProbeTime="2026-01-01T06:00:00Z", consecutiveProbeFailures=2,
-             conditions=[{"type": "Ready", "status": "True", "reason": "SmokeTestPassed", "observedGeneration": 1}]),
-        interval=datetime.timedelta(hours=6),
-    )  # fmt: skip
-    metrics.observe_slot(slot("b"), interval=None)
+    cached = list(slots)
+    metrics.slots.watch(lambda: cached, default_interval=datetime.timedelta(hours=6))
+    return metrics, cached
+
+
+READY = [{"type": "Ready", "status": "True", "reason": "SmokeTestPassed", "observedGeneration": 1}]
+
+
+def test_a_slot_is_published_from_the_cache_and_gone_with_it() -> None:
+    a = slot("a", phase="Ready", nextProbeTime="2026-01-01T06:00:00Z", consecutiveProbeFailures=2, conditions=READY)
+    invalid = [{"type": "Stalled", "status": "True", "reason": "InvalidSpec", "observedGeneration": 1}]
+    metrics, cached = watching(a, slot("b", conditions=invalid))
     metrics.probe_finished("agents", "a", result="ProbeCrashed", verdict=False, seconds=3.0)
     published = series(metrics, "a")
     assert published["slot_operator_slot_phase/Ready"] == 1
@@ -43,21 +49,35 @@ def test_a_slot_is_published_and_forgotten() -> None:
     assert published["slot_operator_slot_ready"] == 1
     assert published["slot_operator_slot_verdict_current"] == 1
     assert published["slot_operator_slot_suspended"] == 0
-    assert published["slot_operator_slot_interval_seconds"] == 6 * 3600
+    assert published["slot_operator_slot_interval_seconds"] == 6 * 3600  # the operator's default
     assert published["slot_operator_slot_next_probe_timestamp_seconds"] == 1767247200
     assert published["slot_operator_slot_consecutive_probe_failures"] == 2
     assert published["slot_operator_probe_results_total/ProbeCrashed"] == 1
     assert "slot_operator_slot_last_probe_timestamp_seconds" not in published  # no probe finished yet
-    # No parsed spec (invalid) and no verdict: no interval or timestamps, but the state is there.
+    # An invalid spec has no interval, but its state is there.
     assert "slot_operator_slot_interval_seconds" not in series(metrics, "b")
     assert series(metrics, "b")["slot_operator_slot_phase/Pending"] == 1
-    # A status that lost a timestamp drops its series instead of keeping a stale value.
-    metrics.observe_slot(slot("a", phase="Ready"), interval=None)
+    # A new version of the Slot is read again: a status that lost a timestamp drops its series.
+    cached[0] = slot("a", version="2", spec={"interval": "30m"}, phase="Ready", conditions=READY)
     assert "slot_operator_slot_next_probe_timestamp_seconds" not in series(metrics, "a")
-
-    metrics.forget_slot("agents", "a")
+    assert series(metrics, "a")["slot_operator_slot_interval_seconds"] == 1800
+    # Gone from the cache: gone from the metrics, its probe results too.
+    del cached[0]
     assert series(metrics, "a") == {}
     assert series(metrics, "b") != {}
+    cached.append(slot("a", version="3"))
+    assert "slot_operator_probe_results_total/ProbeCrashed" not in series(metrics, "a")
+
+
+def test_an_unchanged_slot_is_not_read_again() -> None:
+    """Rows are kept per resourceVersion: a scrape recomputes only the Slots that changed."""
+    a = slot("a", phase="Ready", conditions=READY)
+    metrics, cached = watching(a)
+    assert series(metrics, "a")["slot_operator_slot_ready"] == 1
+    a["status"] = {"phase": "Pending"}  # the same version changed in place: impossible for a real cache
+    assert series(metrics, "a")["slot_operator_slot_ready"] == 1
+    cached[0] = slot("a", version="2", phase="Pending")
+    assert series(metrics, "a")["slot_operator_slot_ready"] == 0
 
 
 @pytest.mark.parametrize(
@@ -87,21 +107,15 @@ def test_error_reasons_start_at_zero() -> None:
 
 
 def test_ownership_series_exist_only_while_known() -> None:
-    metrics = Metrics()
-    modified = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
-    metrics.observe_ownership("agents", "s", matches=False, credentials_modified=modified)
+    modified = "2026-01-01T00:00:00Z"
+    known = [{"type": "OwnershipMatches", "status": "False", "reason": "OwnedByOtherUser"}]
+    metrics, cached = watching(slot("s", conditions=known, credentials={"files": 1, "lastModified": modified}))
     labels = {"namespace": "agents", "slot": "s"}
+    stamp = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC).timestamp()
     assert metrics.registry.get_sample_value("slot_operator_slot_ownership_matches", labels) == 0
-    assert (
-        metrics.registry.get_sample_value("slot_operator_slot_credentials_last_modified_timestamp_seconds", labels)
-        == modified.timestamp()
-    )
-    metrics.observe_ownership("agents", "s", matches=None, credentials_modified=None)
+    name = "slot_operator_slot_credentials_last_modified_timestamp_seconds"
+    assert metrics.registry.get_sample_value(name, labels) == stamp
+    unknown = [{"type": "OwnershipMatches", "status": "Unknown", "reason": "AuditFailed"}]
+    cached[0] = slot("s", version="2", conditions=unknown)
     assert metrics.registry.get_sample_value("slot_operator_slot_ownership_matches", labels) is None
-    metrics.observe_ownership("agents", "s", matches=True, credentials_modified=modified)
-    metrics.forget_slot("agents", "s")
-    assert metrics.registry.get_sample_value("slot_operator_slot_ownership_matches", labels) is None
-    assert (
-        metrics.registry.get_sample_value("slot_operator_slot_credentials_last_modified_timestamp_seconds", labels)
-        is None
-    )
+    assert metrics.registry.get_sample_value(name, labels) is None

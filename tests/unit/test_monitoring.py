@@ -19,7 +19,6 @@ import prometheus_client
 import pytest
 import yaml
 from prometheus_client import parser
-from slot_operator.logic import report
 from slot_operator.metrics import Metrics
 
 from tests import monitoring
@@ -56,22 +55,25 @@ def probed_metrics() -> Metrics:
     """The operator's metrics once a Slot has been probed: every series it can serve exists."""
     metrics = Metrics()
     slot = {
-        "metadata": {"namespace": "agents", "name": "codex-1", "generation": 2},
+        "metadata": {"namespace": "agents", "name": "codex-1", "generation": 2, "resourceVersion": "7"},
         "spec": {"image": "img", "suspend": False},
         "status": {
             "phase": "Ready",
             "lastProbe": {"completionTime": "2026-01-01T00:00:00Z", "reason": "SmokeTestPassed"},
             "lastReadyTime": "2026-01-01T00:00:00Z",
             "nextProbeTime": "2026-01-01T06:00:00Z",
-            "conditions": [{"type": "Ready", "status": "True", "observedGeneration": 2, "reason": "SmokeTestPassed"}],
+            "credentials": {"files": 1, "lastModified": "2026-01-01T00:00:00Z"},
+            "conditions": [
+                {"type": "Ready", "status": "True", "observedGeneration": 2, "reason": "SmokeTestPassed"},
+                {"type": "OwnershipMatches", "status": "True", "observedGeneration": 2, "reason": "OwnerMatches"},
+            ],
         },
     }
-    metrics.observe_slot(report.view(slot), interval=datetime.timedelta(hours=6))
+    metrics.slots.watch(lambda: [slot], default_interval=datetime.timedelta(hours=6))
     metrics.probe_finished("agents", "codex-1", result="Ready", verdict=True, seconds=12.0)
     metrics.observe_request("patch", "slots", 200)
-    metrics.observe_ownership(
-        "agents", "codex-1", matches=True, credentials_modified=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
-    )
+    metrics.reconciled(outcome="success", seconds=0.01)
+    metrics.retries.inc()
     metrics.migrations.labels("Migrated").inc()
     return metrics
 
@@ -277,9 +279,9 @@ def test_dashboard_config_map_is_opt_in_and_labelled(shipped: list[dict[str, Any
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert config_map["metadata"]["namespace"] == monitoring.NAMESPACE
     board = monitoring.dashboard(shipped)
-    ids = [p["id"] for p in monitoring._panels(board["panels"])]
+    ids = [p["id"] for p in monitoring.flat_panels(board["panels"])]
     assert len(ids) == len(set(ids))
-    titles = {p["title"] for p in monitoring._panels(board["panels"])}
+    titles = {p["title"] for p in monitoring.flat_panels(board["panels"])}
     for wanted in ("Fleet by phase", "Slots needing a human", "Probe duration", "Queues", "Errors", "Leader"):
         assert wanted in titles
     values = monitoring.monitoring_values()
@@ -314,5 +316,5 @@ def test_every_metric_is_documented_in_the_readme() -> None:
             name = family.name + ("_total" if family.type == "counter" else "")
             labels = {key for sample in family.samples for key in sample.labels} - {"le"}
             served[name] = (family.type, labels)
-    assert len(served) == 23
+    assert len(served) == 25
     assert documented == served

@@ -26,8 +26,9 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from slot_operator.kube import api as api_module
-from slot_operator.kube.informer import Informer, Key, Object, key_of
+from slot_operator.kube.informer import Informer, Key, Object, Store, key_of
 from slot_operator.logic import names
+from slot_operator.logic.identity import controller_of, job_owner_uid, slot_owner_uid
 
 _KEEP_META = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp")
 G = TypeVar("G", bound=Hashable)
@@ -38,14 +39,6 @@ def _meta(obj: Mapping[str, Any], *extra: str) -> dict[str, Any]:
     return {field: meta[field] for field in (*_KEEP_META, *extra) if field in meta}
 
 
-def controller_of(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The object's controller ownerReference (the one with `controller: true`), if any."""
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
-        if ref.get("controller"):
-            return dict(ref)
-    return None
-
-
 def _with_controller(meta: dict[str, Any], obj: Mapping[str, Any]) -> dict[str, Any]:
     """Keep the controller ownerReference (identity), and of it only what identity needs."""
     ref = controller_of(obj)
@@ -54,22 +47,6 @@ def _with_controller(meta: dict[str, Any], obj: Mapping[str, Any]) -> dict[str, 
             {key: ref[key] for key in ("apiVersion", "kind", "name", "uid", "controller") if key in ref}
         ]
     return meta
-
-
-def owner_uid(obj: Mapping[str, Any], *, api_version: str, kind: str) -> str | None:
-    """The uid of the object's controller when it is a `kind` of `api_version`; else None."""
-    ref = controller_of(obj)
-    if ref is None or ref.get("kind") != kind or ref.get("apiVersion") != api_version or not ref.get("uid"):
-        return None
-    return str(ref["uid"])
-
-
-def slot_owner_uid(job: Mapping[str, Any]) -> str | None:
-    return owner_uid(job, api_version=names.API_VERSION, kind=names.SLOT_KIND)
-
-
-def job_owner_uid(pod: Mapping[str, Any]) -> str | None:
-    return owner_uid(pod, api_version="batch/v1", kind="Job")
 
 
 def trim_slot(obj: Mapping[str, Any]) -> Object:
@@ -265,6 +242,24 @@ class Cache:
             on_change=on_change,
         )
 
+    def store(self, watch: str, namespace: str) -> Store:
+        """The store one watch fills: `slots`, `jobs`, `probe-pods`, `claims` or `claim-users` (of `namespace`).
+
+        Its `replace` (a listing) and `apply` (a watch event) are what the informer calls: a test feeds the
+        cache through them as a watch would.
+        """
+        groups = {
+            "slots": self._slots,
+            "jobs": self._jobs,
+            "probe-pods": self._probe_pods,
+            "claims": self._claims,
+            "claim-users": self._users,
+        }
+        informer = self._scope(groups[watch], namespace)
+        if informer is None:
+            raise KeyError(f"the cache does not watch {watch} in namespace {namespace}")
+        return informer.store
+
     @property
     def informers(self) -> list[Informer]:
         return [
@@ -308,6 +303,10 @@ class Cache:
     def slot(self, key: Key) -> Object | None:
         informer = self._scope(self._slots, key[0])
         return informer.store.get(key) if informer else None
+
+    def slots(self) -> list[Object]:
+        """Every Slot in the cache (the metrics read them at scrape time)."""
+        return [slot for informer in self._slots.values() for slot in informer.store.items.values()]
 
     def slot_keys(self) -> list[Key]:
         return [key for informer in self._slots.values() for key in informer.store.items]

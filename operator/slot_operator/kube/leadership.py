@@ -26,8 +26,8 @@ from typing import Any
 
 import aiohttp
 
-from slot_operator.kube.api import ApiClient, ApiError
-from slot_operator.kube.store import KubeStore
+from slot_operator.kube.api import ApiClient, ApiError, Observer
+from slot_operator.kube.writer import KubeWriter
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _micro_time() -> str:
 class _Candidate:
     """One candidate's view of one Lease object."""
 
-    def __init__(self, store: KubeStore, *, namespace: str, name: str, holder: str) -> None:
+    def __init__(self, store: KubeWriter, *, namespace: str, name: str, holder: str) -> None:
         self._store = store
         self.namespace, self.name, self.holder = namespace, name, holder
         self._seen: tuple[Any, ...] | None = None  # (holder, renewTime) last observed ...
@@ -101,11 +101,19 @@ class _Candidate:
 
 
 async def run_as_leader(
-    run: Callable[[], Coroutine[Any, Any, None]], *, namespace: str, lease: str, holder: str
+    run: Callable[[], Coroutine[Any, Any, None]],
+    *,
+    namespace: str,
+    lease: str,
+    holder: str,
+    observe: Observer | None = None,
 ) -> None:
-    """Wait for the Lease, then `run()` while renewing it; raise LeadershipLost if renewal fails."""
-    api = await ApiClient.from_environment()
-    store = KubeStore(api)
+    """Wait for the Lease, then `run()` while renewing it; raise LeadershipLost if renewal fails.
+
+    `observe` counts the Lease's API calls with the operator's own (slot_operator_api_requests_total).
+    """
+    api = await ApiClient.from_environment(observe=observe)
+    store = KubeWriter(api)
     candidate = _Candidate(store, namespace=namespace, name=lease, holder=holder)
     try:
         logger.info("waiting for Lease %s/%s as %s", namespace, lease, holder)

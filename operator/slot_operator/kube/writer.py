@@ -40,7 +40,7 @@ class JobRejected(RuntimeError):
         self.error = error
 
 
-class KubeStore:
+class KubeWriter:
     def __init__(self, api: ApiClient) -> None:
         self.api = api
         self.events = EventRecorder(api)

@@ -29,4 +29,4 @@ def probe_counts(*, memo: kopf.Memo, **_: Any) -> dict[str, int]:
     problems = cache.stale(older_than=SILENT_WATCH) + controller.stuck()
     if problems:
         raise kopf.PermanentError("; ".join(problems))
-    return {"running": controller.probes_running, "queued": controller.queue_depth}
+    return {"running": controller.probes_running, "queued": controller.probes_waiting}

@@ -10,7 +10,7 @@ import kopf
 from slot_operator.config import Config
 from slot_operator.kube.api import ApiClient
 from slot_operator.kube.cache import Cache
-from slot_operator.kube.store import KubeStore
+from slot_operator.kube.writer import KubeWriter
 from slot_operator.metrics import Metrics
 from slot_operator.runtime.controller import Controller
 
@@ -29,10 +29,11 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     settings.scanning.disabled = True
     api = await ApiClient.from_environment(observe=metrics.observe_request)
     memo.api = api
-    controller = Controller(store=KubeStore(api), config=config, metrics=metrics)
+    controller = Controller(writer=KubeWriter(api), config=config, metrics=metrics)
     cache = Cache(api, namespaces=config.namespaces, listener=controller.listener())
     await cache.start(within=CACHE_SYNC_TIMEOUT)
     memo.cache = cache
+    metrics.slots.watch(cache.slots, default_interval=config.default_interval)
     await controller.start(cache)
     memo.controller = controller
 

@@ -58,6 +58,10 @@ class Capacity(Generic[K]):
     def is_waiting(self, key: K) -> bool:
         return key in self._ahead
 
+    def job_of(self, key: K) -> str | None:
+        """The probe Job that holds `key`'s place ("" when granted a place but not started yet); None: no place."""
+        return self._holders.get(key)
+
     def held_by(self, group: Hashable) -> int:
         """Places the group holds now."""
         return self._held[group]

@@ -1,0 +1,456 @@
+"""The reconcile's state machine, transition by transition (docs/design.md §2.2-2.4, §3), without a cluster.
+
+The real reconciler, cache and cap, with a fake writer (tests/operator_harness.py). Each test plays
+one transition: the Job controller and the kubelet are played by feeding Jobs' conditions and pods'
+states into the cache; what the reconcile wrote, created, deleted and posted is asserted.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from slot_operator.config import Config
+from slot_operator.kube.api import ApiError
+from slot_operator.logic import jobs, names
+from slot_operator.logic.phases import PHASES, Phase
+
+from tests.operator_harness import NS, T0, Harness, audit_report, condition, exited, waiting
+
+AUDIT_OK = audit_report(["~", "d", 10001, 10001, "0750", 1, 0], ["~/.codex", "d", 10001, 10001, "0700", 1, 0])
+AUDIT_OLD = audit_report(["~", "d", 1000, 1000, "0750", 1, 0], ["~/.codex", "d", 1000, 1000, "0700", 1, 0])
+
+
+@pytest.fixture
+async def h() -> AsyncIterator[Harness]:
+    harness = Harness()
+    yield harness
+    await harness.close()
+
+
+def reason(h: Harness, kind: str, name: str = "s") -> tuple[str, str]:
+    found = h.condition(name, kind)
+    return found.get("status", ""), found.get("reason", "")
+
+
+async def probing(h: Harness, name: str = "s", **spec: Any) -> str:
+    """A Slot with its claim, reconciled once: its probe Job is created. Returns the Job's name."""
+    h.put_claim(f"{name}-home")
+    h.put_slot(name, **spec)
+    await h.reconcile(name)
+    (job,) = [n for n in h.job_names() if n.startswith(f"{name}-probe-")]
+    return job
+
+
+# --- a probe starts ------------------------------------------------------------------------------------
+
+
+async def test_created_writes_the_intent_then_creates_the_job(h: Harness) -> None:
+    h.put_claim("s-home")
+    h.put_slot("s")
+    result = await h.reconcile("s")
+    verbs = [call.verb for call in h.writer.calls]
+    assert verbs == ["patch-status", "create-job"]  # intent first: the Job is named in status before it exists
+    (job,) = h.job_names()
+    assert h.status("s")["currentProbe"]["jobName"] == job
+    assert reason(h, "Reconciling") == ("True", "Probing")
+    assert result.requeue_after == (datetime.timedelta(minutes=2) + datetime.timedelta(seconds=30)).total_seconds()
+    assert h.capacity.job_of((NS, "s")) == job
+    await h.reconcile("s")  # the watch's echo, another event: nothing new to write or create
+    assert len(h.writer.calls) == 2
+
+
+async def test_a_full_cap_queues_once_and_a_freed_place_starts_the_next(h: Harness) -> None:
+    h = Harness(Config(namespaces=(NS,), max_concurrent_probes=1))
+    try:
+        first = await probing(h, "a")
+        h.put_claim("b-home")
+        h.put_slot("b")
+        await h.reconcile("b")
+        assert reason(h, "Reconciling", "b") == ("True", "Queued")
+        assert h.writer.writes("create-job")[-1].what.endswith(first)
+        writes = len(h.writer.calls)
+        await h.reconcile("b")
+        assert len(h.writer.calls) == writes  # written once, when it joined the queue
+        h.pod(first, probe=exited(0), audit=AUDIT_OK)
+        await h.reconcile("a")
+        assert h.woken == [(NS, "b")]  # the place went straight to the waiter
+        await h.reconcile("b")
+        assert any(n.startswith("b-probe-") for n in h.job_names())
+    finally:
+        await h.close()
+
+
+async def test_a_missing_claim_waits_and_its_appearance_probes(h: Harness) -> None:
+    h.put_slot("s")
+    await h.reconcile("s")
+    assert reason(h, "ProbeSucceeded") == ("False", "ClaimNotFound")
+    assert h.job_names() == []
+    h.put_claim("s-home")
+    await h.reconcile("s")
+    assert h.status("s")["currentProbe"]["trigger"] == "claim-appeared"
+
+
+async def test_a_read_write_once_pod_claim_in_use_is_not_probed(h: Harness) -> None:
+    h.put_claim("s-home", modes=("ReadWriteOncePod",))
+    h.put_worker("agent", "s-home")
+    h.put_slot("s")
+    await h.reconcile("s")
+    assert reason(h, "ProbeSucceeded") == ("False", "ClaimInUse")
+    assert h.job_names() == []
+
+
+async def test_a_requested_probe_echoes_its_token(h: Harness) -> None:
+    job = await probing(h)
+    h.pod(job, probe=exited(0), audit=AUDIT_OK)
+    await h.reconcile("s")
+    h.put_slot("s", annotations={names.PROBE_REQUEST_ANNOTATION: "t-42"})
+    await h.reconcile("s")
+    assert h.status("s")["currentProbe"]["trigger"] == "manual"
+    (new,) = [n for n in h.job_names() if n != job]
+    h.pod(new, probe=exited(0), audit=AUDIT_OK)
+    await h.reconcile("s")
+    assert h.status("s")["lastHandledProbeRequest"] == "t-42"
+
+
+# --- a probe ends ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("phase", [phase for phase, facts in PHASES.items() if facts.exit_code is not None])
+async def test_a_verdict_exit_code_is_the_verdict(h: Harness, phase: Phase) -> None:
+    facts = PHASES[phase]
+    assert facts.exit_code is not None
+    job = await probing(h)
+    h.pod(job, probe=exited(facts.exit_code), audit=AUDIT_OK)
+    result = await h.reconcile("s")
+    status = h.status("s")
+    assert status["phase"] == phase.value
+    assert reason(h, "Ready") == ("True" if phase is Phase.READY else "False", facts.ready_reason)
+    assert reason(h, "Stalled")[0] == ("True" if facts.needs_human else "False")
+    assert "currentProbe" not in status
+    assert not h.capacity.holds((NS, "s"))
+    kind = "Normal" if phase is Phase.READY else "Warning"
+    assert h.recorder.events == [(kind, phase.value, f"Pending -> {phase.value}: {facts.default_message}")]
+    assert result.requeue_after is not None  # the next interval
+    assert h.writer.writes("delete-job") == []  # the Job finishes by itself
+
+
+async def test_a_crash_is_no_verdict_retried_with_backoff(h: Harness) -> None:
+    job = await probing(h)
+    h.pod(job, probe=exited(1))
+    h.watch_job(job, conditions=[condition("Failed", "BackoffLimitExceeded")])
+    result = await h.reconcile("s")
+    status = h.status("s")
+    assert status["phase"] == "Pending"
+    assert status["consecutiveProbeFailures"] == 1
+    assert reason(h, "ProbeSucceeded") == ("False", "ProbeCrashed")
+    assert reason(h, "Reconciling") == ("True", "Retrying")
+    assert result.requeue_after == h.config.retry_base.total_seconds()
+    h.later(seconds=h.config.retry_base.total_seconds())
+    await h.reconcile("s")
+    assert h.status("s")["currentProbe"]["trigger"] == "retry"
+
+
+async def test_a_registry_blip_never_flips_a_verdict(h: Harness) -> None:
+    job = await probing(h)
+    h.pod(job, probe=exited(0), audit=AUDIT_OK)
+    await h.reconcile("s")
+    h.put_slot("s", annotations={names.PROBE_REQUEST_ANNOTATION: "again"})
+    await h.reconcile("s")
+    (again,) = [n for n in h.job_names() if n != job]
+    h.pod(again, probe=waiting("ErrImagePull", "unexpected status code: 429 Too Many Requests"))
+    await h.reconcile("s")
+    assert h.status("s")["phase"] == "Ready"
+    assert reason(h, "Ready") == ("True", "SmokeTestPassed")
+    assert reason(h, "ProbeSucceeded") == ("False", "ImagePullFailed")
+    assert h.writer.writes("delete-job")[-1].what == f"{NS}/{again}"  # it would only wait for its deadline
+
+
+async def test_an_image_that_does_not_exist_is_image_broken_and_its_job_stopped(h: Harness) -> None:
+    job = await probing(h)
+    h.pod(job, probe=waiting("ErrImagePull", 'failed to pull image "img:1": not found'))
+    await h.reconcile("s")
+    assert h.status("s")["phase"] == "ImageBroken"
+    assert h.status("s")["lastProbe"]["reason"] == "ImageNotFound"
+    assert [call.what for call in h.writer.writes("delete-job")] == [f"{NS}/{job}"]  # it would wait for its deadline
+
+
+async def test_the_verdict_waits_briefly_for_the_audit_beside_it(h: Harness) -> None:
+    job = await probing(h)
+    h.pod(job, probe=exited(0), audit={"running": {}})
+    result = await h.reconcile("s")
+    assert h.status("s")["phase"] == "Pending"
+    assert result.requeue_after == 10.0  # the audit's grace after the probe ended
+    h.later(seconds=10)
+    await h.reconcile("s")
+    assert h.status("s")["phase"] == "Ready"
+    assert reason(h, "OwnershipMatches") == ("Unknown", "AuditFailed")
+
+
+async def test_a_lost_job_is_reported_and_a_new_probe_follows(h: Harness) -> None:
+    job = await probing(h)
+    h.job_gone(job)  # deleted by someone before it reported
+    await h.reconcile("s")
+    assert reason(h, "ProbeSucceeded") == ("False", "ProbeJobLost")
+    assert not h.capacity.holds((NS, "s"))
+
+
+async def test_a_probe_past_its_deadline_is_read_afresh(h: Harness) -> None:
+    job = await probing(h)
+    h.pod(job, probe={"running": {}})
+    h.later(minutes=3)  # past timeout + grace, and the watch said nothing
+    await h.reconcile("s")
+    assert h.writer.writes("get-job")[-1].what == f"{NS}/{job}"
+
+
+# --- the spec moves on --------------------------------------------------------------------------------------
+
+
+async def test_a_spec_change_mid_probe_stops_it_and_probes_the_new_generation(h: Harness) -> None:
+    first = await probing(h)
+    h.pod(first, probe=exited(0), audit=AUDIT_OK)
+    await h.reconcile("s")
+    h.put_slot("s", generation=2, image="img:2")  # a new tag: its probe starts...
+    await h.reconcile("s")
+    (second,) = [n for n in h.job_names() if n != first]
+    h.put_slot("s", generation=3, image="img:3")  # ...and the tag moves again before it reported
+    await h.reconcile("s")
+    deleted = h.writer.writes("delete-job")
+    assert [(call.what, call.body) for call in deleted] == [(f"{NS}/{second}", f"job-uid-{second}")]  # by uid
+    current = h.status("s")["currentProbe"]
+    assert (current["generation"], current["trigger"], current["image"]) == (3, "spec-changed", "img:3")
+    assert reason(h, "Ready") == ("True", "SmokeTestPassed")  # generation 1's verdict stands...
+    assert h.condition("s", "Ready")["observedGeneration"] == 1  # ...for generation 1 only
+
+
+async def test_a_job_from_an_older_run_is_adopted_and_recorded(h: Harness) -> None:
+    job = await probing(h)
+    # The operator restarted and lost the status write of its intent (status without currentProbe).
+    h.slots["s"]["status"].pop("currentProbe")
+    h.put_slot("s")
+    h.capacity.release((NS, "s"))
+    await h.reconcile("s")
+    assert h.status("s")["currentProbe"]["jobName"] == job
+    assert h.capacity.job_of((NS, "s")) == job
+
+
+async def test_an_invalid_spec_is_stalled_once_and_not_probed(h: Harness) -> None:
+    h.put_claim("s-home")
+    h.put_slot("s", mountPath="/etc/passwd")
+    await h.reconcile("s")
+    assert reason(h, "Stalled") == ("True", "InvalidSpec")
+    assert h.job_names() == []
+    assert [event[1] for event in h.recorder.events] == ["InvalidSpec"]
+    await h.reconcile("s")
+    assert [event[1] for event in h.recorder.events] == ["InvalidSpec"]  # said once
+
+
+async def test_a_suspended_slot_gets_no_probe(h: Harness) -> None:
+    h.put_claim("s-home")
+    h.put_slot("s", suspend=True)
+    result = await h.reconcile("s")
+    assert reason(h, "Reconciling") == ("True", "Suspended")
+    assert h.job_names() == []
+    assert result.requeue_after is None
+
+
+@pytest.mark.parametrize(
+    ("status", "causes", "expected"),
+    [
+        (422, (("spec.template.spec.tolerations[0].operator", "bad"),), "InvalidSpec"),
+        (403, (), "ProbeJobRejected"),
+    ],
+)
+async def test_a_refused_job_names_the_field(h: Harness, status: int, causes: Any, expected: str) -> None:
+    h.put_claim("s-home")
+    h.put_slot("s")
+    h.writer.reject = ApiError(status, "refused", causes=causes)
+    await h.reconcile("s")
+    assert reason(h, "ProbeSucceeded") == ("False", expected)
+    assert not h.capacity.holds((NS, "s"))
+
+
+async def test_a_taken_job_name_is_never_adopted(h: Harness) -> None:
+    h.put_claim("s-home")
+    h.put_slot("s")
+    # Someone else's Job already has the (deterministic) name the first probe wants.
+    wanted = jobs.job_name("s", "slot-uid-s", "/1/created//0")
+    h.writer.jobs[(NS, wanted)] = {"metadata": {"name": wanted, "namespace": NS, "uid": "theirs"}, "status": {}}
+    await h.reconcile("s")
+    assert reason(h, "ProbeSucceeded") == ("False", "ProbeJobRejected")
+    assert "is not this Slot's" in h.condition("s", "ProbeSucceeded")["message"]
+    assert not h.capacity.holds((NS, "s"))
+    assert h.writer.writes("delete-job") == []  # not ours to delete either
+
+
+# --- identity --------------------------------------------------------------------------------------------
+
+
+async def test_an_impostor_is_ignored_and_reported_once(h: Harness) -> None:
+    job = await probing(h)
+    slot = h.slots["s"]
+    labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_SLOT_UID: slot["metadata"]["uid"]}
+    h.forge_job("nightly-backup", labels=labels)  # its labels name the Slot, no controller reference does
+    assert h.impostors == [((NS, "s"), "nightly-backup")]
+    h.pod(job, probe=exited(0), audit=AUDIT_OK)
+    await h.reconcile("s")
+    assert h.status("s")["lastProbe"]["jobName"] == job
+    assert h.writer.writes("delete-job") == []
+
+
+# --- the ownership migration -----------------------------------------------------------------------------
+
+
+async def diagnosed(h: Harness) -> str:
+    """A Slot whose audit found the old uid: NeedsInit, and its approval in status."""
+    job = await probing(h)
+    h.pod(job, probe=exited(65), audit=AUDIT_OLD)
+    await h.reconcile("s")
+    assert reason(h, "OwnershipMatches") == ("False", "OwnedByOtherUser")
+    return str(h.status("s")["ownership"]["approval"])
+
+
+@pytest.fixture
+async def migrating() -> AsyncIterator[Harness]:
+    harness = Harness(
+        Config(namespaces=(NS,), audit_image="ghcr.io/woved/slot-operator:1", allow_ownership_migration=True)
+    )
+    yield harness
+    await harness.close()
+
+
+def request(h: Harness, token: str | None, *, dry_run: bool = False) -> None:
+    annotations = {} if token is None else {names.MIGRATION_REQUEST_ANNOTATION: token}
+    if dry_run:
+        annotations[names.MIGRATION_DRY_RUN_ANNOTATION] = "true"
+    h.put_slot("s", annotations=annotations)
+
+
+def migration_job(h: Harness) -> str:
+    (name,) = [n for n in h.job_names() if n.startswith("s-migrate-")]
+    return name
+
+
+COUNTS = '{"v":1,"changed":2,"skipped":0,"errors":0,"otherFilesystems":0,"samples":[]}'
+
+
+async def test_an_approved_migration_runs_then_a_probe(migrating: Harness) -> None:
+    h = migrating
+    approval = await diagnosed(h)
+    request(h, approval)
+    await h.reconcile("s")
+    job = migration_job(h)
+    assert h.status("s")["currentOwnershipMigration"]["jobUID"] == f"job-uid-{job}"
+    assert reason(h, "Reconciling")[1] == "MigratingOwnership"
+    h.watch_job(job)
+    h.migration_pod(job, {"terminated": {"exitCode": 0, "message": COUNTS, "finishedAt": "2026-11-01T07:00:00Z"}})
+    await h.reconcile("s")
+    assert reason(h, "OwnershipMigrated") == ("True", "Migrated")
+    assert h.recorder.events[-1][1] == "OwnershipMigrated"
+    # The owners changed: a probe at once, whose verdict speaks.
+    assert h.status("s")["currentProbe"]["trigger"] == "ownership-migrated"
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("disabled", "MigrationDisabled"),
+        ("another-token", "NotApproved"),
+        ("in-use", "ClaimInUse"),
+        ("in-use-with-our-labels", "ClaimInUse"),
+    ],
+)
+async def test_a_migration_is_refused_saying_why(migrating: Harness, setup: str, expected: str) -> None:
+    h = migrating if setup != "disabled" else Harness()
+    try:
+        approval = await diagnosed(h)
+        if setup.startswith("in-use"):
+            labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY} if setup.endswith("labels") else None
+            h.put_worker("worker", "s-home", labels=labels)
+        request(h, "1733400000" if setup == "another-token" else approval)
+        await h.reconcile("s")
+        assert reason(h, "OwnershipMigrated") == ("False", expected)
+        assert h.status("s")["lastOwnershipMigration"]["result"] == "Refused"
+        assert not [n for n in h.job_names() if n.startswith("s-migrate-")]
+        assert h.recorder.events[-1][1] == "OwnershipMigrationRefused"
+    finally:
+        if h is not migrating:
+            await h.close()
+
+
+async def test_withdrawing_the_request_cancels_the_migration(migrating: Harness) -> None:
+    h = migrating
+    request(h, await diagnosed(h))
+    await h.reconcile("s")
+    job = migration_job(h)
+    request(h, None)
+    await h.reconcile("s")
+    assert reason(h, "OwnershipMigrated") == ("False", "MigrationCancelled")
+    assert h.writer.writes("delete-job")[-1].what == f"{NS}/{job}"
+    assert h.status("s")["currentProbe"]["trigger"] == "ownership-migrated"  # it may have changed owners
+
+
+async def test_a_deleted_migration_job_is_cancelled_never_recreated(migrating: Harness) -> None:
+    h = migrating
+    request(h, await diagnosed(h))
+    await h.reconcile("s")
+    h.job_gone(migration_job(h))
+    await h.reconcile("s")
+    assert reason(h, "OwnershipMigrated") == ("False", "MigrationCancelled")
+    assert not [n for n in h.job_names() if n.startswith("s-migrate-")]
+
+
+async def test_an_intent_without_its_job_is_created_only_after_every_check(migrating: Harness) -> None:
+    h = migrating
+    request(h, await diagnosed(h))
+    await h.reconcile("s")
+    job = migration_job(h)
+    # The operator stopped between the intent and the Job: no uid on record, no Job.
+    h.job_gone(job)
+    current = dict(h.status("s")["currentOwnershipMigration"])
+    current.pop("jobUID")
+    h.slots["s"]["status"]["currentOwnershipMigration"] = current
+    h.put_worker("worker", "s-home")  # meanwhile a worker took the claim
+    h.put_slot("s", annotations=h.slots["s"]["metadata"]["annotations"])
+    await h.reconcile("s")
+    assert reason(h, "OwnershipMigrated") == ("False", "ClaimInUse")
+    assert not [n for n in h.job_names() if n.startswith("s-migrate-")]
+
+
+async def test_a_migration_pod_refused_by_pod_security_is_reported(migrating: Harness) -> None:
+    h = migrating
+    request(h, await diagnosed(h))
+    await h.reconcile("s")
+    job = migration_job(h)
+    h.watch_job(job)
+    h.later(seconds=3)  # no pod after the grace
+    h.writer.failed_create = 'pods "x" is forbidden: violates PodSecurity "restricted:latest"'
+    await h.reconcile("s")
+    assert reason(h, "OwnershipMigrated") == ("False", "PodSecurityRejected")
+    assert h.writer.writes("delete-job")[-1].what == f"{NS}/{job}"
+
+
+# --- conflicts and time ---------------------------------------------------------------------------------
+
+
+async def test_a_stale_write_fails_with_a_conflict(h: Harness) -> None:
+    h.put_claim("s-home")
+    h.put_slot("s")
+    h.slots["s"]["metadata"]["resourceVersion"] = "changed-meanwhile"  # the API has moved on, the cache not
+    with pytest.raises(ApiError) as raised:
+        await h.reconcile("s")
+    assert raised.value.status == 409
+    assert h.job_names() == []  # no Job without its intent on record
+
+
+async def test_the_interval_brings_the_next_probe(h: Harness) -> None:
+    job = await probing(h)
+    h.pod(job, probe=exited(0), audit=AUDIT_OK)
+    result = await h.reconcile("s")
+    assert result.requeue_after is not None
+    h.later(seconds=result.requeue_after)
+    h.watch_job(job, conditions=[condition("Complete", at=T0)])
+    await h.reconcile("s")
+    assert h.status("s")["currentProbe"]["trigger"] == "interval"
