@@ -56,6 +56,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) hack/check-code-shape.py --short-functions operator/slot_operator operator/slot_operator tests bench tools devcluster hack
 	$(VENV)/bin/hadolint Dockerfile
 
 test-unit: $(STAMP)

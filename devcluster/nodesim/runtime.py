@@ -223,7 +223,7 @@ class ContainerRunner:
         else:
             # The image's files are host paths here (no chroot): lay them back over any container mount that
             # hides them (an emptyDir at /tmp when the repository is under /tmp), read-only like an image layer.
-            _refuse_mounts_on_image_files(ops, image.rootfs)
+            refuse_mounts_on_image_files(ops, image.rootfs)
             ops += ["image", str(image.rootfs), str(image.rootfs), "ro"]
         stage = state / "stage"
         stage.mkdir(exist_ok=True)
@@ -331,7 +331,7 @@ class ContainerRunner:
         return message
 
 
-def _refuse_mounts_on_image_files(ops: list[str], rootfs: pathlib.Path) -> None:
+def refuse_mounts_on_image_files(ops: list[str], rootfs: pathlib.Path) -> None:
     """A directory volume whose mount point is a file of the image fails to mount, as in a real runtime.
 
     The set-up script finds this by itself, unless another volume hides the image's file first

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from slot_operator.logic import durations, ownership, spec
@@ -96,26 +96,10 @@ def _flag(name: str, value: bool | None, fallback: str) -> bool:
     raise ConfigError(f"--{name}: expected true or false, got {fallback!r}")
 
 
-def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
-    """Flags win over SLOT_OPERATOR_* environment variables, which win over defaults."""
-    defaults = Config()
-
-    def env(name: str, fallback: str) -> str:
-        return environ.get(ENV_PREFIX + name.upper().replace("-", "_"), fallback)
-
-    parser = argparse.ArgumentParser(
-        prog="slot-operator",
-        description="Probe coding-agent slot volumes with their image's smoke test and report a verdict per Slot.",
-    )
-    parser.add_argument(
-        "--namespace",
-        action="append",
-        default=None,
-        help="namespace to watch (repeatable; env SLOT_OPERATOR_NAMESPACES, comma-separated); default: all namespaces",
-    )
-    # Valued flags: (name, built-in default as text, help). Defaults come from Config: one source of truth.
+def _valued_flags(defaults: Config) -> tuple[tuple[str, str, str], ...]:
+    """Valued flags: (name, built-in default as text, help). Defaults come from Config: one source of truth."""
     fmt = durations.format_duration
-    valued = (
+    return (
         ("default-interval", fmt(defaults.default_interval), "re-probe period for Slots without spec.interval"),
         ("default-timeout", fmt(defaults.default_timeout), "probe deadline for Slots without spec.timeout"),
         (
@@ -142,7 +126,22 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
             "the operator's own image, for the ownership audit in every probe and the ownership migration",
         ),
     )
-    for name, default, text in valued:
+
+
+def _parser(env: Callable[[str, str], str]) -> argparse.ArgumentParser:
+    """Every flag, its environment variable as its default (`env(name, built-in default)`)."""
+    defaults = Config()
+    parser = argparse.ArgumentParser(
+        prog="slot-operator",
+        description="Probe coding-agent slot volumes with their image's smoke test and report a verdict per Slot.",
+    )
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=None,
+        help="namespace to watch (repeatable; env SLOT_OPERATOR_NAMESPACES, comma-separated); default: all namespaces",
+    )
+    for name, default, text in _valued_flags(defaults):
         parser.add_argument(f"--{name}", default=env(name, default), help=f"{text} (default: %(default)s)")
     parser.add_argument("--log-format", default=env("log-format", defaults.log_format), choices=["text", "json"])
     parser.add_argument(
@@ -166,8 +165,17 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         help="an old owner the ownership migration may move (repeatable; env "
         "SLOT_OPERATOR_OWNERSHIP_MIGRATION_FROM, comma-separated; default 1000:1000); never uid 0 or gid 0",
     )
-    args = parser.parse_args(list(argv))
+    return parser
 
+
+def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
+    """Flags win over SLOT_OPERATOR_* environment variables, which win over defaults."""
+    defaults = Config()
+
+    def env(name: str, fallback: str) -> str:
+        return environ.get(ENV_PREFIX + name.upper().replace("-", "_"), fallback)
+
+    args = _parser(env).parse_args(list(argv))
     namespaces = args.namespace
     if namespaces is None:
         namespaces = [ns for ns in environ.get(ENV_PREFIX + "NAMESPACES", "").split(",") if ns.strip()]
@@ -204,7 +212,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         ownership_migration_from=_owners(
             args.ownership_migration_from
             if args.ownership_migration_from is not None
-            else [text for text in environ.get(ENV_PREFIX + "OWNERSHIP_MIGRATION_FROM", "").split(",") if text.strip()]
+            else [text for text in env("ownership-migration-from", "").split(",") if text.strip()]
             or [ownership.owner(*pair) for pair in defaults.ownership_migration_from]
         ),
     )

@@ -30,13 +30,13 @@ def test_errors_carry_the_servers_reason_and_field_causes() -> None:
         "details": {"causes": [{"field": "spec.template.spec.containers[0].resources.limits", "message": "bad"}]},
         "code": 422,
     }
-    error = api._error(422, json.dumps(body).encode())
+    error = api.api_error(422, json.dumps(body).encode())
     assert (error.status, error.reason) == (422, "Invalid")
     assert error.causes == (("spec.template.spec.containers[0].resources.limits", "bad"),)
     assert str(error).startswith("HTTP 422: Job.batch")
 
 
 def test_an_error_body_that_is_not_json_is_kept_short() -> None:
-    error = api._error(502, b"<html>" + b"x" * 1000)
+    error = api.api_error(502, b"<html>" + b"x" * 1000)
     assert error.status == 502
     assert len(error.message) == 300

@@ -211,6 +211,6 @@ def test_a_directory_volume_on_a_file_of_a_directory_image_is_a_start_error(tmp_
     claim.mkdir()
     ops = ["dir", "/scratch", "/tmp", "rw", "dir", str(claim), str(rootfs / "bin" / "entrypoint"), "ro"]
     with pytest.raises(state.StartError, match=r"error mounting .* exists but is not a dir"):
-        runtime._refuse_mounts_on_image_files(ops, rootfs)
-    runtime._refuse_mounts_on_image_files(["dir", str(claim), str(rootfs / "bin"), "ro"], rootfs)
-    runtime._refuse_mounts_on_image_files(["dir", str(claim), "/home/codex", "ro"], rootfs)
+        runtime.refuse_mounts_on_image_files(ops, rootfs)
+    runtime.refuse_mounts_on_image_files(["dir", str(claim), str(rootfs / "bin"), "ro"], rootfs)
+    runtime.refuse_mounts_on_image_files(["dir", str(claim), "/home/codex", "ro"], rootfs)

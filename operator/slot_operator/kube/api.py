@@ -56,7 +56,8 @@ class ApiError(RuntimeError):
         self.causes = causes  # (field, message) for each cause the server named with a field
 
 
-def _error(status: int, body: bytes) -> ApiError:
+def api_error(status: int, body: bytes) -> ApiError:
+    """The ApiError an error answer means: its message, StatusReason and the fields it names."""
     try:
         data = json.loads(body)
     except ValueError:
@@ -169,7 +170,7 @@ class ApiClient:
                         self.observe(verb, resource, response.status)
                         if response.status < 400:
                             return dict(json.loads(payload)) if payload else {}
-                        error = _error(response.status, payload)
+                        error = api_error(response.status, payload)
                         retry_after = _seconds(response.headers.get("Retry-After"))
             except (aiohttp.ClientError, OSError) as exc:
                 self.observe(verb, resource, 0)
@@ -195,7 +196,7 @@ class ApiClient:
             ) as response:
                 self.observe("watch", resource, response.status)
                 if response.status >= 400:
-                    raise _error(response.status, await response.read())
+                    raise api_error(response.status, await response.read())
                 async for line in response.content:
                     if line.strip():
                         yield json.loads(line)

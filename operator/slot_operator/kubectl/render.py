@@ -73,24 +73,34 @@ def suggestion(slot: Mapping[str, Any], view: report.SlotView) -> str:
     if view.verdict_current and view.phase is Phase.READY:
         return PHASES[Phase.READY].advice
     owners = status.get("ownership") or {}
-    if view.verdict_current and view.phase in (Phase.NEEDS_INIT, Phase.NEEDS_REAUTH) and owners.get("found"):
-        # The ownership audit found the cause: another uid owns the files (docs/design.md §2.4).
-        cause = f"The files belong to {' and '.join(owners['found'])}, the image runs as {owners.get('expected')}"
-        if not owners.get("approval"):
-            return (
-                f"{cause}, an owner the ownership migration will not move (or its approval was used): fix the "
-                f"owners by hand, or {probe} for a new audit. ({RUNBOOK}#slotownedbyotheruser)"
-            )
-        return (
-            f"{cause}: stop the pods that use the claim, then approve the ownership migration: kubectl annotate "
-            f"slot {ref} --overwrite woved.dev/ownership-migration-requested-at={owners['approval']}. "
-            f"({RUNBOOK}#slotownedbyotheruser)"
-        )
+    if view.verdict_current and PHASES[view.phase].uid_mismatch_can_cause and owners.get("found"):
+        return _ownership_advice(owners, ref=ref, probe=probe)
     if view.verdict_current and PHASES[view.phase].needs_human:
         last_ready = status.get("lastReadyImage")
         target = f"the last Ready image {last_ready}" if last_ready else "an image that works"
         facts = PHASES[view.phase]
         return f"{facts.advice.format(probe=probe, last_ready=target)} ({RUNBOOK}#{facts.runbook})"
+    return _waiting_advice(slot, view, probe=probe)
+
+
+def _ownership_advice(owners: Mapping[str, Any], *, ref: str, probe: str) -> str:
+    """The ownership audit found the cause: another uid owns the files (docs/design.md §2.4)."""
+    cause = f"The files belong to {' and '.join(owners['found'])}, the image runs as {owners.get('expected')}"
+    if not owners.get("approval"):
+        return (
+            f"{cause}, an owner the ownership migration will not move (or its approval was used): fix the "
+            f"owners by hand, or {probe} for a new audit. ({RUNBOOK}#slotownedbyotheruser)"
+        )
+    return (
+        f"{cause}: stop the pods that use the claim, then approve the ownership migration: kubectl annotate "
+        f"slot {ref} --overwrite woved.dev/ownership-migration-requested-at={owners['approval']}. "
+        f"({RUNBOOK}#slotownedbyotheruser)"
+    )
+
+
+def _waiting_advice(slot: Mapping[str, Any], view: report.SlotView, *, probe: str) -> str:
+    """No verdict on the current spec: what holds it (queued, probing, or why the last probe gave none)."""
+    status = slot.get("status") or {}
     claim = (slot.get("spec") or {}).get("claimName")
     job = (status.get("lastProbe") or {}).get("jobName")
     # reason -> (advice, runbook section); None: the section of the alert this state fires.

@@ -234,33 +234,8 @@ def _node_affinity(node: str) -> dict[str, Any]:
     }
 
 
-def build_probe_job(
-    *,
-    name: str,
-    namespace: str,
-    slot_name: str,
-    slot_uid: str,
-    generation: int,
-    trigger: str,
-    spec: SlotSpec,
-    node: str | None,
-    ttl: datetime.timedelta,
-    audit_image: str | None,
-) -> dict[str, Any]:
-    """A Job that runs the image's smoke test against the slot's claim, read-only, as the slot's uid/gid.
-
-    With `audit_image`, the ownership audit runs first as an init container (docs/design.md §2.4).
-    """
-    labels = {
-        names.LABEL_MANAGED_BY: names.MANAGED_BY,
-        names.LABEL_COMPONENT: names.COMPONENT_PROBE,
-        names.LABEL_SLOT_UID: slot_uid,
-    }
-    annotations = {
-        names.ANNOTATION_SLOT: slot_name,
-        names.ANNOTATION_GENERATION: str(generation),
-        names.ANNOTATION_TRIGGER: trigger,
-    }
+def build_probe_container(spec: SlotSpec) -> dict[str, Any]:
+    """The smoke test: the agent image, HOME on the claim (read-only), as the slot's uid/gid."""
     env: list[dict[str, Any]] = [
         {"name": "AGENT_MODE", "value": "smoke-test"},
         {"name": "WOVED_TASK_AGENT", "value": spec.agent},
@@ -281,6 +256,11 @@ def build_probe_job(
     }
     if spec.image_pull_policy:
         container["imagePullPolicy"] = spec.image_pull_policy
+    return container
+
+
+def build_probe_pod(spec: SlotSpec, *, node: str | None, audit_image: str | None) -> dict[str, Any]:
+    """The probe pod: the smoke test (and the audit beside it), the claim read-only, a small /tmp, no token."""
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -292,13 +272,25 @@ def build_probe_job(
             "runAsGroup": spec.run_as_group,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [container],
+        "containers": [build_probe_container(spec)],
         "volumes": [
             {"name": SLOT_VOLUME, "persistentVolumeClaim": {"claimName": spec.claim_name, "readOnly": True}},
             # The root filesystem is read-only; a CLI that needs scratch space gets a small /tmp.
             {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}},
         ],
     }
+    if audit_image:
+        # Beside the probe, not before it: an audit that cannot run (its image out of reach) never keeps the
+        # probe from giving its verdict; ownership is then Unknown (docs/design.md §2.4).
+        pod_spec["containers"].append(build_audit_container(image=audit_image, spec=spec))
+    _scheduling(pod_spec, spec)
+    if node:
+        pod_spec["affinity"] = _node_affinity(node)
+    return pod_spec
+
+
+def probe_policy(*, timeout: datetime.timedelta, ttl: datetime.timedelta, audit: bool) -> dict[str, Any]:
+    """How the Job controller runs a probe: one retry of a crash, none of a verdict, the deadline, the TTL."""
     rules: list[dict[str, Any]] = [
         {
             "action": "FailJob",
@@ -310,21 +302,44 @@ def build_probe_job(
         },
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
     ]
-    if audit_image:
-        # Beside the probe, not before it: an audit that cannot run (its image out of reach) never keeps the
-        # probe from giving its verdict; ownership is then Unknown (docs/design.md §2.4).
-        pod_spec["containers"].append(build_audit_container(image=audit_image, spec=spec))
+    if audit:
         # A failed audit (it always exits 0 once it ran) must not make the Job run the probe again.
         audit_failed = {"containerName": names.AUDIT_CONTAINER, "operator": "NotIn", "values": [0]}
         rules.insert(1, {"action": "FailJob", "onExitCodes": audit_failed})
-    _scheduling(pod_spec, spec)
-    if node:
-        pod_spec["affinity"] = _node_affinity(node)
-    policy = {
+    return {
         "backoffLimit": BACKOFF_LIMIT,
-        "activeDeadlineSeconds": max(1, int(spec.timeout.total_seconds())),
+        "activeDeadlineSeconds": max(1, int(timeout.total_seconds())),
         "ttlSecondsAfterFinished": int(ttl.total_seconds()),
         "podFailurePolicy": {"rules": rules},
+    }
+
+
+def build_probe_job(
+    *,
+    name: str,
+    namespace: str,
+    slot_name: str,
+    slot_uid: str,
+    generation: int,
+    trigger: str,
+    spec: SlotSpec,
+    node: str | None,
+    ttl: datetime.timedelta,
+    audit_image: str | None,
+) -> dict[str, Any]:
+    """A Job that runs the image's smoke test against the slot's claim, read-only, as the slot's uid/gid.
+
+    With `audit_image`, the ownership audit runs beside it (docs/design.md §2.4).
+    """
+    labels = {
+        names.LABEL_MANAGED_BY: names.MANAGED_BY,
+        names.LABEL_COMPONENT: names.COMPONENT_PROBE,
+        names.LABEL_SLOT_UID: slot_uid,
+    }
+    annotations = {
+        names.ANNOTATION_SLOT: slot_name,
+        names.ANNOTATION_GENERATION: str(generation),
+        names.ANNOTATION_TRIGGER: trigger,
     }
     return _job(
         name=name,
@@ -333,9 +348,40 @@ def build_probe_job(
         slot_uid=slot_uid,
         labels=labels,
         annotations=annotations,
-        policy=policy,
-        pod_spec=pod_spec,
+        policy=probe_policy(timeout=spec.timeout, ttl=ttl, audit=bool(audit_image)),
+        pod_spec=build_probe_pod(spec, node=node, audit_image=audit_image),
     )
+
+
+def _migration_container(*, image: str, old: ownership.Owner, new: ownership.Owner, dry_run: bool) -> dict[str, Any]:
+    """Root with CAP_CHOWN (not in a dry run) and CAP_DAC_OVERRIDE only, the claim at VOLUME_TOOL_MOUNT."""
+    command = operator_command(
+        "migrate-ownership",
+        f"--root={VOLUME_TOOL_MOUNT}",
+        f"--from={ownership.owner(*old)}",
+        f"--to={ownership.owner(*new)}",
+        *(["--dry-run"] if dry_run else []),
+    )
+    return {
+        "name": names.MIGRATE_CONTAINER,
+        "image": image,
+        "command": command,
+        "workingDir": "/",
+        "volumeMounts": [{"name": SLOT_VOLUME, "mountPath": VOLUME_TOOL_MOUNT, "readOnly": dry_run}],
+        "resources": copy.deepcopy(VOLUME_TOOL_RESOURCES),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE"] if dry_run else ["CHOWN", "DAC_OVERRIDE"]},
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            # Root: capabilities added to a non-root container never reach its effective set.
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
 
 
 def build_migration_job(
@@ -364,33 +410,7 @@ def build_migration_job(
         names.LABEL_SLOT_UID: slot_uid,
     }
     annotations = {names.ANNOTATION_SLOT: slot_name, names.ANNOTATION_MIGRATION_REQUEST: request}
-    command = operator_command(
-        "migrate-ownership",
-        f"--root={VOLUME_TOOL_MOUNT}",
-        f"--from={ownership.owner(*old)}",
-        f"--to={ownership.owner(*new)}",
-        *(["--dry-run"] if dry_run else []),
-    )
-    container = {
-        "name": names.MIGRATE_CONTAINER,
-        "image": image,
-        "command": command,
-        "workingDir": "/",
-        "volumeMounts": [{"name": SLOT_VOLUME, "mountPath": VOLUME_TOOL_MOUNT, "readOnly": dry_run}],
-        "resources": copy.deepcopy(VOLUME_TOOL_RESOURCES),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE"] if dry_run else ["CHOWN", "DAC_OVERRIDE"]},
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            # Root: capabilities added to a non-root container never reach its effective set.
-            "runAsNonRoot": False,
-            "runAsUser": 0,
-            "runAsGroup": 0,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-    }
+    container = _migration_container(image=image, old=old, new=new, dry_run=dry_run)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,

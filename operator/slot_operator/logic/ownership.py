@@ -390,14 +390,15 @@ def plan_migration(
     *,
     expected: Owner,
     policy: MigrationPolicy,
-    token: str,
+    token: str | None,
     claim_uid: str | None,
     users: Sequence[str],
 ) -> MigrationPlan | Refusal:
     """May the migration run now? From the last audit on record, the request's token, the claim and its users.
 
-    `claim_uid` is the uid of the claim the Slot names now (None: it does not exist); `users` the pods
-    other than the Slot's own that mount it.
+    `token` None: the request was approved when it was accepted (its intent is on record, its approval
+    spent) and everything else is checked again. `claim_uid` is the uid of the claim the Slot names now
+    (None: it does not exist); `users` the pods other than the Slot's own that mount it.
     """
     if not policy.allowed:
         return Refusal(
@@ -407,20 +408,9 @@ def plan_migration(
         )
     recorded = status.get("ownership") or {}
     want = owner(*expected)
-    again = "request a probe, then the migration again"
-    if "found" not in recorded:
-        return Refusal(reason="AuditUnavailable", message=f"no ownership audit on record: {again}")
-    if recorded.get("expected") != want:
-        return Refusal(
-            reason="AuditUnavailable",
-            message=f"the last audit judged ownership against {recorded.get('expected')}, the Slot now runs as {want}: "
-            + again,
-        )
-    if not recorded.get("claimUID") or recorded.get("claimUID") != claim_uid:
-        return Refusal(
-            reason="AuditUnavailable",
-            message=f"the audit on record was of another claim than the one the Slot names now: {again}",
-        )
+    unusable = _unusable_audit(recorded, want=want, claim_uid=claim_uid)
+    if unusable is not None:
+        return unusable
     found = [str(key) for key in recorded.get("found") or ()]
     if not found:
         return Refusal(reason="NothingToMigrate", message=f"the audited entries are already owned by {want}")
@@ -434,7 +424,7 @@ def plan_migration(
     if refused is not None:
         return refused
     approval = recorded.get("approval")
-    if not approval or token != approval:
+    if token is not None and (not approval or token != approval):
         return Refusal(
             reason="NotApproved",
             message=f"the request {token!r} does not approve the audit on record"
@@ -453,6 +443,25 @@ def plan_migration(
             + ": stop every pod that uses it, request a probe, then approve its audit",
         )
     return MigrationPlan(old=parse_owner(found[0]), new=expected)
+
+
+def _unusable_audit(recorded: Mapping[str, Any], *, want: str, claim_uid: str | None) -> Refusal | None:
+    """Why the audit on record is no basis for a migration now: none, another uid's, another claim's."""
+    again = "request a probe, then the migration again"
+    if "found" not in recorded:
+        return Refusal(reason="AuditUnavailable", message=f"no ownership audit on record: {again}")
+    if recorded.get("expected") != want:
+        return Refusal(
+            reason="AuditUnavailable",
+            message=f"the last audit judged ownership against {recorded.get('expected')}, the Slot now runs as {want}: "
+            + again,
+        )
+    if not recorded.get("claimUID") or recorded.get("claimUID") != claim_uid:
+        return Refusal(
+            reason="AuditUnavailable",
+            message=f"the audit on record was of another claim than the one the Slot names now: {again}",
+        )
+    return None
 
 
 def pod_security_refusal(message: str) -> Refusal:

@@ -58,8 +58,6 @@ def view(slot: Mapping[str, Any]) -> SlotView:
     conditions = status.get("conditions") or ()
     ready = find(conditions, READY) or {}
     stalled = find(conditions, STALLED) or {}
-    reconciling = find(conditions, RECONCILING) or {}
-    probe_ok = find(conditions, PROBE_SUCCEEDED) or {}
     last = status.get("lastProbe") or {}
     phase = phases.parse(status.get("phase"))
     # A verdict sets Ready True or False with its own reason, stamped with the generation it was made on.
@@ -76,21 +74,9 @@ def view(slot: Mapping[str, Any]) -> SlotView:
         verdict_time = timestamps.parse_time(ready.get("lastTransitionTime")) if verdict_generation else None
     suspended = bool(spec.get("suspend", False))
     invalid = stalled.get("status") == "True" and stalled.get("reason") == FailureReason.INVALID_SPEC
-    if suspended:
-        reason, message = "Suspended", "spec.suspend is true: no new probes"
-    elif invalid:
-        reason, message = FailureReason.INVALID_SPEC.value, str(stalled.get("message") or "")
-    elif reconciling.get("status") == "True" and reconciling.get("reason") != Activity.RETRYING:
-        reason, message = str(reconciling.get("reason") or ""), str(reconciling.get("message") or "")
-    elif probe_ok.get("status") == "False":  # retrying: why the last probe gave no verdict
-        reason, message = str(probe_ok.get("reason") or ""), str(probe_ok.get("message") or "")
-    elif verdict_generation is not None and verdict_generation != generation:
-        reason, message = (
-            "AwaitingProbe",
-            f"the verdict is for generation {verdict_generation}, the spec is at {generation}",
-        )
-    else:
-        reason, message = str(ready.get("reason") or "AwaitingProbe"), str(ready.get("message") or "")
+    reason, message = _holding(
+        conditions, suspended=suspended, invalid=invalid, verdict_generation=verdict_generation, generation=generation
+    )
     request = status.get("lastHandledProbeRequest")
     return SlotView(
         namespace=str(meta.get("namespace") or ""),
@@ -111,6 +97,27 @@ def view(slot: Mapping[str, Any]) -> SlotView:
         reason=reason,
         message=message,
     )
+
+
+def _holding(
+    conditions: Any, *, suspended: bool, invalid: bool, verdict_generation: int | None, generation: int
+) -> tuple[str, str]:
+    """One word for what holds the Slot now, and its message."""
+    ready = find(conditions, READY) or {}
+    stalled = find(conditions, STALLED) or {}
+    reconciling = find(conditions, RECONCILING) or {}
+    probe_ok = find(conditions, PROBE_SUCCEEDED) or {}
+    if suspended:
+        return "Suspended", "spec.suspend is true: no new probes"
+    if invalid:
+        return FailureReason.INVALID_SPEC.value, str(stalled.get("message") or "")
+    if reconciling.get("status") == "True" and reconciling.get("reason") != Activity.RETRYING:
+        return str(reconciling.get("reason") or ""), str(reconciling.get("message") or "")
+    if probe_ok.get("status") == "False":  # retrying: why the last probe gave no verdict
+        return str(probe_ok.get("reason") or ""), str(probe_ok.get("message") or "")
+    if verdict_generation is not None and verdict_generation != generation:
+        return "AwaitingProbe", f"the verdict is for generation {verdict_generation}, the spec is at {generation}"
+    return str(ready.get("reason") or "AwaitingProbe"), str(ready.get("message") or "")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
