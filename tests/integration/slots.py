@@ -21,6 +21,8 @@ BROKEN_IMAGE = "local/agent-shell:broken-cli"
 AGENT_UID = AGENT_GID = 10001
 # The operator's own image in the node simulator, for the ownership audit and migration (--audit-image).
 OPERATOR_IMAGE = image_tool.operator_image()
+# Codex credentials the fake agent's smoke test accepts (docs/design.md §1: ~/.codex/auth.json parses as JSON).
+VALID_CODEX = json.dumps({"tokens": {"access_token": "a", "refresh_token": "r"}, "last_refresh": "2026-11-01"})
 
 
 def create_slot(

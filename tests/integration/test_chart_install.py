@@ -35,7 +35,7 @@ from tests.integration.helm_release import (
 from tests.integration.kubewait import wait_for
 from tests.integration.operator_process import OperatorProcess
 from tests.integration.sa_kubeconfig import write_sa_kubeconfig
-from tests.integration.slots import condition, create_slot, slot_events, wait_slot, write_file
+from tests.integration.slots import VALID_CODEX, condition, create_slot, slot_events, wait_slot, write_file
 
 pytestmark = pytest.mark.integration
 
@@ -272,7 +272,6 @@ def test_service_account_kubeconfig_has_only_the_chart_permissions(
                 kubectl(sa_config, *forbidden)
 
 
-VALID_CODEX = json.dumps({"tokens": {"access_token": "a", "refresh_token": "r"}})
 # Slot → (claim, image, extra spec, expected phase, expected ProbeSucceeded): every phase and a probe failure.
 SCENARIO: dict[str, tuple[str, str, dict[str, Any], str, str]] = {
     "ready": ("good", "local/agent-shell:codex", {}, "Ready", "True"),

@@ -10,7 +10,6 @@ network in the simulator, so each release gets free health and metrics ports.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import socket
 import uuid
@@ -22,7 +21,7 @@ from kubernetes import client
 
 from tests.integration.helm_release import CHART, Helm, ensure_chart_crds, find_helm, kubectl
 from tests.integration.kubewait import NotYet, read_or_none, wait_for
-from tests.integration.slots import condition, create_slot, get_slot, wait_slot, write_file
+from tests.integration.slots import VALID_CODEX, condition, create_slot, get_slot, wait_slot, write_file
 from tools import image as image_tool
 
 pytestmark = pytest.mark.integration
@@ -31,7 +30,6 @@ HELM_BINARY = find_helm()
 if HELM_BINARY is None:
     pytest.skip("helm binary not found (PATH, $HELM or ~/.cache/slot-operator/bin/helm)", allow_module_level=True)
 
-VALID_CODEX = json.dumps({"tokens": {"access_token": "a", "refresh_token": "r"}})
 REPOSITORY, TAG = image_tool.IMAGE.rsplit(":", 1)
 
 

@@ -22,11 +22,19 @@ from devcluster import cluster, gitops
 from tests.gitops_states import EXPECTED
 from tests.integration import slots
 from tests.integration.kubewait import wait_for
-from tests.integration.slots import condition, create_slot, get_slot, patch_slot, wait_slot, wait_verdict, write_file
+from tests.integration.slots import (
+    VALID_CODEX,
+    condition,
+    create_slot,
+    get_slot,
+    patch_slot,
+    wait_slot,
+    wait_verdict,
+    write_file,
+)
 
 pytestmark = pytest.mark.integration
 
-VALID_CODEX = json.dumps({"tokens": {"access_token": "a", "refresh_token": "r"}})
 ROOTFS = cluster.REPO / "devcluster" / "images" / "local" / "agent-shell" / "rootfs"
 # A file in the image (the simulator has no chroot: image files are host paths): mounting the claim onto
 # it fails in the runtime, the way `/entrypoint.sh` would in a real image.

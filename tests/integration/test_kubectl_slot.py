@@ -6,7 +6,6 @@ itself, which finds it on PATH; it reads the kubeconfig and context like kubectl
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import shutil
@@ -21,13 +20,12 @@ from kubernetes import client
 
 from devcluster import cluster
 from tests.integration import slots
-from tests.integration.slots import create_slot, wait_event, wait_verdict, write_file
+from tests.integration.slots import VALID_CODEX, create_slot, wait_event, wait_verdict, write_file
 
 pytestmark = pytest.mark.integration
 
 PLUGIN = pathlib.Path(sys.executable).parent / "kubectl-slot"
 PROBE_REQUEST = "woved.dev/probe-requested-at"
-VALID_CODEX = json.dumps({"tokens": {"access_token": "a", "refresh_token": "r"}, "last_refresh": "2026-11-01"})
 
 
 def run(*args: str, kubeconfig: pathlib.Path | None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

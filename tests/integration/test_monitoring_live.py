@@ -3,7 +3,6 @@ and the series of a deleted Slot disappear."""
 
 from __future__ import annotations
 
-import json
 import pathlib
 from collections.abc import Callable
 from typing import Any
@@ -15,11 +14,9 @@ from prometheus_client import parser
 from tests import monitoring
 from tests.integration import slots
 from tests.integration.kubewait import NotYet, wait_for
-from tests.integration.slots import create_slot, patch_slot, wait_verdict, write_file
+from tests.integration.slots import VALID_CODEX, create_slot, patch_slot, wait_verdict, write_file
 
 pytestmark = pytest.mark.integration
-
-VALID_CODEX = json.dumps({"tokens": {"access_token": "a", "refresh_token": "r"}, "last_refresh": "2026-11-01"})
 
 
 def samples(text: str) -> list[Any]:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 import re
 from collections.abc import Callable, Iterator
@@ -23,11 +22,9 @@ from tests.integration import slots
 from tests.integration.apiproxy import ApiProxy
 from tests.integration.kubewait import wait_for
 from tests.integration.operator_process import OperatorProcess
-from tests.integration.slots import create_slot, get_slot, patch_slot, wait_slot, wait_verdict, write_file
+from tests.integration.slots import VALID_CODEX, create_slot, get_slot, patch_slot, wait_slot, wait_verdict, write_file
 
 pytestmark = pytest.mark.integration
-
-VALID_CODEX = json.dumps({"tokens": {"access_token": "a", "refresh_token": "r"}})
 
 
 def _valid_home(claim: Callable[..., pathlib.Path], name: str) -> None:

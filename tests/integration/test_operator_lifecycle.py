@@ -14,11 +14,18 @@ from kubernetes import client, watch
 
 from tests.integration import slots
 from tests.integration.kubewait import wait_for
-from tests.integration.slots import condition, create_slot, get_slot, patch_slot, wait_slot, wait_verdict, write_file
+from tests.integration.slots import (
+    VALID_CODEX,
+    condition,
+    create_slot,
+    get_slot,
+    patch_slot,
+    wait_slot,
+    wait_verdict,
+    write_file,
+)
 
 pytestmark = pytest.mark.integration
-
-VALID_CODEX = json.dumps({"tokens": {"access_token": "a", "refresh_token": "r"}})
 
 
 def _valid_home(claim: Callable[..., pathlib.Path], name: str = "home", **kwargs: Any) -> pathlib.Path:

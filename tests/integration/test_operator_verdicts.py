@@ -14,11 +14,9 @@ from kubernetes import client
 from tests.claimdirs import snapshot
 from tests.integration import slots
 from tests.integration.kubewait import wait_for
-from tests.integration.slots import condition, create_slot, wait_slot, wait_verdict, write_file
+from tests.integration.slots import VALID_CODEX, condition, create_slot, wait_slot, wait_verdict, write_file
 
 pytestmark = pytest.mark.integration
-
-VALID_CODEX = json.dumps({"tokens": {"access_token": "a", "refresh_token": "r"}, "last_refresh": "2026-11-01"})
 
 
 def _codex_valid(home: pathlib.Path) -> None:

@@ -23,12 +23,11 @@ from kubernetes import client
 from devcluster import cluster
 from tests.integration import slots
 from tests.integration.kubewait import wait_for
-from tests.integration.slots import condition, create_slot, patch_slot, wait_slot, wait_verdict, write_file
+from tests.integration.slots import VALID_CODEX, condition, create_slot, patch_slot, wait_slot, wait_verdict, write_file
 
 pytestmark = pytest.mark.integration
 
 OLD = (1000, 1000)
-VALID_CODEX = json.dumps({"tokens": {"access_token": "a", "refresh_token": "r"}, "last_refresh": "2026-11-01"})
 REQUEST = "woved.dev/ownership-migration-requested-at"
 DRY_RUN = "woved.dev/ownership-migration-dry-run"
 Manifest = dict[str, tuple[int, int, int, int, int, str]]
