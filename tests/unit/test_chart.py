@@ -22,8 +22,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "slot-operator"
-CRD_SOURCE = ROOT / "crds" / "slots.woved.dev.yaml"
-CRD_COPY = CHART / "crds" / "slots.woved.dev.yaml"
+CRD_SOURCES = ROOT / "crds"
+CRD_COPIES = CHART / "crds"
 # Oldest Kubernetes the chart supports (podFailurePolicy is GA from 1.31). Passed
 # explicitly: a helm built without its version ldflags assumes v1.20.
 KUBE_VERSION = "1.31.0"
@@ -213,16 +213,17 @@ def expected_grants(values: dict[str, Any]) -> set[Grant]:
 # --- tests that need no helm -----------------------------------------------------------------
 
 
-def test_chart_crd_is_a_byte_copy_of_the_single_source() -> None:
-    assert CRD_COPY.read_bytes() == CRD_SOURCE.read_bytes(), (
-        "charts/slot-operator/crds/slots.woved.dev.yaml differs from crds/slots.woved.dev.yaml: "
-        "run hack/sync-chart-crd.sh"
+@pytest.mark.parametrize("name", ["slots.woved.dev.yaml", "slotimagechecks.woved.dev.yaml"])
+def test_chart_crd_is_a_byte_copy_of_the_single_source(name: str) -> None:
+    assert (CRD_COPIES / name).read_bytes() == (CRD_SOURCES / name).read_bytes(), (
+        f"charts/slot-operator/crds/{name} differs from crds/{name}: run hack/sync-chart-crd.sh"
     )
 
 
-def test_chart_crds_dir_holds_only_the_slot_crd() -> None:
+def test_chart_crds_dir_holds_the_slot_and_check_crds_only() -> None:
     # kopf's peering CRDs are gone with peering (leader election uses the built-in Lease).
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == ["slots.woved.dev.yaml"]
+    expected = ["slotimagechecks.woved.dev.yaml", "slots.woved.dev.yaml"]
+    assert sorted(p.name for p in CRD_COPIES.iterdir()) == sorted(p.name for p in CRD_SOURCES.iterdir()) == expected
 
 
 def test_no_peering_left_in_the_chart() -> None:
