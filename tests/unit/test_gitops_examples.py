@@ -14,7 +14,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 GITOPS = ROOT / "examples" / "gitops"
-HEALTH_LUA = ROOT / "charts" / "slot-operator" / "argocd" / "health.lua"
+ARGOCD = ROOT / "charts" / "slot-operator" / "argocd"
+HEALTH_LUA = {"Slot": ARGOCD / "health.lua", "SlotImageCheck": ARGOCD / "SlotImageCheck" / "health.lua"}
 
 
 def docs(path: Path) -> list[dict[str, Any]]:
@@ -72,8 +73,10 @@ def test_argo_slots_and_their_claims_come_a_wave_before_the_workers() -> None:
     assert max(gate) < min(workers)
 
 
-def test_argo_health_customization_is_the_charts_script() -> None:
+def test_argo_health_customizations_are_the_charts_scripts() -> None:
     config = docs(GITOPS / "argocd" / "argocd-cm.yaml")[0]
-    assert config["data"]["resource.customizations.health.woved.dev_Slot"] == HEALTH_LUA.read_text()
+    assert set(config["data"]) == {f"resource.customizations.health.woved.dev_{kind}" for kind in HEALTH_LUA}
+    for kind, script in HEALTH_LUA.items():
+        assert config["data"][f"resource.customizations.health.woved.dev_{kind}"] == script.read_text(), kind
     application = docs(GITOPS / "argocd" / "application.yaml")[0]
     assert (ROOT / application["spec"]["source"]["path"]).is_dir()
