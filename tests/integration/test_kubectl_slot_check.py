@@ -9,7 +9,9 @@ installed console script.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -19,6 +21,7 @@ import yaml
 from kubernetes import client
 
 from devcluster import cluster
+from tests import ci_repo
 from tests.integration import slots
 from tests.integration.kubewait import NotYet, wait_for
 
@@ -156,3 +159,38 @@ def test_the_api_server_refuses_what_the_plugin_let_through(kube_cluster: cluste
     )  # fmt: skip
     assert nowhere.returncode == 1
     assert nowhere.stderr.startswith('kubectl slot: 404 namespaces "no-such-namespace" not found'), nowhere.stderr
+
+
+def test_the_ci_recipe_with_the_real_plugin(
+    kube_cluster: cluster.Cluster, api_client: client.ApiClient, namespace: str, tmp_path: pathlib.Path
+) -> None:
+    """examples/ci/check-image-bump.sh on a tag-bump commit, through kubectl's plugin lookup to this API server."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: the plugin lookup cannot be tried")
+    repo = ci_repo.make(tmp_path / "gitops")
+    ci_repo.bump_tag(repo, "sha-4d5e6f-codex")
+    ci_repo.commit(repo, "bump the agent image")
+    summary, junit = tmp_path / "summary.md", tmp_path / "slots.junit.xml"
+    env = {**os.environ, "PATH": f"{PLUGIN.parent}:{os.environ['PATH']}", "KUBECONFIG": str(kube_cluster.kubeconfig),
+           "CHECK_NAMESPACE": namespace, "SLOT_SELECTOR": "pool=codex", "CHECK_AS": "10001:10001",
+           "CHECK_TIMEOUT": "2m", "JUNIT_FILE": str(junit), "GITHUB_STEP_SUMMARY": str(summary),
+           "GITHUB_RUN_ID": "77", "GITHUB_RUN_ATTEMPT": "1"}  # fmt: skip
+    proc = subprocess.Popen(["sh", str(ci_repo.SCRIPT), "base", "HEAD"], cwd=repo, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        check = created(api_client, namespace)
+        assert check["metadata"]["name"] == "ci-77-1"
+        assert check["spec"] == {"image": f"{IMAGE}", "selector": {"matchLabels": {"pool": "codex"}},
+                                 "runAsUser": 10001, "runAsGroup": 10001, "ttlAfterFinished": "24h"}  # fmt: skip
+        write_status(api_client, namespace, "ci-77-1", "failed-owned-by-the-old-uid")
+        out, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 65, err
+    assert junit.read_text().startswith('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites name="kubectl slot check"')
+    text = summary.read_text()
+    assert text.startswith(f"### Slot image check: `{IMAGE}`\n\n```\nSlotImageCheck {namespace}/ci-77-1: {IMAGE}\n")
+    assert "codex-old-uid   NeedsInit   65" in text
+    assert text.splitlines()[-1].startswith("a Slot would need a human first (exit 65)")
+    assert "codex-old-uid   NeedsInit   65" in out
