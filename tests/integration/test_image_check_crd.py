@@ -146,3 +146,18 @@ def test_every_status_of_the_contract_is_stored_as_written(
     )  # fmt: skip
     assert stored["status"] == written["status"]
     assert stored["spec"] == {"ttlAfterFinished": "24h", **written["spec"]}
+
+
+@pytest.mark.parametrize("directory", ["flux/checks", "argocd/agents-with-check"])
+def test_the_recipes_checks_are_accepted(directory: str, api_client: client.ApiClient, namespace: str) -> None:
+    """The SlotImageCheck of each GitOps recipe, rendered as Flux and Argo CD render it, passes the API server."""
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(cluster.REPO / "examples" / "gitops" / directory)],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    (check,) = [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] == "SlotImageCheck"]
+    check["metadata"]["namespace"] = namespace
+    stored = _custom(api_client).create_namespaced_custom_object(
+        slots.GROUP, slots.VERSION, namespace, PLURAL, check, dry_run="All"
+    )
+    assert stored["spec"] == check["spec"]
