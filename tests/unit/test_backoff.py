@@ -6,7 +6,9 @@ import pytest
 from slot_operator.logic import backoff
 
 
-@pytest.mark.parametrize(("attempt", "delay"), [(-1, 0.5), (0, 0.5), (1, 0.5), (2, 1.0), (3, 2.0), (6, 16.0), (7, 20.0)])
+@pytest.mark.parametrize(
+    ("attempt", "delay"), [(-1, 0.5), (0, 0.5), (1, 0.5), (2, 1.0), (3, 2.0), (6, 16.0), (7, 20.0)]
+)
 def test_doubles_from_the_base_up_to_the_cap(attempt: int, delay: float) -> None:
     assert backoff.exponential(attempt, base=0.5, cap=20.0) == delay
 
