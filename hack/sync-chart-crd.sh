@@ -1,6 +1,7 @@
 #!/bin/sh
-# Copy the Slot CRD (single source: crds/slots.woved.dev.yaml) into the Helm chart.
-# tests/unit/test_chart.py fails while the two differ.
+# Copy the CRDs (single source: crds/*.yaml, the Slot and the SlotImageCheck) into the Helm chart.
+# tests/unit/test_chart.py fails while the two directories differ.
 set -eu
 root=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
-cp "$root/crds/slots.woved.dev.yaml" "$root/charts/slot-operator/crds/slots.woved.dev.yaml"
+rm -f "$root"/charts/slot-operator/crds/*.yaml
+cp "$root"/crds/*.yaml "$root/charts/slot-operator/crds/"

@@ -32,3 +32,21 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "invalid-spec": ("Failed", "Degraded"),
     "mount-failed": ("Failed", "Degraded"),
 }
+
+# The SlotImageCheck's states (docs/design.md §2.5): what a rollout waiting on a check of the new tag reads.
+# Fixtures: charts/slot-operator/argocd/SlotImageCheck/testdata (hand-written statuses of the contract).
+CHECK_EXPECTED: dict[str, tuple[str, str]] = {
+    # No answer yet: the gate waits, even when an answer that needs a human is already in.
+    "not-yet-seen": ("InProgress", "Progressing"),
+    "queued": ("InProgress", "Progressing"),
+    "probing": ("InProgress", "Progressing"),
+    "probing-one-would-need-a-human": ("InProgress", "Progressing"),
+    # Every selected Slot would be Ready: the gate passes.
+    "succeeded": ("Current", "Healthy"),
+    # A Slot would need a human, or no answer will come: the gate stops.
+    "failed-owned-by-the-old-uid": ("Failed", "Degraded"),
+    "failed-image-broken": ("Failed", "Degraded"),
+    "failed-and-no-verdict": ("Failed", "Degraded"),
+    "error-no-slots-selected": ("Failed", "Degraded"),
+    "error-no-verdict": ("Failed", "Degraded"),
+}

@@ -91,15 +91,15 @@ def server_version(kubeconfig: pathlib.Path) -> str:
 
 
 def ensure_chart_crds(kubeconfig: pathlib.Path) -> None:
-    """The chart's crds/ (the Slot CRD only) exist and are Established, as `helm install` leaves them.
+    """The chart's crds/ (Slot and SlotImageCheck) exist and are Established, as `helm install` leaves them.
 
-    The Slot CRD is only created when absent (the devcluster owns it).
+    Each CRD is only created when absent (the devcluster owns them).
     """
     existing = set(kubectl(kubeconfig, "get", "crd", "-o", "name").split())
-    slot_crd = CHART / "crds" / "slots.woved.dev.yaml"
-    if "customresourcedefinition.apiextensions.k8s.io/slots.woved.dev" not in existing:
-        kubectl(kubeconfig, "create", "-f", str(slot_crd))
-    kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(slot_crd))
+    for crd in sorted((CHART / "crds").glob("*.yaml")):
+        if f"customresourcedefinition.apiextensions.k8s.io/{crd.name.removesuffix('.yaml')}" not in existing:
+            kubectl(kubeconfig, "create", "-f", str(crd))
+        kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd))
 
 
 @dataclass(frozen=True)

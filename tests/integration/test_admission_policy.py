@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from slot_operator.logic import jobs
+from slot_operator.logic import jobs, names
 from slot_operator.logic.spec import SlotSpec, parse_spec
 
 from tests.integration.helm_release import (
@@ -47,6 +47,7 @@ if HELM_BINARY is None:
     pytest.skip("helm binary not found (PATH, $HELM or ~/.cache/slot-operator/bin/helm)", allow_module_level=True)
 
 TTL = datetime.timedelta(minutes=5)
+CHECK_IMAGE = "ghcr.io/example/agent-shell:sha-4d5e6f-codex"  # a SlotImageCheck's candidate
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Tenant:
     namespace: str
     slot_name: str
     slot_uid: str
+    check_name: str  # a SlotImageCheck of the namespace: the owner of its probe Jobs
+    check_uid: str
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,21 @@ def probe_job(installed: Installed, *, audit: bool = False, node: str | None = N
         ttl=TTL,
         audit_image=installed.audit_image if audit else None,
     )
+
+
+def check_probe_job(installed: Installed, *, node: str | None = None, **spec: Any) -> dict[str, Any]:
+    """A SlotImageCheck's probe of one Slot (docs/design.md §2.5): the Slot's probe Job with the candidate's
+    image (and uid:gid), labelled `image-check` and owned by the check instead of the Slot."""
+    tenant = installed.tenant
+    job = probe_job(installed, audit=True, node=node, image=CHECK_IMAGE, **spec)
+    job["metadata"]["name"] = jobs.job_name(tenant.slot_name, tenant.check_uid, uuid.uuid4().hex, kind="check")
+    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        labels[names.LABEL_COMPONENT] = "image-check"
+    job["metadata"]["ownerReferences"] = [
+        {"apiVersion": names.API_VERSION, "kind": "SlotImageCheck", "name": tenant.check_name,
+         "uid": tenant.check_uid, "controller": True, "blockOwnerDeletion": False}
+    ]  # fmt: skip
+    return job
 
 
 def migration_job(installed: Installed, *, dry_run: bool = False) -> dict[str, Any]:
@@ -167,7 +185,13 @@ def tenant(api_client: client.ApiClient) -> Iterator[Tenant]:
     core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     try:
         slot = create_slot(api_client, name, "codex-1", claim="home")
-        yield Tenant(namespace=name, slot_name=slot["metadata"]["name"], slot_uid=slot["metadata"]["uid"])
+        check = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+            names.GROUP, names.VERSION, name, "slotimagechecks",
+            {"apiVersion": names.API_VERSION, "kind": "SlotImageCheck",
+             "metadata": {"name": "check-1"}, "spec": {"image": CHECK_IMAGE}},
+        )  # fmt: skip
+        yield Tenant(namespace=name, slot_name=slot["metadata"]["name"], slot_uid=slot["metadata"]["uid"],
+                     check_name=check["metadata"]["name"], check_uid=check["metadata"]["uid"])  # fmt: skip
     finally:
         core.delete_namespace(name, propagation_policy="Background")
 
@@ -260,6 +284,10 @@ def test_the_operators_jobs_are_admitted_and_deleted(installed: Installed) -> No
         ),
         "ownership migration": migration_job(installed),
         "ownership migration dry run": migration_job(installed, dry_run=True),
+        "image check probe": check_probe_job(installed),
+        "image check probe as the candidate's uid, placed on a node": check_probe_job(
+            installed, node="node-a", runAsUser=10001, runAsGroup=10001, timeout="5m",
+        ),
     }  # fmt: skip
     for what, job in shapes.items():
         exc = _denial(lambda job=job: create(installed, job, dry_run=False))
@@ -354,6 +382,14 @@ def _migration_args(job: dict[str, Any]) -> None:
     job["spec"]["template"]["spec"]["containers"][0]["args"] = ["--to=0:0"]
 
 
+def _owned_by_the_slot(job: dict[str, Any]) -> None:
+    job["metadata"]["ownerReferences"][0].update(kind="Slot", name="codex-1")
+
+
+def _owned_by_a_check(job: dict[str, Any]) -> None:
+    job["metadata"]["ownerReferences"][0].update(kind="SlotImageCheck", name="check-1")
+
+
 # case -> (base Job, what the stolen token changes, what the refusal must name)
 REFUSED: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
     "privileged": ("probe", _privileged, "must not be privileged and must set allowPrivilegeEscalation: false: probe"),
@@ -371,7 +407,7 @@ REFUSED: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
     "a probe as root": ("probe", _probe_as_root, "only an ownership migration runs as root; runAsNonRoot and a "
                         "non-zero runAsUser are required for probe"),
     "a probe writing the claim": ("probe", _writable_claim, "only an ownership migration mounts a claim writable, "
-                                  "not a probe (volumes slot)"),
+                                  "not this probe Job (volumes slot)"),
     "fsGroup": ("probe", _fs_group, "the operator never sets securityContext.fsGroup"),
     "seccomp unconfined": ("probe", _unconfined, "seccompProfile must be RuntimeDefault for probe"),
     "a migration adding SYS_ADMIN": ("migration", _migration_capability, "add only CHOWN and DAC_OVERRIDE: migrate "
@@ -380,13 +416,23 @@ REFUSED: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
     "a migration running other code": ("migration", _migration_shell, "runs only /opt/venv/bin/python -I -m "
                                        "slot_operator migrate-ownership, without args (containers migrate)"),
     "a migration with extra args": ("migration", _migration_args, "without args (containers migrate)"),
+    "an image check owned by a Slot": ("check", _owned_by_the_slot, "to a woved.dev/v1alpha1 SlotImageCheck "
+                                       "(found: woved.dev/v1alpha1 Slot codex-1)"),
+    "a probe owned by a SlotImageCheck": ("probe", _owned_by_a_check, "to a woved.dev/v1alpha1 Slot (found: "
+                                          "woved.dev/v1alpha1 SlotImageCheck check-1)"),
+    "an image check as root": ("check", _probe_as_root, "only an ownership migration runs as root"),
+    "an image check writing the claim": ("check", _writable_claim, "only an ownership migration mounts a claim "
+                                         "writable, not this image-check Job (volumes slot)"),
+}  # fmt: skip
+BASES: dict[str, Callable[[Installed], dict[str, Any]]] = {
+    "probe": probe_job, "migration": migration_job, "check": check_probe_job,
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", REFUSED)
 def test_a_stolen_token_cannot_create(case: str, installed: Installed) -> None:
     base, change, names = REFUSED[case]
-    job = probe_job(installed) if base == "probe" else migration_job(installed)
+    job = BASES[base](installed)
     forged = copy.deepcopy(job)
     change(forged)
     exc = _denial(lambda: create(installed, forged, dry_run=False))
@@ -407,6 +453,10 @@ def test_a_stolen_token_cannot_delete_a_tenants_jobs(installed: Installed) -> No
     tenant_jobs = {
         "nightly-backup": {},
         "forged-labels": {"app.kubernetes.io/managed-by": "slot-operator", "app.kubernetes.io/component": "probe"},
+        "forged-check-labels": {
+            "app.kubernetes.io/managed-by": "slot-operator",
+            "app.kubernetes.io/component": "image-check",
+        },
     }
     for name, labels in tenant_jobs.items():
         installed.admin.create_namespaced_job(installed.namespace, {

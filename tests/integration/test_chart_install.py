@@ -126,6 +126,8 @@ def assert_never_secrets_or_claim_writes(kubeconfig: pathlib.Path, release: Rele
             assert not can_i(kubeconfig, release, verb, "persistentvolumeclaims", ns), (verb, "pvc", ns)
         for verb in ("create", "delete", "update"):
             assert not can_i(kubeconfig, release, verb, "slots.woved.dev", ns), (verb, "slots", ns)
+        for verb in ("create", "update", "patch"):  # a check's spec is its author's
+            assert not can_i(kubeconfig, release, verb, "slotimagechecks.woved.dev", ns), (verb, "checks", ns)
         assert not can_i(kubeconfig, release, "create", "pods", ns)
         assert not can_i(kubeconfig, release, "get", "configmaps", ns)
 
@@ -205,6 +207,9 @@ def test_cluster_wide_install(helm: Helm, kubeconfig: pathlib.Path, namespace: A
             assert can_i(kubeconfig, release, "delete", "jobs.batch", where)
             assert can_i(kubeconfig, release, "watch", "slots.woved.dev", where)
             assert can_i(kubeconfig, release, "patch", "slots.woved.dev", where, subresource="status")
+            for verb in ("watch", "delete"):  # a SlotImageCheck is deleted ttlAfterFinished after it finished
+                assert can_i(kubeconfig, release, verb, "slotimagechecks.woved.dev", where), verb
+            assert can_i(kubeconfig, release, "patch", "slotimagechecks.woved.dev", where, subresource="status")
             assert can_i(kubeconfig, release, "list", "persistentvolumeclaims", where)
             assert can_i(kubeconfig, release, "create", "events", where)
         # Nothing cluster-scoped beyond the namespaced rules: no CRDs, no Namespaces.

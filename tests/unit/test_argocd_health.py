@@ -1,10 +1,13 @@
-"""The Argo CD health check (charts/slot-operator/argocd/health.lua) and kstatus on every state of the contract.
+"""The Argo CD health checks (charts/slot-operator/argocd/health.lua for Slots, argocd/SlotImageCheck/health.lua
+for checks) and kstatus on every state of their contracts.
 
 Runs the real libraries through devcluster/gitopscheck (built from the Go module proxy, cached):
 health.lua on gopher-lua the way Argo CD runs a health customization, against Argo CD's own
-test-case format (health_test.yaml + testdata/), and kstatus (Flux) on the same objects. The
+test-case format (health_test.yaml + testdata/), and kstatus (Flux) on the same objects. The Slot
 fixtures are the operator's own status transitions (hack/argocd_testdata.py); the live
-counterpart is tests/integration/test_gitops_states.py.
+counterpart is tests/integration/test_gitops_states.py. The SlotImageCheck fixtures are statuses of
+its contract written by hand (docs/design.md §2.5), held to it by tests/image_check_contract.py and
+stored unchanged by the API server (tests/integration/test_image_check_crd.py).
 """
 
 from __future__ import annotations
@@ -18,13 +21,17 @@ import yaml
 
 from devcluster import gitops
 from hack import argocd_testdata
-from tests.gitops_states import EXPECTED
+from tests import image_check_contract
+from tests.gitops_states import CHECK_EXPECTED, EXPECTED
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "charts" / "slot-operator" / "argocd"
 CRD = ROOT / "crds" / "slots.woved.dev.yaml"
 
 CASES: list[dict[str, Any]] = yaml.safe_load((ARGOCD / "health_test.yaml").read_text())["tests"]
+CHECK = ARGOCD / "SlotImageCheck"
+CHECK_CRD = ROOT / "crds" / "slotimagechecks.woved.dev.yaml"
+CHECK_CASES: list[dict[str, Any]] = yaml.safe_load((CHECK / "health_test.yaml").read_text())["tests"]
 
 
 def _load(input_path: str) -> dict[str, Any]:
@@ -107,3 +114,88 @@ def test_health_lua_gets_only_the_libraries_argo_cd_opens(tmp_path: Path) -> Non
     script.write_text('return {status = "Healthy", message = string.upper("x")}\n')
     with pytest.raises(RuntimeError, match="string"):
         gitops.read([_load("testdata/ready.yaml")], health_lua=script)
+
+
+# --- SlotImageCheck ------------------------------------------------------------------------------
+
+
+def _load_check(input_path: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((CHECK / input_path).read_text()))
+
+
+@pytest.fixture(scope="module")
+def check_readings() -> dict[str, gitops.Reading]:
+    paths = [case["inputPath"] for case in CHECK_CASES]
+    return dict(zip(paths, gitops.read([_load_check(p) for p in paths], health_lua=CHECK / "health.lua"), strict=True))
+
+
+@pytest.mark.parametrize("case", CHECK_CASES, ids=[c["inputPath"].removeprefix("testdata/") for c in CHECK_CASES])
+def test_check_argo_health_case(case: dict[str, Any], check_readings: dict[str, gitops.Reading]) -> None:
+    reading = check_readings[case["inputPath"]]
+    assert {"status": reading.argo, "message": reading.argo_message} == case["healthStatus"]
+
+
+@pytest.mark.parametrize("state", list(CHECK_EXPECTED))
+def test_check_kstatus_and_argo_follow_the_rule(state: str, check_readings: dict[str, gitops.Reading]) -> None:
+    reading = check_readings[f"testdata/{state}.yaml"]
+    assert reading.pair == CHECK_EXPECTED[state], reading
+    assert reading.agree
+
+
+def test_every_check_state_has_a_fixture_and_a_case() -> None:
+    listed = {c["inputPath"] for c in CHECK_CASES}
+    present = {f"testdata/{p.name}" for p in (CHECK / "testdata").glob("*.yaml")}
+    assert listed == present == {f"testdata/{state}.yaml" for state in CHECK_EXPECTED}
+
+
+@pytest.mark.parametrize("state", list(CHECK_EXPECTED))
+def test_check_fixtures_keep_the_contract_and_the_schema(state: str) -> None:
+    """Each fixture is a status the operator may write: valid for the CRD, and by the rules of docs/design.md §2.5."""
+    resource = _load_check(f"testdata/{state}.yaml")
+    schema = yaml.safe_load(CHECK_CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert resource["apiVersion"] == "woved.dev/v1alpha1"
+    assert resource["kind"] == "SlotImageCheck"
+    assert image_check_contract.schema_problems(resource["spec"], schema["properties"]["spec"], "spec") == []
+    assert image_check_contract.schema_problems(resource["status"], schema["properties"]["status"], "status") == []
+    assert image_check_contract.problems(resource) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda s: s["summary"].update(ready=1), "does not count results"),
+        (lambda s: s.update(phase="Succeeded"), "phase Succeeded does not follow"),
+        (lambda s: s["conditions"][1].update(reason="NeedsReauth"), "Stalled is True/NeedsReauth"),
+        (lambda s: s["conditions"][0].update(observedGeneration=2), "Ready does not speak for generation 1"),
+        (lambda s: s.pop("completionTime"), "completionTime is set exactly when"),
+        (lambda s: s["results"][2]["ownership"].pop("fix"), "no fix says what to do"),
+    ],
+)
+def test_the_contract_checker_can_fail(change: Any, problem: str) -> None:
+    resource = _load_check("testdata/failed-owned-by-the-old-uid.yaml")
+    change(resource["status"])
+    assert any(problem in found for found in image_check_contract.problems(resource)), problem
+
+
+def test_the_schema_checker_can_fail() -> None:
+    schema = yaml.safe_load(CHECK_CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    status = _load_check("testdata/failed-owned-by-the-old-uid.yaml")["status"]
+    status["results"][0].update(phase="Broken", verdict="x")
+    status["results"][1]["slot"] = status["results"][0]["slot"]
+    status["summary"]["slots"] = "3"
+    assert sorted(image_check_contract.schema_problems(status, schema["properties"]["status"], "status")) == [
+        "status.results: two entries share the map key ['slot']",
+        "status.results[0].phase: 'Broken' is not one of "
+        "['Pending', 'Ready', 'NeedsInit', 'NeedsReauth', 'ImageBroken', 'NoVerdict']",
+        "status.results[0].verdict: not in the schema (the API server would prune it)",
+        "status.summary.slots: '3' is not integer",
+    ]
+
+
+def test_check_health_waits_for_a_check_the_operator_has_not_observed() -> None:
+    """A finished status of an older generation says nothing (kstatus and the Lua alike): only the contract's
+    immutable spec keeps the generation at 1, and the gate must not lean on that."""
+    resource = _load_check("testdata/succeeded.yaml")
+    resource["metadata"]["generation"] = 2
+    (reading,) = gitops.read([resource], health_lua=CHECK / "health.lua")
+    assert reading.pair == ("InProgress", "Progressing")

@@ -22,8 +22,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "slot-operator"
-CRD_SOURCE = ROOT / "crds" / "slots.woved.dev.yaml"
-CRD_COPY = CHART / "crds" / "slots.woved.dev.yaml"
+CRD_SOURCES = ROOT / "crds"
+CRD_COPIES = CHART / "crds"
 # Oldest Kubernetes the chart supports (podFailurePolicy is GA from 1.31). Passed
 # explicitly: a helm built without its version ldflags assumes v1.20.
 KUBE_VERSION = "1.31.0"
@@ -170,6 +170,9 @@ def can(
 NAMESPACED_RULES = {
     ("woved.dev", "slots"): {"get", "list", "watch"},
     ("woved.dev", "slots/status"): {"patch"},
+    # SlotImageChecks: read, status written, deleted ttlAfterFinished after they finish.
+    ("woved.dev", "slotimagechecks"): {"get", "list", "watch", "delete"},
+    ("woved.dev", "slotimagechecks/status"): {"patch"},
     ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("", "persistentvolumeclaims"): {"list", "watch"},
@@ -213,16 +216,17 @@ def expected_grants(values: dict[str, Any]) -> set[Grant]:
 # --- tests that need no helm -----------------------------------------------------------------
 
 
-def test_chart_crd_is_a_byte_copy_of_the_single_source() -> None:
-    assert CRD_COPY.read_bytes() == CRD_SOURCE.read_bytes(), (
-        "charts/slot-operator/crds/slots.woved.dev.yaml differs from crds/slots.woved.dev.yaml: "
-        "run hack/sync-chart-crd.sh"
+@pytest.mark.parametrize("name", ["slots.woved.dev.yaml", "slotimagechecks.woved.dev.yaml"])
+def test_chart_crd_is_a_byte_copy_of_the_single_source(name: str) -> None:
+    assert (CRD_COPIES / name).read_bytes() == (CRD_SOURCES / name).read_bytes(), (
+        f"charts/slot-operator/crds/{name} differs from crds/{name}: run hack/sync-chart-crd.sh"
     )
 
 
-def test_chart_crds_dir_holds_only_the_slot_crd() -> None:
+def test_chart_crds_dir_holds_the_slot_and_check_crds_only() -> None:
     # kopf's peering CRDs are gone with peering (leader election uses the built-in Lease).
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == ["slots.woved.dev.yaml"]
+    expected = ["slotimagechecks.woved.dev.yaml", "slots.woved.dev.yaml"]
+    assert sorted(p.name for p in CRD_COPIES.iterdir()) == sorted(p.name for p in CRD_SOURCES.iterdir()) == expected
 
 
 def test_no_peering_left_in_the_chart() -> None:
@@ -332,6 +336,13 @@ def test_operator_permissions_as_a_user_would_ask(scenario: str, rendered: dict[
             assert not can(grants, verb, "", "persistentvolumeclaims", ns)
     assert not can(grants, "create", "woved.dev", "slots", inside)
     assert not can(grants, "delete", "woved.dev", "slots", inside)
+    # A check: read, its status written, deleted at its TTL; never created or changed by the operator.
+    for verb in ("watch", "delete"):
+        assert can(grants, verb, "woved.dev", "slotimagechecks", inside), verb
+    assert can(grants, "patch", "woved.dev", "slotimagechecks/status", inside)
+    for verb in ("create", "update", "patch"):
+        assert not can(grants, verb, "woved.dev", "slotimagechecks", inside), verb
+    assert not can(grants, "update", "woved.dev", "slotimagechecks/status", inside)
     assert can(grants, "list", "woved.dev", "slots", "elsewhere") is not namespaced
     # Nothing cluster-scoped: the operator reads no Namespaces and no CRDs (it has its own watches, not kopf's).
     assert not can(grants, "watch", "", "namespaces", None)
@@ -373,13 +384,20 @@ def test_leases_only_in_the_release_namespace_and_only_with_leader_election(
                for _, _, rule in lease_rules)  # fmt: skip
 
 
-def test_user_facing_roles_aggregate_slots_only(rendered: dict[str, list[dict[str, Any]]]) -> None:
+def test_user_facing_roles_aggregate_slots_and_checks_only(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """view reads both kinds, edit and admin also write them; nobody gets their status (the operator's)."""
     prefix = "rbac.authorization.k8s.io/aggregate-to-"
     roles = kinds(rendered["default"], "ClusterRole")
-    aggregated = [r for r in roles if any(k.startswith(prefix) for k in r["metadata"]["labels"])]
-    assert len(aggregated) == 2
-    for role in aggregated:
-        assert all(rule["resources"] == ["slots"] for rule in role["rules"])
+    aggregated = {r["metadata"]["name"].rsplit("-", 1)[-1]: r for r in roles
+                  if any(k.startswith(prefix) for k in r["metadata"]["labels"])}  # fmt: skip
+    assert set(aggregated) == {"view", "edit"}
+    into = {name: {k.removeprefix(prefix) for k, v in role["metadata"]["labels"].items() if k.startswith(prefix)
+                   and v == "true"} for name, role in aggregated.items()}  # fmt: skip
+    assert into == {"view": {"view", "edit", "admin"}, "edit": {"edit", "admin"}}
+    for name, verbs in (("view", ["get", "list", "watch"]),
+                        ("edit", ["create", "update", "patch", "delete", "deletecollection"])):  # fmt: skip
+        (rule,) = aggregated[name]["rules"]
+        assert rule == {"apiGroups": ["woved.dev"], "resources": ["slots", "slotimagechecks"], "verbs": verbs}, name
 
 
 # Pod Security Standards, "restricted" profile (v1.31), as far as a Deployment can show it.

@@ -1,6 +1,8 @@
-"""The Slot CRD documents itself: `kubectl explain slot.spec` (and slot.status) describes every field.
+"""The CRDs document themselves: `kubectl explain slot.spec`, `kubectl explain sic.spec` (and .status) describe
+every field.
 
-The live counterpart (kubectl explain against the API server) is in tests/integration/test_spec_validation.py.
+The live counterparts (kubectl explain and the CEL rules against the API server) are in
+tests/integration/test_spec_validation.py and tests/integration/test_image_check_crd.py.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
-CRD = Path(__file__).resolve().parents[2] / "crds" / "slots.woved.dev.yaml"
-SCHEMA = yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+SCHEMAS = {
+    path.name: yaml.safe_load(path.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path in sorted(CRDS.glob("*.yaml"))
+}
 
 
 def fields(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -24,8 +29,18 @@ def fields(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, A
         yield from fields(schema["items"], f"{path}[]")
 
 
-SPEC_FIELDS = dict(fields(SCHEMA["properties"]["spec"], "spec"))
-STATUS_FIELDS = dict(fields(SCHEMA["properties"]["status"], "status"))
+def _all(part: str) -> dict[str, dict[str, Any]]:
+    """`crd file: field path` -> its schema, for every field of `spec` or `status` of every CRD."""
+    return {f"{crd}: {path}": schema for crd, root in SCHEMAS.items()
+            for path, schema in fields(root["properties"][part], part)}  # fmt: skip
+
+
+SPEC_FIELDS = _all("spec")
+STATUS_FIELDS = _all("status")
+
+
+def test_both_crds_are_read() -> None:
+    assert set(SCHEMAS) == {"slots.woved.dev.yaml", "slotimagechecks.woved.dev.yaml"}
 
 
 @pytest.mark.parametrize("path", [p for p, s in {**SPEC_FIELDS, **STATUS_FIELDS}.items() if "type" in s])
@@ -53,9 +68,14 @@ def test_defaults_and_bounds_are_in_the_description(path: str) -> None:
 
 def test_optional_fields_with_operator_defaults_say_so() -> None:
     for path, default in {
-        "spec.mountPath": "Default /home/<agent>",
-        "spec.interval": "--default-interval",
-        "spec.timeout": "--default-timeout",
-        "spec.resources": "merged key by key with the defaults",
+        "slots.woved.dev.yaml: spec.mountPath": "Default /home/<agent>",
+        "slots.woved.dev.yaml: spec.interval": "--default-interval",
+        "slots.woved.dev.yaml: spec.timeout": "--default-timeout",
+        "slots.woved.dev.yaml: spec.resources": "merged key by key with the defaults",
+        "slotimagechecks.woved.dev.yaml: spec.selector": "Absent or empty: every Slot of the namespace",
+        "slotimagechecks.woved.dev.yaml: spec.runAsUser": "Absent: each Slot's own spec.runAsUser",
+        "slotimagechecks.woved.dev.yaml: spec.runAsGroup": "Absent: each Slot's own spec.runAsGroup",
+        "slotimagechecks.woved.dev.yaml: spec.timeout": "Absent: each Slot's own spec.timeout, else the operator's "
+        "--default-timeout",
     }.items():
         assert default in " ".join(SPEC_FIELDS[path]["description"].split()), path

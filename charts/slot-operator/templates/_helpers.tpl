@@ -128,8 +128,17 @@ for one thing the operator does; nothing on Secrets, no writes to claims.
 - apiGroups: [woved.dev]
   resources: [slots/status]
   verbs: [patch]
-# Probe Jobs: created per probe (deterministic names), watched to read the outcome,
-# read afresh when one already existed or outlived its deadline, deleted when superseded.
+# SlotImageChecks: read through a watch (get after a conflicting status write) and deleted
+# ttlAfterFinished after they finish. No create/update/patch: their spec is the user's, and immutable.
+- apiGroups: [woved.dev]
+  resources: [slotimagechecks]
+  verbs: [get, list, watch, delete]
+# SlotImageCheck status: each Slot's would-be phase, the summary and conditions.
+- apiGroups: [woved.dev]
+  resources: [slotimagechecks/status]
+  verbs: [patch]
+# Probe Jobs (a Slot's, and a SlotImageCheck's): created per probe (deterministic names), watched to
+# read the outcome, read afresh when one already existed or outlived its deadline, deleted when superseded.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [create, get, list, watch, delete]

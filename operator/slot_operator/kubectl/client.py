@@ -19,7 +19,11 @@ _UNREACHABLE = (OSError, urllib3.exceptions.HTTPError)
 
 
 class ClientError(RuntimeError):
-    """A kubeconfig or API problem, said in one line for the terminal."""
+    """A kubeconfig or API problem, said in one line for the terminal; `status` is the HTTP status, if any."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _message(exc: ApiException) -> str:
@@ -58,34 +62,46 @@ class SlotClient:
         try:
             result = function(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
         except ApiException as exc:
-            raise ClientError(f"{exc.status} {_message(exc)}") from None
+            raise ClientError(f"{exc.status} {_message(exc)}", status=exc.status) from None
         except _UNREACHABLE as exc:
             raise ClientError(f"cannot reach the API server: {_reason(exc)}") from None
         if not isinstance(result, dict):
             raise ClientError(f"unexpected answer from the API server: {type(result).__name__}")
         return result
 
-    def list_slots(self, namespace: str | None, *, field_selector: str | None = None) -> dict[str, Any]:
-        """A SlotList (items and metadata.resourceVersion); every namespace when `namespace` is None."""
+    def _list(self, plural: str, namespace: str | None, *, field_selector: str | None) -> dict[str, Any]:
         if namespace is None:
-            return self._call(self._custom.list_cluster_custom_object, names.GROUP, names.VERSION, names.SLOT_PLURAL)
-        return self._call(
-            self._custom.list_namespaced_custom_object,
-            names.GROUP,
-            names.VERSION,
-            namespace,
-            names.SLOT_PLURAL,
-            field_selector=field_selector,
-        )
+            return self._call(self._custom.list_cluster_custom_object, names.GROUP, names.VERSION, plural)
+        return self._call(self._custom.list_namespaced_custom_object, names.GROUP, names.VERSION, namespace, plural,
+                          field_selector=field_selector)  # fmt: skip
 
-    def get_slot(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self._call(self._custom.get_namespaced_custom_object, names.GROUP, names.VERSION, namespace,
-                              names.SLOT_PLURAL, name)  # fmt: skip
+                              plural, name)  # fmt: skip
         except ClientError as exc:
-            if str(exc).startswith("404 "):
+            if exc.status == 404:
                 return None
             raise
+
+    def list_slots(self, namespace: str | None, *, field_selector: str | None = None) -> dict[str, Any]:
+        """A SlotList (items and metadata.resourceVersion); every namespace when `namespace` is None."""
+        return self._list(names.SLOT_PLURAL, namespace, field_selector=field_selector)
+
+    def get_slot(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(names.SLOT_PLURAL, namespace, name)
+
+    def create_check(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a SlotImageCheck (docs/design.md §2.5); ClientError with status 409 when its name is taken."""
+        return self._call(self._custom.create_namespaced_custom_object, names.GROUP, names.VERSION, namespace,
+                          names.CHECK_PLURAL, dict(body))  # fmt: skip
+
+    def get_check(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(names.CHECK_PLURAL, namespace, name)
+
+    def list_checks(self, namespace: str, *, field_selector: str | None = None) -> dict[str, Any]:
+        """A SlotImageCheckList (items and metadata.resourceVersion)."""
+        return self._list(names.CHECK_PLURAL, namespace, field_selector=field_selector)
 
     def request_probe(self, namespace: str, name: str, token: str) -> dict[str, Any]:
         """Set the probe-request annotation (docs/design.md: the operator echoes it in status)."""
@@ -108,6 +124,19 @@ class SlotClient:
 
         Ends early on 410 Gone (the version is too old): the caller lists again.
         """
+        return self._watch(names.SLOT_PLURAL, namespace, resource_version=resource_version, timeout=timeout,
+                           field_selector=field_selector)  # fmt: skip
+
+    def watch_checks(
+        self, namespace: str, *, resource_version: str, timeout: int, field_selector: str | None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(event type, SlotImageCheck), like watch_slots."""
+        return self._watch(names.CHECK_PLURAL, namespace, resource_version=resource_version, timeout=timeout,
+                           field_selector=field_selector)  # fmt: skip
+
+    def _watch(
+        self, plural: str, namespace: str, *, resource_version: str, timeout: int, field_selector: str | None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         stream = watch.Watch()  # type: ignore[no-untyped-call]
         try:
             for event in stream.stream(  # type: ignore[no-untyped-call]
@@ -115,7 +144,7 @@ class SlotClient:
                 names.GROUP,
                 names.VERSION,
                 namespace,
-                names.SLOT_PLURAL,
+                plural,
                 resource_version=resource_version,
                 timeout_seconds=max(timeout, 1),
                 field_selector=field_selector,
@@ -123,7 +152,7 @@ class SlotClient:
                 yield str(event["type"]), dict(event["raw_object"])
         except ApiException as exc:
             if exc.status != 410:
-                raise ClientError(f"{exc.status} {_message(exc)}") from None
+                raise ClientError(f"{exc.status} {_message(exc)}", status=exc.status) from None
         except _UNREACHABLE as exc:
             raise ClientError(f"cannot reach the API server: {_reason(exc)}") from None
         finally:

@@ -12,6 +12,9 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 SLOT_KIND = "Slot"
 SLOT_PLURAL = "slots"
+# A candidate image probed against the Slots before it rolls (docs/design.md §2.5).
+CHECK_KIND = "SlotImageCheck"
+CHECK_PLURAL = "slotimagechecks"
 MANAGED_BY = "slot-operator"
 
 # Labels on the operator's Jobs (and, through their templates, on their pods).
