@@ -6,9 +6,11 @@ import copy
 import datetime
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from slot_operator.logic import jobs, names
 from slot_operator.logic.spec import SlotSpec, parse_spec
 from slot_operator.logic.verdict import FailureReason
@@ -590,3 +592,65 @@ def test_own_selector_covers_probes_and_migrations() -> None:
         "app.kubernetes.io/managed-by=slot-operator,app.kubernetes.io/component in (probe,ownership-migration)"
     )
     assert jobs.job_name("codex-1", UID, "t", kind="migrate").startswith("codex-1-migrate-")
+
+
+# --- every Slot spec field is accounted for ----------------------------------------------------------
+
+SLOT_CRD = yaml.safe_load((Path(__file__).resolve().parents[2] / "crds" / "slots.woved.dev.yaml").read_text())
+SLOT_SPEC_FIELDS = SLOT_CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+# Read by the schedule, not by the Job: changing them changes when a probe runs, never what it runs.
+SCHEDULE_ONLY = {"interval", "suspend"}
+# A second value for each field the Job is built from (the base is make_spec()'s).
+CHANGED = {
+    "agent": "claude",
+    "claimName": "other-home",
+    "image": "ghcr.io/example/agent:sha-9f8e7d",
+    "mountPath": "/srv/home",
+    "runAsUser": 2000,
+    "runAsGroup": 2000,
+    "timeout": "7m",
+    "imagePullPolicy": "Always",
+    "imagePullSecrets": [{"name": "pull"}],
+    "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+    "resources": {"limits": {"memory": "2Gi"}},
+    "nodeSelector": {"pool": "agents"},
+    "tolerations": [{"key": "agents", "operator": "Exists"}],
+}
+
+
+def changed_paths(old: Any, new: Any, path: str = "") -> Iterator[str]:
+    """The leaf paths (`spec.template.spec.containers[0].image`) where two built Jobs differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in old.keys() | new.keys():
+            yield from changed_paths(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+    elif isinstance(old, list) and isinstance(new, list):
+        for index in range(max(len(old), len(new))):
+            a, b = (old[index] if index < len(old) else None), (new[index] if index < len(new) else None)
+            yield from changed_paths(a, b, f"{path}[{index}]")
+    elif old != new:
+        yield path
+
+
+def test_every_slot_spec_field_is_either_in_the_job_or_schedule_only() -> None:
+    """A new spec field fails here until it is given a place: built into the probe Job (and named back by
+    slot_field, so that a refusal of the Job names the field the user wrote) or declared schedule-only."""
+    assert set(SLOT_SPEC_FIELDS) == set(CHANGED) | SCHEDULE_ONLY
+
+
+@pytest.mark.parametrize("field", sorted(CHANGED))
+def test_a_spec_field_reaches_the_job_and_a_refusal_names_it(field: str) -> None:
+    base = build(make_spec())
+    paths = list(changed_paths(base, build(make_spec(**{field: CHANGED[field]}))))
+    assert paths, f"spec.{field} changed nothing in the probe Job"
+    named = {jobs.slot_field(path) for path in paths}
+    fields = {name.split("[")[0].split(".")[1] for name in named if name}
+    if field == "agent":  # it names the CLI (operator-set env, audit argument) and the default spec.mountPath
+        assert fields == {"mountPath"}, paths
+    else:  # other changed paths are the operator's own, derived from the field (HOME from mountPath)
+        assert fields == {field}, (field, paths)
+
+
+@pytest.mark.parametrize("field", sorted(SCHEDULE_ONLY))
+def test_a_schedule_only_field_leaves_the_job_alone(field: str) -> None:
+    value = {"interval": "1h", "suspend": True}[field]
+    assert build(make_spec()) == build(make_spec(**{field: value}))

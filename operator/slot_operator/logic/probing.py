@@ -165,7 +165,7 @@ def follow(
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Recorded:
-    status: dict[str, Any]
+    status: status_logic.SlotStatus
     event: Event | None  # a failure, or a change of phase (a repeated verdict is no news)
     result: str  # the verdict's phase, or why there is none (the probe-results metric's label)
     verdict: bool
@@ -288,7 +288,7 @@ def audit_context(
 class Idle:
     """No probe now (suspended, or not yet due): write that, give up any place, wake at `wake` if set."""
 
-    status: dict[str, Any]
+    status: status_logic.SlotStatus
     wake: datetime.datetime | None
 
 
@@ -368,7 +368,7 @@ def next_probe(status: Mapping[str, Any], given: Schedule, *, now: datetime.date
 
 def queued(
     status: Mapping[str, Any], probe: ProbeRef, *, generation: int, ahead: int, now: datetime.datetime
-) -> dict[str, Any] | None:
+) -> status_logic.SlotStatus | None:
     """The status of a probe waiting for a place; None when status says so already (written once, when it joins)."""
     if ProbeRef.from_status(status.get("currentProbe")) == probe:
         return None
@@ -377,7 +377,7 @@ def queued(
 
 def probing(
     status: Mapping[str, Any], probe: ProbeRef, *, generation: int, now: datetime.datetime
-) -> dict[str, Any] | None:
+) -> status_logic.SlotStatus | None:
     """Intent first: the status naming the probe's Job before it is created; None when status says so already."""
     if ProbeRef.from_status(status.get("currentProbe")) == probe:
         return None

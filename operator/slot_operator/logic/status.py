@@ -10,7 +10,7 @@ import dataclasses
 import datetime
 import enum
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from slot_operator.logic import conditions, ownership, phases, timestamps
 from slot_operator.logic.conditions import (
@@ -24,6 +24,28 @@ from slot_operator.logic.conditions import (
 from slot_operator.logic.outcome import NoVerdict, Verdict
 from slot_operator.logic.phases import PHASES, STALLED_PHASES, Phase
 from slot_operator.logic.verdict import FailureReason, safe_message
+
+
+class SlotStatus(TypedDict, total=False):
+    """A Slot's status as the operator writes it (crds/slots.woved.dev.yaml; docs/design.md §2): mypy checks
+    every key a transition sets. Values read back from the API are whatever the API holds (`_base` is the
+    one place an untyped status becomes this)."""
+
+    phase: str
+    observedGeneration: int
+    conditions: list[dict[str, Any]]
+    lastProbe: dict[str, Any]
+    currentProbe: dict[str, Any]
+    lastReadyTime: str
+    lastReadyImage: str
+    nextProbeTime: str
+    consecutiveProbeFailures: int
+    lastHandledProbeRequest: str
+    ownership: dict[str, Any]
+    credentials: dict[str, Any]
+    currentOwnershipMigration: dict[str, Any]
+    lastOwnershipMigration: dict[str, Any]
+    lastHandledOwnershipMigrationRequest: str
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -101,12 +123,12 @@ def spec_fault(status: Mapping[str, Any], *, generation: int) -> str | None:
     return None
 
 
-def _base(status: Mapping[str, Any], generation: int, now: datetime.datetime) -> dict[str, Any]:
+def _base(status: Mapping[str, Any], generation: int, now: datetime.datetime) -> SlotStatus:
     """Copy of `status` with observedGeneration current, Ready and ProbeSucceeded present (Unknown until known).
 
     Stalled and Reconciling are then set by `_apply_rule`, on every transition.
     """
-    new = dict(status)
+    new = cast(SlotStatus, dict(status))
     new["observedGeneration"] = generation
     new.setdefault("phase", Phase.PENDING.value)
     conds: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or ()]
@@ -124,7 +146,7 @@ def _base(status: Mapping[str, Any], generation: int, now: datetime.datetime) ->
 
 
 def _set(
-    new: dict[str, Any], kind: str, state: str, reason: str, message: str, generation: int, now: datetime.datetime
+    new: SlotStatus, kind: str, state: str, reason: str, message: str, generation: int, now: datetime.datetime
 ) -> None:
     new["conditions"] = conditions.set_condition(
         new["conditions"], kind=kind, status=state, reason=reason, message=message, generation=generation, now=now
@@ -132,7 +154,7 @@ def _set(
 
 
 def _apply_rule(
-    new: dict[str, Any],
+    new: SlotStatus,
     *,
     generation: int,
     activity: Activity,
@@ -186,7 +208,7 @@ def _apply_rule(
 
 def queued(
     status: Mapping[str, Any], *, generation: int, probe: ProbeRef, ahead: int, now: datetime.datetime
-) -> dict[str, Any]:
+) -> SlotStatus:
     """Due, but every probe place is taken. Written once, when the Slot joins the queue: its Job is already
     named (deterministic), and the status is not rewritten as the queue moves or when the probe starts."""
     new = _base(status, generation, now)
@@ -199,7 +221,7 @@ def queued(
     return new
 
 
-def probing(status: Mapping[str, Any], *, generation: int, probe: ProbeRef, now: datetime.datetime) -> dict[str, Any]:
+def probing(status: Mapping[str, Any], *, generation: int, probe: ProbeRef, now: datetime.datetime) -> SlotStatus:
     new = _base(status, generation, now)
     new["currentProbe"] = probe.to_status()
     message = f"probe Job {probe.job_name} running ({probe.trigger})"
@@ -216,7 +238,7 @@ def _waiting_activity(status: Mapping[str, Any]) -> tuple[Activity, str]:
     return Activity.IDLE, f"next probe at {next_time}" if next_time else ""
 
 
-def idle(status: Mapping[str, Any], *, generation: int, suspended: bool, now: datetime.datetime) -> dict[str, Any]:
+def idle(status: Mapping[str, Any], *, generation: int, suspended: bool, now: datetime.datetime) -> SlotStatus:
     new = _base(status, generation, now)
     new.pop("currentProbe", None)
     if suspended:
@@ -227,7 +249,7 @@ def idle(status: Mapping[str, Any], *, generation: int, suspended: bool, now: da
     return new
 
 
-def invalid_spec(status: Mapping[str, Any], *, generation: int, message: str, now: datetime.datetime) -> dict[str, Any]:
+def invalid_spec(status: Mapping[str, Any], *, generation: int, message: str, now: datetime.datetime) -> SlotStatus:
     """What the CRD schema could not catch: needs a human, so Stalled; no probe runs."""
     new = _base(status, generation, now)
     new.pop("currentProbe", None)
@@ -250,7 +272,7 @@ class AuditContext:
 
 
 def _record_audit(
-    new: dict[str, Any], audit: AuditContext | None, *, job: str | None, generation: int, now: datetime.datetime
+    new: SlotStatus, audit: AuditContext | None, *, job: str | None, generation: int, now: datetime.datetime
 ) -> ownership.Assessment | None:
     """status.ownership, status.credentials and OwnershipMatches from the audit, in the verdict's own write."""
     if audit is None or audit.result is None:
@@ -306,7 +328,7 @@ def verdict(
     interval: datetime.timedelta,
     audit: AuditContext | None = None,
     now: datetime.datetime,
-) -> dict[str, Any]:
+) -> SlotStatus:
     """A verdict for `probe.generation`: Ready (and the phase) follow it, with that generation.
 
     When credentials look missing or unusable and the audit found them owned by another uid, the
@@ -360,7 +382,7 @@ def no_verdict(
     retry_at: datetime.datetime,
     audit: AuditContext | None = None,
     now: datetime.datetime,
-) -> dict[str, Any]:
+) -> SlotStatus:
     """The probe could not give a verdict: phase and Ready stay; retry at `retry_at` unless the spec is at fault."""
     new = _base(status, generation, now)
     new.pop("currentProbe", None)
@@ -383,7 +405,7 @@ def no_verdict(
 
 def migration_started(
     status: Mapping[str, Any], *, generation: int, migration: ownership.MigrationRef, now: datetime.datetime
-) -> dict[str, Any]:
+) -> SlotStatus:
     """Intent first: the migration Job is named in status before it is created (a restart adopts it)."""
     new = _base(status, generation, now)
     _spend_approval(new, migration.request, dry_run=migration.dry_run)
@@ -398,7 +420,7 @@ def migration_started(
     return new
 
 
-def _spend_approval(new: dict[str, Any], token: object, *, dry_run: bool) -> None:
+def _spend_approval(new: SlotStatus, token: object, *, dry_run: bool) -> None:
     """An approval answers one request: once a real request with it is answered (or runs), status offers it no
     more. A dry run changes nothing, so it leaves the approval for the real run."""
     recorded = new.get("ownership")
@@ -410,12 +432,15 @@ def _spend_approval(new: dict[str, Any], token: object, *, dry_run: bool) -> Non
 
 def _migration_done(
     status: Mapping[str, Any], *, generation: int, record: dict[str, Any], probe_now: bool, now: datetime.datetime
-) -> dict[str, Any]:
+) -> SlotStatus:
     """The request answered (`record` is lastOwnershipMigration); with `probe_now`, a probe is due at once."""
     new = _base(status, generation, now)
     _spend_approval(new, record.get("request"), dry_run=bool(record.get("dryRun")))
     new.pop("currentOwnershipMigration", None)
-    new["lastHandledOwnershipMigrationRequest"] = record.get("request")
+    if record.get("request") is None:
+        new.pop("lastHandledOwnershipMigrationRequest", None)
+    else:
+        new["lastHandledOwnershipMigrationRequest"] = str(record["request"])
     new["lastOwnershipMigration"] = record
     state = "True" if record["reason"] == "Migrated" else "False"
     _set(new, OWNERSHIP_MIGRATED, state, record["reason"], record["message"], generation, now)
@@ -435,7 +460,7 @@ def migration_refused(
     refusal: ownership.Refusal,
     migration: ownership.MigrationRef | None = None,
     now: datetime.datetime,
-) -> dict[str, Any]:
+) -> SlotStatus:
     """The request is answered without a change: why is in OwnershipMigrated and lastOwnershipMigration."""
     record: dict[str, Any] = (
         migration.to_status() if migration else {"request": request.token, "dryRun": request.dry_run}
@@ -451,7 +476,7 @@ def migration_refused(
 
 def migration_job_created(
     status: Mapping[str, Any], *, generation: int, migration: ownership.MigrationRef, now: datetime.datetime
-) -> dict[str, Any]:
+) -> SlotStatus:
     """The migration's Job exists: its uid in status, so a Job missing from now on was deleted, not never made."""
     new = _base(status, generation, now)
     new["currentOwnershipMigration"] = migration.to_status()
@@ -465,7 +490,7 @@ def migration_cancelled(
     migration: ownership.MigrationRef,
     message: str,
     now: datetime.datetime,
-) -> dict[str, Any]:
+) -> SlotStatus:
     """The migration stopped before it reported (its request withdrawn, its Job deleted): never started again.
 
     It may have re-owned some entries already, so a real run is followed by a probe at once.
@@ -487,7 +512,7 @@ def migration_finished(
     migration: ownership.MigrationRef,
     done: ownership.MigrationDone,
     now: datetime.datetime,
-) -> dict[str, Any]:
+) -> SlotStatus:
     """The migration Job ended: its counts, and a probe at once when it changed anything."""
     record = migration.to_status()
     record["completionTime"] = timestamps.format_time(done.finished or now)

@@ -91,7 +91,7 @@ class SlotContext:
     def wake_in(self, delay: datetime.timedelta) -> None:
         self.wake(self.now + delay)
 
-    async def write(self, new: dict[str, Any] | None) -> None:
+    async def write(self, new: Mapping[str, Any] | None) -> None:
         """Patch only what changed since the API last had it (watch replays and no-op reconciles cost nothing)."""
         if new is None:
             return
@@ -102,7 +102,7 @@ class SlotContext:
                 self.key[0], self.key[1], patch, resource_version=str(self.slot["metadata"]["resourceVersion"])
             )
             self.slot = self.using.cache.wrote_slot(answer)
-        self.status = dict(self.slot.get("status") or {}) if patch else new
+        self.status = dict(self.slot.get("status") or {}) if patch else dict(new)
 
     async def event(self, event: Event | None) -> None:
         if event is not None:
