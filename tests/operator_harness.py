@@ -1,4 +1,5 @@
-"""A Slot's reconcile without a cluster: the real reconciler, cache and cap; a fake writer, recorder and clock.
+"""The reconciles without a cluster: the real Slot and SlotImageCheck reconcilers, cache and cap; a fake writer,
+recorder and clock.
 
 The cache is fed through its public stores as the watches would feed it; the fake writer keeps the
 objects it was asked to write and answers as the API server would (a conditional status patch that
@@ -24,7 +25,8 @@ from slot_operator.kube.informer import Key, Object
 from slot_operator.kube.writer import JobRejected
 from slot_operator.logic import jobs, names, timestamps
 from slot_operator.logic.status import diff
-from slot_operator.runtime.capacity import Capacity
+from slot_operator.runtime.capacity import Capacity, ProbeKey, is_check_probe, namespace_of
+from slot_operator.runtime.checks import CheckCollaborators, CheckReconciler
 from slot_operator.runtime.context import Collaborators
 from slot_operator.runtime.reconciler import Result, SlotReconciler
 
@@ -79,6 +81,26 @@ class FakeWriter:
         self.harness.slots[name] = updated
         return copy.deepcopy(updated)
 
+    async def patch_check_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any], *, resource_version: str
+    ) -> dict[str, Any]:
+        self.calls.append(Call("patch-check-status", f"{namespace}/{name}", dict(patch)))
+        current = self.harness.checks[name]
+        if current["metadata"]["resourceVersion"] != resource_version:
+            raise ApiError(409, "the object has been modified", reason="Conflict")
+        updated = copy.deepcopy(current)
+        updated["status"] = _merge(current.get("status") or {}, patch)
+        updated["metadata"]["resourceVersion"] = str(next(_versions))
+        self.harness.checks[name] = updated
+        return copy.deepcopy(updated)
+
+    async def delete_check(self, namespace: str, name: str, *, uid: str) -> None:
+        self.calls.append(Call("delete-check", f"{namespace}/{name}", uid))
+
+    async def get_check(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(Call("get-check", f"{namespace}/{name}"))
+        return copy.deepcopy(self.harness.checks.get(name))
+
     async def create_job(self, manifest: Mapping[str, Any]) -> tuple[bool, dict[str, Any] | None]:
         meta = manifest["metadata"]
         self.calls.append(Call("create-job", f"{meta['namespace']}/{meta['name']}", manifest))
@@ -132,7 +154,8 @@ class Harness:
         self.config = config or Config(namespaces=(NS,), audit_image="ghcr.io/woved/slot-operator:1")
         self.now = T0
         self.slots: dict[str, dict[str, Any]] = {}
-        self.woken: list[Key] = []
+        self.checks: dict[str, dict[str, Any]] = {}
+        self.woken: list[ProbeKey] = []
         self.impostors: list[tuple[Key, str]] = []
         self.api = ApiClient(server="https://127.0.0.1:1", ssl_context=ssl.create_default_context())
         self.cache = Cache(
@@ -144,12 +167,16 @@ class Harness:
                 claim_changed=lambda key: None,
                 claim_users_changed=lambda key: None,
                 impostor=lambda slot, job: self.impostors.append((slot, job["metadata"]["name"])),
+                check_changed=lambda key: None,
             ),
         )
         self.writer = FakeWriter(self)
         self.recorder = FakeRecorder()
-        self.capacity: Capacity[Key] = Capacity(
-            self.config.max_concurrent_probes, group_limit=self.config.probes_per_namespace, group=lambda key: key[0]
+        self.capacity: Capacity[ProbeKey] = Capacity(
+            self.config.max_concurrent_probes,
+            group_limit=self.config.probes_per_namespace,
+            group=namespace_of,
+            background=is_check_probe,
         )
         self.metrics = metrics_module.Metrics()
         self.reconciler = SlotReconciler(
@@ -165,6 +192,11 @@ class Harness:
             )
         )
 
+        self.checker = CheckReconciler(
+            CheckCollaborators(cache=self.cache, writer=self.writer, capacity=self.capacity, config=self.config,
+                               clock=lambda: self.now, wake=self.woken.append)
+        )  # fmt: skip
+
     async def close(self) -> None:
         await self.api.close()
 
@@ -176,7 +208,7 @@ class Harness:
         return self.slots[name]
 
     def put_slot(self, name: str, *, generation: int = 1, annotations: Mapping[str, str] | None = None,
-                 **spec: Any) -> dict[str, Any]:  # fmt: skip
+                 labels: Mapping[str, str] | None = None, **spec: Any) -> dict[str, Any]:  # fmt: skip
         """Create or change the Slot (a spec change: a new generation), as a user's apply would."""
         old = self.slots.get(name)
         body = {"agent": "codex", "claimName": f"{name}-home", "image": "img:1", **spec}
@@ -189,6 +221,8 @@ class Harness:
         }
         if annotations:
             meta["annotations"] = dict(annotations)
+        if labels:
+            meta["labels"] = dict(labels)
         slot = {"metadata": meta, "spec": body, "status": (old or {}).get("status") or {}}
         self.slots[name] = slot
         self.cache.store("slots", NS).apply("MODIFIED" if old else "ADDED", copy.deepcopy(slot))
@@ -202,6 +236,29 @@ class Harness:
 
     async def reconcile(self, name: str) -> Result:
         return await self.reconciler.reconcile((NS, name))
+
+    def delete_slot(self, name: str) -> None:
+        self.cache.store("slots", NS).apply("DELETED", self.slots.pop(name))
+
+    # SlotImageChecks
+    def put_check(self, name: str, **spec: Any) -> dict[str, Any]:
+        """Create a check (its spec is immutable), as `kubectl slot check` would, with the CRD's defaults."""
+        meta = {"name": name, "namespace": NS, "uid": f"check-uid-{name}", "generation": 1,
+                "resourceVersion": str(next(_versions)),
+                "creationTimestamp": timestamps.format_time(self.now)}  # fmt: skip
+        check = {"metadata": meta, "spec": {"ttlAfterFinished": "24h", **spec}, "status": {"observedGeneration": 0}}
+        self.checks[name] = check
+        self.cache.store("checks", NS).apply("ADDED", copy.deepcopy(check))
+        return check
+
+    def check_status(self, name: str) -> dict[str, Any]:
+        return dict(self.checks[name].get("status") or {})
+
+    def results(self, name: str) -> dict[str, dict[str, Any]]:
+        return {str(result["slot"]): dict(result) for result in self.check_status(name).get("results") or ()}
+
+    async def reconcile_check(self, name: str) -> Result:
+        return await self.checker.reconcile((NS, name))
 
     # The claim and who uses it
     def put_claim(self, name: str, *, modes: tuple[str, ...] = ("ReadWriteOnce",)) -> None:

@@ -21,7 +21,7 @@ import prometheus_client
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from slot_operator.logic import conditions, durations, report, timestamps
+from slot_operator.logic import checking, conditions, durations, report, timestamps
 from slot_operator.logic.phases import Phase
 
 _PREFIX = "slot_operator"
@@ -180,6 +180,61 @@ class SlotSeries(Collector):
             return None
 
 
+class CheckSeries(Collector):
+    """A SlotImageCheck's series, read from the checks (and their Slots) in the cache when Prometheus scrapes."""
+
+    def __init__(self) -> None:
+        self._checks: Callable[[], Iterable[Mapping[str, Any]]] = tuple
+        self._slot: Callable[[tuple[str, str]], Mapping[str, Any] | None] = lambda key: None
+
+    def watch(
+        self,
+        checks: Callable[[], Iterable[Mapping[str, Any]]],
+        slot: Callable[[tuple[str, str]], Mapping[str, Any] | None],
+    ) -> None:
+        self._checks, self._slot = checks, slot
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # collected only when scraped, never at registration
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["namespace", "check"]
+        results = GaugeMetricFamily(
+            f"{_PREFIX}_image_check_results",
+            "A SlotImageCheck's selected Slots per would-be phase (status.results[].phase).",
+            labels=[*labels, "phase"],
+        )
+        failed = GaugeMetricFamily(
+            f"{_PREFIX}_image_check_failed",
+            "1 when the SlotImageCheck finished Failed or Error, else 0.",
+            labels=labels,
+        )
+        on_image = GaugeMetricFamily(
+            f"{_PREFIX}_image_check_slots_on_image",
+            "Slots of the SlotImageCheck's selection whose spec.image is the check's image now.",
+            labels=labels,
+        )
+        for check in self._checks():
+            meta, status = check.get("metadata") or {}, check.get("status") or {}
+            key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+            phases = collections.Counter(str(result.get("phase")) for result in status.get("results") or ())
+            for phase in CHECK_RESULT_PHASES:
+                results.add_metric([*key, phase], float(phases[phase]))
+            failed.add_metric(list(key), float(status.get("phase") in ("Failed", "Error")))
+            image = (check.get("spec") or {}).get("image")
+            slots = (self._slot((key[0], str(result.get("slot")))) for result in status.get("results") or ())
+            on_image.add_metric(list(key), float(sum(1 for slot in slots if slot and _image(slot) == image)))
+        yield from (results, failed, on_image)
+
+
+# A check's results[].phase values (crds/slotimagechecks.woved.dev.yaml), each a series from the start.
+CHECK_RESULT_PHASES = tuple(checking.SUMMARY_KEYS)
+
+
+def _image(slot: Mapping[str, Any]) -> object:
+    return (slot.get("spec") or {}).get("image")
+
+
 class Metrics:
     def __init__(self, registry: prometheus_client.CollectorRegistry | None = None) -> None:
         self.registry = registry or prometheus_client.CollectorRegistry()
@@ -190,6 +245,8 @@ class Metrics:
         prometheus_client.GCCollector(registry=r)
         self.slots = SlotSeries()
         r.register(self.slots)
+        self.checks = CheckSeries()
+        r.register(self.checks)
         self._events(r)
         self._state(r)
         # Known label values start at 0, so the first error or probe shows in rate() and the series always exist.

@@ -33,15 +33,52 @@ def create_slot(
     claim: str,
     agent: str = "codex",
     image: str = CODEX_IMAGE,
+    labels: dict[str, str] | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Slot",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
         "spec": {"agent": agent, "claimName": claim, "image": image, **spec},
     }
     return dict(client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body))
+
+
+# SlotImageChecks (docs/design.md §2.5)
+CHECKS = "slotimagechecks"
+CHECK_SELECTOR = "app.kubernetes.io/managed-by=slot-operator,app.kubernetes.io/component=image-check"
+
+
+def create_check(api: client.ApiClient, namespace: str, name: str, *, image: str, **spec: Any) -> dict[str, Any]:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SlotImageCheck",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"image": image, **spec},
+    }
+    return dict(client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, CHECKS, body))
+
+
+def get_check(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return dict(client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, CHECKS, name))
+
+
+def wait_check(
+    api: client.ApiClient, namespace: str, name: str, phases: tuple[str, ...] = ("Succeeded", "Failed", "Error"),
+    *, timeout: float = 120,
+) -> dict[str, Any]:  # fmt: skip
+    """Wait for the check to reach one of `phases` (by default: finished); returns it."""
+    seen: dict[str, Any] = {}
+
+    def reached() -> bool:
+        nonlocal seen
+        seen = get_check(api, namespace, name)
+        return (seen.get("status") or {}).get("phase") in phases
+
+    wait_for(reached, timeout=timeout, message=f"check {namespace}/{name} in {phases}",
+             describe=lambda: json.dumps(seen.get("status"), indent=1))  # fmt: skip
+    return seen
 
 
 def get_slot(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:

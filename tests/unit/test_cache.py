@@ -85,6 +85,7 @@ class Heard:
         self.claims: list[Key] = []
         self.users: list[Key] = []
         self.impostors: list[tuple[Key, str]] = []
+        self.checks: list[Key] = []
 
     def listener(self) -> Listener:
         return Listener(
@@ -95,6 +96,7 @@ class Heard:
             impostor=lambda slot, job: self.impostors.append(
                 (slot, f"{job['metadata']['namespace']}/{job['metadata']['name']}")
             ),
+            check_changed=self.checks.append,
         )
 
 

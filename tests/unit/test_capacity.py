@@ -175,3 +175,45 @@ def test_the_share_is_at_most_the_cap() -> None:
 def test_the_cap_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Capacity(0)
+
+
+# --- the background tier: a SlotImageCheck's probes go after every Slot probe -------------------------
+
+
+def tiered(limit: int, group_limit: int | None = None) -> Capacity[str]:
+    """Keys `check:*` are background (a check's probes); the group is the part before the first '/'."""
+    return Capacity(limit, group_limit=group_limit, group=lambda key: key.split("/")[0].split(":")[-1],
+                    background=lambda key: key.startswith("check:"))  # fmt: skip
+
+
+def test_a_background_key_takes_a_free_place_only_while_no_foreground_key_waits() -> None:
+    cap = tiered(2)
+    assert cap.acquire("check:a/1", now=1) is None  # nobody else wanted it
+    assert cap.acquire("a/slot-1", now=2) is None
+    assert cap.acquire("a/slot-2", now=3) == 0  # full: the Slot waits
+    assert cap.acquire("check:a/2", now=4) == 1  # behind the Slot
+    assert (cap.waiting, cap.waiting_background) == (1, 1)
+    assert cap.release("check:a/1") == ["a/slot-2"]  # the freed place goes to the Slot, not the older check probe
+    assert cap.release("a/slot-1") == ["check:a/2"]  # then to the check
+
+
+def test_a_foreground_key_goes_before_background_keys_that_waited_longer() -> None:
+    cap = tiered(1)
+    cap.acquire("a/slot-1", now=1)
+    for n in range(5):
+        cap.acquire(f"check:a/{n}", now=2 + n)
+    assert cap.acquire("a/slot-2", now=10) == 0  # no foreground key ahead of it
+    assert cap.release("a/slot-1") == ["a/slot-2"]
+    assert cap.oldest_wait(now=20) == 0  # the background line is not the Slots' wait
+
+
+def test_a_free_place_is_not_taken_by_a_background_key_while_a_slot_of_another_namespace_waits() -> None:
+    cap = tiered(3, group_limit=2)
+    cap.acquire("a/slot-1", now=1)
+    cap.acquire("a/slot-2", now=2)
+    assert cap.acquire("a/slot-3", now=3) == 0  # namespace a is at its share
+    assert cap.acquire("check:b/1", now=4) is None  # b is below its share and no Slot of b waits: it may
+    assert cap.acquire("check:a/1", now=5) == 1  # a's check waits behind a's Slot probe
+    assert cap.release("a/slot-1") == ["a/slot-3"]
+    assert cap.release("check:b/1") == []  # a is at its share again: its check probe keeps waiting
+    assert cap.release("a/slot-2") == ["check:a/1"]

@@ -587,11 +587,52 @@ def test_dry_run_cannot_change_an_owner() -> None:
     assert pod["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
 
 
-def test_own_selector_covers_probes_and_migrations() -> None:
+def test_own_selector_covers_probes_migrations_and_check_probes() -> None:
     assert names.OWN_SELECTOR == (
-        "app.kubernetes.io/managed-by=slot-operator,app.kubernetes.io/component in (probe,ownership-migration)"
+        "app.kubernetes.io/managed-by=slot-operator,"
+        "app.kubernetes.io/component in (probe,ownership-migration,image-check)"
     )
     assert jobs.job_name("codex-1", UID, "t", kind="migrate").startswith("codex-1-migrate-")
+
+
+CHECK = jobs.Owner(kind="SlotImageCheck", name="check-x7k2p", uid="0e5f3c1a-7b2d-4c8e-9f10-2a3b4c5d6e7f")
+
+
+def build_check(spec: SlotSpec | None = None) -> dict[str, Any]:
+    return jobs.build_check_job(
+        name="codex-1-check-0123456789",
+        namespace="agents",
+        check=CHECK,
+        slot_name="codex-1",
+        slot_uid=UID,
+        attempt=2,
+        spec=spec or make_spec(image="ghcr.io/example/agent:candidate", runAsUser=10001, runAsGroup=10001),
+        node=None,
+        ttl=datetime.timedelta(hours=1),
+        audit_image=AUDIT_IMAGE,
+    )
+
+
+def test_a_check_probe_is_the_slot_probe_with_the_candidate_owned_by_the_check() -> None:
+    spec = make_spec(image="ghcr.io/example/agent:candidate", runAsUser=10001, runAsGroup=10001)
+    check, probe = build_check(spec), build(spec)
+    template = {**probe["spec"]["template"], "metadata": check["spec"]["template"]["metadata"]}
+    assert check["spec"] == {**probe["spec"], "template": template}  # the same pod and policy
+    assert check["metadata"]["ownerReferences"] == [
+        {"apiVersion": "woved.dev/v1alpha1", "kind": "SlotImageCheck", "name": "check-x7k2p", "uid": CHECK.uid,
+         "controller": True, "blockOwnerDeletion": False}
+    ]  # fmt: skip
+    for meta in (check["metadata"], check["spec"]["template"]["metadata"]):
+        assert meta["labels"] == {
+            "app.kubernetes.io/managed-by": "slot-operator",
+            "app.kubernetes.io/component": "image-check",
+            "woved.dev/slot-uid": UID,
+        }
+        assert meta["annotations"] == {"woved.dev/slot": "codex-1", "woved.dev/image-check": "check-x7k2p",
+                                       "woved.dev/attempt": "2"}  # fmt: skip
+    assert container(check)["image"] == "ghcr.io/example/agent:candidate"
+    assert pod_spec(check)["volumes"][0]["persistentVolumeClaim"] == {"claimName": "codex-1-home", "readOnly": True}
+    assert container(check, "audit")["securityContext"]["runAsUser"] == 10001
 
 
 # --- every Slot spec field is accounted for ----------------------------------------------------------

@@ -119,3 +119,39 @@ def test_ownership_series_exist_only_while_known() -> None:
     cached[0] = slot("s", version="2", conditions=unknown)
     assert metrics.registry.get_sample_value("slot_operator_slot_ownership_matches", labels) is None
     assert metrics.registry.get_sample_value(name, labels) is None
+
+
+def check_series(metrics: Metrics) -> dict[str, float]:
+    text = prometheus_client.generate_latest(metrics.registry).decode()
+    return {
+        f"{sample.name}{'/' + sample.labels['phase'] if 'phase' in sample.labels else ''}": sample.value
+        for family in parser.text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("check") == "c"
+    }
+
+
+def test_a_check_is_published_from_the_cache_and_gone_with_it() -> None:
+    metrics = Metrics()
+    on_candidate = slot("a", spec={"image": "img:2"})
+    on_old = slot("b", spec={"image": "img:1"})
+    slots = {("agents", "a"): on_candidate, ("agents", "b"): on_old}
+    results = [
+        {"slot": "a", "phase": "NeedsInit"},
+        {"slot": "b", "phase": "Ready"},
+        {"slot": "gone", "phase": "NoVerdict"},
+    ]
+    check = {"metadata": {"namespace": "agents", "name": "c"}, "spec": {"image": "img:2"},
+             "status": {"phase": "Failed", "results": results}}  # fmt: skip
+    checks = [check]
+    metrics.checks.watch(lambda: checks, slots.get)
+    assert check_series(metrics) == {
+        "slot_operator_image_check_results/Pending": 0, "slot_operator_image_check_results/Ready": 1,
+        "slot_operator_image_check_results/NeedsInit": 1, "slot_operator_image_check_results/NeedsReauth": 0,
+        "slot_operator_image_check_results/ImageBroken": 0, "slot_operator_image_check_results/NoVerdict": 1,
+        "slot_operator_image_check_failed": 1, "slot_operator_image_check_slots_on_image": 1,
+    }  # fmt: skip
+    check["status"]["phase"] = "Running"
+    assert check_series(metrics)["slot_operator_image_check_failed"] == 0
+    checks.clear()
+    assert check_series(metrics) == {}

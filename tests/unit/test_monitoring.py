@@ -70,6 +70,12 @@ def probed_metrics() -> Metrics:
         },
     }
     metrics.slots.watch(lambda: [slot], default_interval=datetime.timedelta(hours=6))
+    check = {
+        "metadata": {"namespace": "agents", "name": "check-1"},
+        "spec": {"image": "img"},
+        "status": {"phase": "Failed", "results": [{"slot": "codex-1", "phase": "NeedsInit"}]},
+    }
+    metrics.checks.watch(lambda: [check], lambda key: slot if key == ("agents", "codex-1") else None)
     metrics.probe_finished("agents", "codex-1", result="Ready", verdict=True, seconds=12.0)
     metrics.observe_request("patch", "slots", 200)
     metrics.reconciled(outcome="success", seconds=0.01)
@@ -300,8 +306,7 @@ def test_rules_and_dashboard_use_only_exported_metrics(shipped: list[dict[str, A
     used = monitoring.used_metric_names(shipped)
     exported = exported_series()
     missing = {name: sorted(where) for name, where in used.items() if name not in exported}
-    assert {name: where for name, where in missing.items() if name not in monitoring.AWAITED} == {}
-    assert set(missing) == monitoring.AWAITED, "every awaited metric is used, by an alert or the dashboard"
+    assert missing == {}
     # Both sides are non-trivial: the check compares real sets.
     assert len(used) >= 18
     assert "slot_operator_probe_duration_seconds_bucket" in used
@@ -320,14 +325,5 @@ def test_every_metric_is_documented_in_the_readme() -> None:
             name = family.name + ("_total" if family.type == "counter" else "")
             labels = {key for sample in family.samples for key in sample.labels} - {"le"}
             served[name] = (family.type, labels)
-    assert len(served) == 25
+    assert len(served) == 28
     assert documented == served
-
-
-def test_the_awaited_check_metrics_are_not_exported_yet() -> None:
-    """The SlotImageCheck metrics the chart uses before the operator exports them (tests/monitoring.py AWAITED).
-
-    Once the reconcile of checks exports them, this fails: remove them from AWAITED (and add their README rows),
-    so every rule again uses only exported metrics."""
-    exported = {family.name for family in probed_metrics().registry.collect()}
-    assert not monitoring.AWAITED & exported

@@ -1,5 +1,5 @@
-"""What the operator knows of the cluster: Slots, its Jobs (probes, ownership migrations) and their pods, claims
-and the pods using them.
+"""What the operator knows of the cluster: Slots, SlotImageChecks, its Jobs (probes, ownership migrations, the
+checks' probes) and their pods, claims and the pods using them.
 
 Fed by one informer per kind (per watched namespace, or cluster-wide), trimmed at ingest to
 the fields the decisions read, and indexed so every lookup a reconcile makes is a dict access:
@@ -12,7 +12,8 @@ on every probe start cost a full decode of every pod each time. Volume attachmen
 cover attachable (CSI) volumes and say nothing of ReadWriteOncePod use, so they are not used.
 
 Ownership is by identity, never by label (docs/security.md): a Job is a Slot's only when it is in the
-Slot's namespace and its controller ownerReference names the Slot's uid; a pod is a Job's only when
+Slot's namespace and its controller ownerReference names the Slot's uid (a check's probe: the
+SlotImageCheck's uid); a pod is a Job's only when
 its controller ownerReference names that Job's uid. The operator's labels only narrow the watches.
 A Job that carries them and names a Slot it does not belong to is an impostor: ignored, and reported.
 """
@@ -28,7 +29,7 @@ from typing import Any, Generic, TypeVar
 from slot_operator.kube import api as api_module
 from slot_operator.kube.informer import Informer, Key, Object, Store, key_of
 from slot_operator.logic import names
-from slot_operator.logic.identity import controller_of, job_owner_uid, slot_owner_uid
+from slot_operator.logic.identity import check_owner_uid, controller_of, job_owner_uid, slot_owner_uid
 
 _KEEP_META = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp")
 G = TypeVar("G", bound=Hashable)
@@ -60,6 +61,11 @@ def trim_slot(obj: Mapping[str, Any]) -> Object:
     if annotations:
         meta["annotations"] = annotations
     return {"metadata": meta, "spec": dict(obj.get("spec") or {}), "status": dict(obj.get("status") or {})}
+
+
+def trim_check(obj: Mapping[str, Any]) -> Object:
+    """A SlotImageCheck as its reconcile reads it: its identity, spec and status."""
+    return {"metadata": _meta(obj), "spec": dict(obj.get("spec") or {}), "status": dict(obj.get("status") or {})}
 
 
 def trim_job(obj: Mapping[str, Any]) -> Object:
@@ -170,6 +176,7 @@ class Listener:
     probe_changed: Callable[[Key], None]  # a probe Job or pod of this Slot changed
     claim_changed: Callable[[Key], None]  # (namespace, claim name)
     claim_users_changed: Callable[[Key], None]  # a pod mounting this claim came, went or moved
+    check_changed: Callable[[Key], None]  # a SlotImageCheck, or one of its Jobs or their pods, changed
     # A Job with the operator's labels that names this Slot (by label or owner) but is not its own:
     # (the Slot it imitates, the impostor). Called for every event of such a Job.
     impostor: Callable[[Key, Object], None]
@@ -184,6 +191,8 @@ class Cache:
     def __init__(self, api: api_module.ApiClient, *, namespaces: tuple[str, ...], listener: Listener) -> None:
         self._listener = listener
         self._jobs_by_slot: _Groups[Key] = _Groups(_job_group)  # (namespace, Slot uid) -> its Jobs
+        self._jobs_by_check: _Groups[Key] = _Groups(_check_job_group)  # (namespace, check uid) -> its Jobs
+        self._checks_by_uid: dict[str, Key] = {}  # SlotImageCheck uid -> (namespace, name)
         self._jobs_by_uid: dict[Key, Object] = {}  # (namespace, Job uid) -> Job
         self._pods_by_job: _Groups[Key] = _Groups(_pod_group)  # (namespace, Job uid) -> its pods
         self._slots_by_claim: _Groups[Key] = _Groups(_slot_claim_group)  # (namespace, claim) -> Slots
@@ -192,6 +201,12 @@ class Cache:
         scopes: tuple[str | None, ...] = namespaces or (None,)
         self._slots = {
             ns: self._informer(api, "slots", f"{names.GROUP}/{names.VERSION}", ns, trim_slot, self._on_slot)
+            for ns in scopes
+        }
+        self._checks = {
+            ns: self._informer(
+                api, names.CHECK_PLURAL, f"{names.GROUP}/{names.VERSION}", ns, trim_check, self._on_check
+            )
             for ns in scopes
         }
         self._jobs = {
@@ -243,13 +258,15 @@ class Cache:
         )
 
     def store(self, watch: str, namespace: str) -> Store:
-        """The store one watch fills: `slots`, `jobs`, `probe-pods`, `claims` or `claim-users` (of `namespace`).
+        """The store one watch fills: `slots`, `checks`, `jobs`, `probe-pods`, `claims` or `claim-users` (of
+        `namespace`).
 
         Its `replace` (a listing) and `apply` (a watch event) are what the informer calls: a test feeds the
         cache through them as a watch would.
         """
         groups = {
             "slots": self._slots,
+            "checks": self._checks,
             "jobs": self._jobs,
             "probe-pods": self._probe_pods,
             "claims": self._claims,
@@ -264,7 +281,7 @@ class Cache:
     def informers(self) -> list[Informer]:
         return [
             informer
-            for group in (self._slots, self._jobs, self._probe_pods, self._claims, self._users)
+            for group in (self._slots, self._checks, self._jobs, self._probe_pods, self._claims, self._users)
             for informer in group.values()
         ]
 
@@ -311,6 +328,35 @@ class Cache:
     def slot_keys(self) -> list[Key]:
         return [key for informer in self._slots.values() for key in informer.store.items]
 
+    def check(self, key: Key) -> Object | None:
+        informer = self._scope(self._checks, key[0])
+        return informer.store.get(key) if informer else None
+
+    def checks(self) -> list[Object]:
+        """Every SlotImageCheck in the cache (the metrics read them at scrape time)."""
+        return [check for informer in self._checks.values() for check in informer.store.items.values()]
+
+    def check_keys(self) -> list[Key]:
+        return [key for informer in self._checks.values() for key in informer.store.items]
+
+    def slots_in(self, namespace: str) -> list[Object]:
+        """The Slots of one namespace (a check's selection)."""
+        informer = self._scope(self._slots, namespace)
+        return [slot for key, slot in informer.store.items.items() if key[0] == namespace] if informer else []
+
+    def check_jobs(self, namespace: str, check_uid: str) -> list[Object]:
+        """The check's probe Jobs: in its namespace, controlled by its uid."""
+        return self._jobs_by_check.get((namespace, check_uid))
+
+    def owned_check_jobs(self) -> list[tuple[Key, Object]]:
+        """Every check probe Job with the SlotImageCheck that owns it (by identity)."""
+        return [
+            (check, job)
+            for informer in self._jobs.values()
+            for job in informer.store.items.values()
+            if (check := self._owner_check(job)) is not None
+        ]
+
     def slot_jobs(self, namespace: str, slot_uid: str) -> list[Object]:
         """The Slot's probe Jobs: in its namespace, controlled by its uid."""
         return [job for job in self._jobs_by_slot.get((namespace, slot_uid)) if not is_migration(job)]
@@ -348,6 +394,12 @@ class Cache:
         slot = self._slots_by_uid.get(uid) if uid else None
         return slot if slot is not None and slot[0] == key_of(job)[0] else None
 
+    def _owner_check(self, job: Mapping[str, Any]) -> Key | None:
+        """The SlotImageCheck that controls `job`: a check of its namespace whose uid its controller reference names."""
+        uid = check_owner_uid(job)
+        check = self._checks_by_uid.get(uid) if uid else None
+        return check if check is not None and check[0] == key_of(job)[0] else None
+
     # Writes the operator made: cache the API's answer, so the watch's echo of it is no news
     def wrote_slot(self, obj: Mapping[str, Any]) -> Object:
         informer = self._scope(self._slots, key_of(obj)[0])
@@ -357,6 +409,14 @@ class Cache:
         old, new = changed
         self._index_slot(old, new)
         return new
+
+    def wrote_check(self, obj: Mapping[str, Any]) -> Object:
+        informer = self._scope(self._checks, key_of(obj)[0])
+        changed = informer.store.apply_write(obj) if informer else None
+        if changed is None:
+            return trim_check(obj)
+        self._index_check(*changed)
+        return changed[1]
 
     def wrote_job(self, obj: Mapping[str, Any]) -> None:
         informer = self._scope(self._jobs, key_of(obj)[0])
@@ -376,8 +436,19 @@ class Cache:
         self._index_slot(old, new)
         self._listener.slot_changed(key_of(new or old or {}), old, new)
 
+    def _index_check(self, old: Object | None, new: Object | None) -> None:
+        if old is not None:
+            self._checks_by_uid.pop(str(old["metadata"].get("uid")), None)
+        if new is not None:
+            self._checks_by_uid[str(new["metadata"].get("uid"))] = key_of(new)
+
+    def _on_check(self, old: Object | None, new: Object | None) -> None:
+        self._index_check(old, new)
+        self._listener.check_changed(key_of(new or old or {}))
+
     def _index_job(self, old: Object | None, new: Object | None) -> None:
         self._jobs_by_slot.move(old, new)
+        self._jobs_by_check.move(old, new)
         if old is not None:
             self._jobs_by_uid.pop((key_of(old)[0], str(old["metadata"].get("uid"))), None)
         if new is not None:
@@ -387,8 +458,11 @@ class Cache:
         self._index_job(old, new)
         job = new or old or {}
         slot = self._owner_slot(job)
+        check = self._owner_check(job) if slot is None else None
         if slot is not None:
             self._listener.probe_changed(slot)
+        elif check is not None:
+            self._listener.check_changed(check)
         elif new is not None:
             self._check_impostor(new)
 
@@ -405,9 +479,14 @@ class Cache:
         self._pods_by_job.move(old, new)
         pod = new or old or {}
         job = self._jobs_by_uid.get((key_of(pod)[0], job_owner_uid(pod) or ""))
-        slot = self._owner_slot(job) if job is not None else None
+        if job is None:
+            return
+        slot = self._owner_slot(job)
+        check = self._owner_check(job) if slot is None else None
         if slot is not None:
             self._listener.probe_changed(slot)
+        elif check is not None:
+            self._listener.check_changed(check)
 
     def _on_claim(self, old: Object | None, new: Object | None) -> None:
         self._listener.claim_changed(key_of(new or old or {}))
@@ -419,6 +498,11 @@ class Cache:
 
 def _job_group(job: Object) -> list[Key]:
     uid = slot_owner_uid(job)
+    return [(key_of(job)[0], uid)] if uid else []
+
+
+def _check_job_group(job: Object) -> list[Key]:
+    uid = check_owner_uid(job)
     return [(key_of(job)[0], uid)] if uid else []
 
 

@@ -23,6 +23,7 @@ from slot_operator.logic.verdict import safe_message
 logger = logging.getLogger(__name__)
 
 SLOTS = f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{{namespace}}/slots/{{name}}"
+CHECKS = f"/apis/{names.GROUP}/{names.VERSION}/namespaces/{{namespace}}/{names.CHECK_PLURAL}/{{name}}"
 JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 EVENTS = "/api/v1/namespaces/{namespace}/events"
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
@@ -61,6 +62,29 @@ class KubeWriter:
             content_type=MERGE_PATCH,
         )
 
+    # SlotImageChecks
+    async def get_check(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await _optional(
+            self.api.request("get", CHECKS.format(namespace=namespace, name=name), resource=names.CHECK_PLURAL)
+        )
+
+    async def patch_check_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any], *, resource_version: str
+    ) -> dict[str, Any]:
+        """Merge-patch a check's status, only if it is still at `resource_version` (else ApiError 409)."""
+        return await self.api.request(
+            "patch",
+            CHECKS.format(namespace=namespace, name=name) + "/status",
+            resource=f"{names.CHECK_PLURAL}/status",
+            body={"metadata": {"resourceVersion": resource_version}, "status": dict(patch)},
+            content_type=MERGE_PATCH,
+        )
+
+    async def delete_check(self, namespace: str, name: str, *, uid: str) -> None:
+        """Delete the finished check `namespace/name` whose uid is `uid` (its Jobs go with it: background
+        propagation through their ownerReference). Absent, or another check of that name, is fine."""
+        await self._delete(CHECKS.format(namespace=namespace, name=name), names.CHECK_PLURAL, uid=uid)
+
     # Probe Jobs
     async def create_job(self, manifest: Mapping[str, Any]) -> tuple[bool, dict[str, Any] | None]:
         """Create a probe Job: (True, the Job), or (False, the existing Job of that name: the same probe)."""
@@ -87,6 +111,10 @@ class KubeWriter:
         The uid is a precondition: a Job of that name that is not the one the operator decided about
         (deleted and created again meanwhile) is left alone. Absent is fine.
         """
+        await self._delete(f"{JOBS.format(namespace=namespace)}/{name}", "jobs", uid=uid)
+
+    async def _delete(self, path: str, resource: str, *, uid: str) -> None:
+        """Delete exactly the object at `path` whose uid is `uid` (a precondition), its dependents in the background."""
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "DeleteOptions",
@@ -94,13 +122,11 @@ class KubeWriter:
             "preconditions": {"uid": uid},
         }
         try:
-            await _optional(
-                self.api.request("delete", f"{JOBS.format(namespace=namespace)}/{name}", resource="jobs", body=body)
-            )
+            await _optional(self.api.request("delete", path, resource=resource, body=body))
         except ApiError as exc:
-            if exc.status != 409:  # the precondition failed: another Job of that name, not ours to delete
+            if exc.status != 409:  # the precondition failed: another object of that name, not ours to delete
                 raise
-            logger.info("job %s/%s is no longer %s: not deleted", namespace, name, uid)
+            logger.info("%s is no longer %s: not deleted", path, uid)
 
     async def pod_creation_failure(self, namespace: str, job_name: str) -> str | None:
         """Why the Job controller could not create a Job's pod (its latest FailedCreate Event), if it said so.

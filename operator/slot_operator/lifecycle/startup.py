@@ -34,6 +34,7 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     await cache.start(within=CACHE_SYNC_TIMEOUT)
     memo.cache = cache
     metrics.slots.watch(cache.slots, default_interval=config.default_interval)
+    metrics.checks.watch(cache.checks, cache.slot)
     await controller.start(cache)
     memo.controller = controller
 

@@ -36,3 +36,8 @@ def slot_owner_uid(job: Mapping[str, Any]) -> str | None:
 def job_owner_uid(pod: Mapping[str, Any]) -> str | None:
     """The uid of the Job that controls `pod` (the namespace is the pod's own)."""
     return owner_uid(pod, api_version="batch/v1", kind="Job")
+
+
+def check_owner_uid(job: Mapping[str, Any]) -> str | None:
+    """The uid of the SlotImageCheck that controls `job` (the namespace is the Job's own)."""
+    return owner_uid(job, api_version=names.API_VERSION, kind=names.CHECK_KIND)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import hashlib
 import re
@@ -142,15 +143,24 @@ def _restricted(*, uid: int, gid: int) -> dict[str, Any]:
     }
 
 
-def _owner_references(slot_name: str, slot_uid: str) -> list[dict[str, Any]]:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Owner:
+    """The object that controls a Job (its Slot, or for a check's probe its SlotImageCheck): it goes with it."""
+
+    kind: str
+    name: str
+    uid: str
+
+
+def _owner_references(owner: Owner) -> list[dict[str, Any]]:
     return [
         {
-            "apiVersion": f"{names.GROUP}/{names.VERSION}",
-            "kind": "Slot",
-            "name": slot_name,
-            "uid": slot_uid,
+            "apiVersion": names.API_VERSION,
+            "kind": owner.kind,
+            "name": owner.name,
+            "uid": owner.uid,
             "controller": True,
-            # False: blocking would need update rights on slots/finalizers, and nothing waits on it.
+            # False: blocking would need update rights on the owner's finalizers, and nothing waits on it.
             "blockOwnerDeletion": False,
         }
     ]
@@ -170,14 +180,13 @@ def _job(
     *,
     name: str,
     namespace: str,
-    slot_name: str,
-    slot_uid: str,
+    owner: Owner,
     labels: dict[str, str],
     annotations: dict[str, str],
     policy: dict[str, Any],
     pod_spec: dict[str, Any],
 ) -> dict[str, Any]:
-    """A Job owned by its Slot (garbage-collected with it), its pods labelled and annotated like it."""
+    """A Job owned by `owner` (garbage-collected with it), its pods labelled and annotated like it."""
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -186,7 +195,7 @@ def _job(
             "namespace": namespace,
             "labels": labels,
             "annotations": annotations,
-            "ownerReferences": _owner_references(slot_name, slot_uid),
+            "ownerReferences": _owner_references(owner),
         },
         "spec": {
             **policy,
@@ -344,8 +353,43 @@ def build_probe_job(
     return _job(
         name=name,
         namespace=namespace,
-        slot_name=slot_name,
-        slot_uid=slot_uid,
+        owner=Owner(kind=names.SLOT_KIND, name=slot_name, uid=slot_uid),
+        labels=labels,
+        annotations=annotations,
+        policy=probe_policy(timeout=spec.timeout, ttl=ttl, audit=bool(audit_image)),
+        pod_spec=build_probe_pod(spec, node=node, audit_image=audit_image),
+    )
+
+
+def build_check_job(
+    *,
+    name: str,
+    namespace: str,
+    check: Owner,
+    slot_name: str,
+    slot_uid: str,
+    attempt: int,
+    spec: SlotSpec,
+    node: str | None,
+    ttl: datetime.timedelta,
+    audit_image: str | None,
+) -> dict[str, Any]:
+    """A SlotImageCheck's probe of one Slot: the Slot's probe Job with the candidate in `spec`, owned by the check.
+
+    The same pod, read-only mount, audit and failure policy as the Slot's own probe (docs/design.md §2.5); only
+    what ties it to the check differs: component image-check, the check as its one controller.
+    """
+    labels = {
+        names.LABEL_MANAGED_BY: names.MANAGED_BY,
+        names.LABEL_COMPONENT: names.COMPONENT_CHECK,
+        names.LABEL_SLOT_UID: slot_uid,
+    }
+    annotations = {names.ANNOTATION_SLOT: slot_name, names.ANNOTATION_CHECK: check.name,
+                   names.ANNOTATION_ATTEMPT: str(attempt)}  # fmt: skip
+    return _job(
+        name=name,
+        namespace=namespace,
+        owner=check,
         labels=labels,
         annotations=annotations,
         policy=probe_policy(timeout=spec.timeout, ttl=ttl, audit=bool(audit_image)),
@@ -430,8 +474,7 @@ def build_migration_job(
     return _job(
         name=name,
         namespace=namespace,
-        slot_name=slot_name,
-        slot_uid=slot_uid,
+        owner=Owner(kind=names.SLOT_KIND, name=slot_name, uid=slot_uid),
         labels=labels,
         annotations=annotations,
         policy=policy,

@@ -24,9 +24,12 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_SLOT_UID = f"{GROUP}/slot-uid"
 COMPONENT_PROBE = "probe"
 COMPONENT_MIGRATION = "ownership-migration"
+COMPONENT_CHECK = "image-check"  # a SlotImageCheck's probe of one Slot
 PROBE_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={COMPONENT_PROBE}"
-# The operator's watches of Jobs and pods: its probes and its ownership migrations.
-OWN_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT} in ({COMPONENT_PROBE},{COMPONENT_MIGRATION})"
+# The operator's watches of Jobs and pods: its probes, its ownership migrations and its checks' probes.
+OWN_SELECTOR = (
+    f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT} in ({COMPONENT_PROBE},{COMPONENT_MIGRATION},{COMPONENT_CHECK})"
+)
 # The label the Job controller puts on a Job's pods.
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
 
@@ -35,6 +38,8 @@ ANNOTATION_SLOT = f"{GROUP}/slot"
 ANNOTATION_GENERATION = f"{GROUP}/slot-generation"
 ANNOTATION_TRIGGER = f"{GROUP}/probe-trigger"
 ANNOTATION_MIGRATION_REQUEST = f"{GROUP}/ownership-migration-request"
+ANNOTATION_CHECK = f"{GROUP}/image-check"  # on a check's probe Job: the SlotImageCheck's name
+ANNOTATION_ATTEMPT = f"{GROUP}/attempt"
 
 # Annotations people put on a Slot.
 PROBE_REQUEST_ANNOTATION = f"{GROUP}/probe-requested-at"

@@ -7,29 +7,62 @@ tenant with many Slots due does not push the others to the back of one long line
 the order is arrival order. A freed place is handed straight to its waiter, so no newcomer can take
 it between the hand-over and that waiter's reconcile.
 
-Each group's line is an insertion-ordered dict: joining, leaving and finding the head are O(1); a
-hand-over looks at the head of each waiting group's line (O(groups)).
+Background keys (a SlotImageCheck's probes) share the cap and the group shares but never go before a
+foreground key (a Slot's probe): one takes a free place only while no foreground key waits for it, and
+a freed place goes to a waiting foreground key first. No preemption: a background probe once started
+keeps its place until it ends.
+
+Each (tier, group) line is an insertion-ordered dict: joining, leaving and finding the head are O(1); a
+hand-over looks at the head of each waiting line (O(groups)).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckProbe:
+    """A SlotImageCheck's probe of one Slot, as it holds or waits for a place (a background key)."""
+
+    namespace: str
+    check: str
+    slot: str
+
+
+# Who holds or waits for a place: a Slot's own probe (the Slot's (namespace, name)) or a check's probe.
+ProbeKey = tuple[str, str] | CheckProbe
+
+
+def namespace_of(key: ProbeKey) -> str:
+    return key.namespace if isinstance(key, CheckProbe) else key[0]
+
+
+def is_check_probe(key: ProbeKey) -> bool:
+    return isinstance(key, CheckProbe)
+
+
 def _one_group(key: Hashable) -> Hashable:
     return ""
 
 
-_NO_GROUP = object()  # no waiting group may take a free place
+def _foreground(key: Hashable) -> bool:
+    return False
 
 
 class Capacity(Generic[K]):
     def __init__(
-        self, limit: int, *, group_limit: int | None = None, group: Callable[[K], Hashable] = _one_group
+        self,
+        limit: int,
+        *,
+        group_limit: int | None = None,
+        group: Callable[[K], Hashable] = _one_group,
+        background: Callable[[K], bool] = _foreground,
     ) -> None:
         if limit < 1:
             raise ValueError(f"the cap must be at least 1, got {limit}")
@@ -38,10 +71,13 @@ class Capacity(Generic[K]):
         self.limit = limit
         self.group_limit = min(group_limit or limit, limit)
         self._group = group
+        self._background = background
         self._holders: dict[K, str] = {}  # key -> its probe Job's name ("" until created)
         self._held: collections.Counter[Hashable] = collections.Counter()  # group -> places held
         self._ahead: dict[K, int] = {}  # waiting key -> how many waited before it when it joined
-        self._lines: dict[Hashable, dict[K, tuple[float, int]]] = {}  # group -> key -> (joined, arrival number)
+        # (tier, group) -> key -> (joined, arrival number); tier 0 the foreground, 1 the background
+        self._lines: dict[tuple[int, Hashable], dict[K, tuple[float, int]]] = {}
+        self._waiting_background = 0
         self._arrivals = 0
 
     @property
@@ -50,7 +86,12 @@ class Capacity(Generic[K]):
 
     @property
     def waiting(self) -> int:
-        return len(self._ahead)
+        """Foreground keys waiting for a place (background keys wait behind them, counted apart)."""
+        return len(self._ahead) - self._waiting_background
+
+    @property
+    def waiting_background(self) -> int:
+        return self._waiting_background
 
     def holds(self, key: K) -> bool:
         return key in self._holders
@@ -77,14 +118,16 @@ class Capacity(Generic[K]):
             return None
         if key in self._ahead:
             return self._ahead[key]
-        group = self._group(key)
-        if self.running < self.limit and self._held[group] < self.group_limit and self._next_group() is _NO_GROUP:
+        group, tier = self._group(key), self._tier(key)
+        free = self.running < self.limit and self._held[group] < self.group_limit
+        if free and self._next_line(up_to=tier) is None:
             self._hold(key, "")
             return None
-        ahead = len(self._ahead)
+        ahead = len(self._ahead) if tier else self.waiting
         self._ahead[key] = ahead
         self._arrivals += 1
-        self._lines.setdefault(group, {})[key] = (now, self._arrivals)
+        self._waiting_background += tier
+        self._lines.setdefault((tier, group), {})[key] = (now, self._arrivals)
         return ahead
 
     def adopt(self, key: K, job: str) -> None:
@@ -103,18 +146,18 @@ class Capacity(Generic[K]):
         self._leave_line(key)
         granted: list[K] = []
         while self.running < self.limit:
-            group = self._next_group()
-            if group is _NO_GROUP:
+            line = self._next_line(up_to=1)
+            if line is None:
                 break
-            head = next(iter(self._lines[group]))
+            head = next(iter(self._lines[line]))
             self._leave_line(head)
             self._hold(head, "")
             granted.append(head)
         return granted
 
     def oldest_wait(self, *, now: float) -> float:
-        """Seconds the longest waiter has waited (0 when nobody waits)."""
-        heads = [next(iter(line.values()))[0] for line in self._lines.values()]
+        """Seconds the longest foreground waiter has waited (0 when none waits)."""
+        heads = [next(iter(line.values()))[0] for (tier, _), line in self._lines.items() if not tier]
         return max(now - min(heads), 0.0) if heads else 0.0
 
     def _hold(self, key: K, job: str) -> None:
@@ -122,23 +165,29 @@ class Capacity(Generic[K]):
             self._held[self._group(key)] += 1
         self._holders[key] = job
 
+    def _tier(self, key: K) -> int:
+        return 1 if self._background(key) else 0
+
     def _leave_line(self, key: K) -> None:
         if self._ahead.pop(key, None) is None:
             return
-        group = self._group(key)
-        line = self._lines[group]
+        tier = self._tier(key)
+        self._waiting_background -= tier
+        line_id = (tier, self._group(key))
+        line = self._lines[line_id]
         del line[key]
         if not line:
-            del self._lines[group]
+            del self._lines[line_id]
 
-    def _next_group(self) -> Hashable:
-        """Where a free place goes: the waiting group below its share holding fewest, then waiting longest."""
-        best: tuple[int, int] | None = None
-        chosen: Hashable = _NO_GROUP
-        for group, line in self._lines.items():
-            if self._held[group] >= self.group_limit:
+    def _next_line(self, *, up_to: int) -> tuple[int, Hashable] | None:
+        """Where a free place goes: the foreground first; then the waiting group below its share holding fewest,
+        then waiting longest. Only lines of tier `up_to` or lower are considered."""
+        best: tuple[int, int, int] | None = None
+        chosen: tuple[int, Hashable] | None = None
+        for (tier, group), line in self._lines.items():
+            if tier > up_to or self._held[group] >= self.group_limit:
                 continue
-            rank = (self._held[group], next(iter(line.values()))[1])
+            rank = (tier, self._held[group], next(iter(line.values()))[1])
             if best is None or rank < best:
-                best, chosen = rank, group
+                best, chosen = rank, (tier, group)
         return chosen

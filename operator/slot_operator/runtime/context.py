@@ -19,7 +19,7 @@ from slot_operator.kube.cache import Cache
 from slot_operator.kube.informer import Key, Object
 from slot_operator.logic import status as status_logic
 from slot_operator.logic.probing import Event
-from slot_operator.runtime.capacity import Capacity
+from slot_operator.runtime.capacity import Capacity, ProbeKey
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +55,11 @@ class Collaborators:
     cache: Cache
     writer: Writer
     recorder: Recorder
-    capacity: Capacity[Key]
+    capacity: Capacity[ProbeKey]
     metrics: metrics_module.Metrics
     config: Config
     clock: Callable[[], datetime.datetime]
-    wake: Callable[[Key], None]  # reconcile this Slot soon (a place under the cap was handed to it)
+    wake: Callable[[ProbeKey], None]  # a place under the cap was handed to this key: reconcile its Slot or check
 
 
 class SlotContext:

@@ -1,6 +1,11 @@
-"""The controller: watch events in, a work queue, workers that reconcile one Slot each, retries by the queue.
+"""The controller: watch events in, work queues, workers that reconcile one object each, retries by the queue.
 
-A worker takes a Slot from the queue and runs `SlotReconciler.reconcile(key) -> Result`. The Result
+Two kinds, each with its own queue and workers: Slots (`SlotReconciler`, `--workers` of them) and
+SlotImageChecks (`CheckReconciler`, one worker: a check is background work, reconciled at most every
+CHECK_EVERY seconds however many of its Jobs change). Both share the probe cap, where a check's probes
+wait behind every Slot probe (runtime/capacity.py).
+
+A worker takes a key from its queue and runs `reconcile(key) -> Result`. The Result
 says when to look again; a failure is retried by the queue with a per-Slot backoff (client-go's
 AddRateLimited/Forget), a conflicting write (409) after the Slot was read afresh. API work per probe
 does not grow with the fleet: one status write when a Slot becomes due (Queued, or Probing when a
@@ -14,7 +19,7 @@ import contextlib
 import datetime
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from slot_operator import metrics as metrics_module
 from slot_operator.config import Config
@@ -22,16 +27,20 @@ from slot_operator.kube.api import ApiError
 from slot_operator.kube.cache import Cache, Listener
 from slot_operator.kube.informer import Key, Object
 from slot_operator.kube.writer import KubeWriter
+from slot_operator.logic import names
 from slot_operator.logic.outcome import is_finished
-from slot_operator.runtime.capacity import Capacity
+from slot_operator.runtime.capacity import Capacity, CheckProbe, ProbeKey, is_check_probe, namespace_of
+from slot_operator.runtime.checks import CheckCollaborators, CheckReconciler
 from slot_operator.runtime.context import Collaborators
-from slot_operator.runtime.reconciler import SlotReconciler
+from slot_operator.runtime.reconciler import Result, SlotReconciler
 from slot_operator.runtime.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
 
 # A worker on one Slot for this long is stuck (every API call is bounded far below it): liveness fails.
 STUCK_AFTER = 300.0
+# A check's reconcile reads all of its results: its Jobs' events are gathered for this long between two.
+CHECK_EVERY = 0.5
 
 
 class Busy:
@@ -55,10 +64,6 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _namespace(key: Key) -> str:
-    return key[0]
-
-
 class Controller:
     def __init__(
         self,
@@ -73,21 +78,28 @@ class Controller:
         self.metrics = metrics
         self.clock = clock
         self.queue: WorkQueue[Key] = WorkQueue()
-        self.capacity: Capacity[Key] = Capacity(
-            config.max_concurrent_probes, group_limit=config.probes_per_namespace, group=_namespace
+        self.check_queue: WorkQueue[Key] = WorkQueue()
+        self.capacity: Capacity[ProbeKey] = Capacity(
+            config.max_concurrent_probes,
+            group_limit=config.probes_per_namespace,
+            group=namespace_of,
+            background=is_check_probe,
         )
         self.cache: Cache | None = None
         self.reconciler: SlotReconciler | None = None
+        self.checks: CheckReconciler | None = None
+        self._check_done: dict[Key, float] = {}  # check -> when its last reconcile ended (time.monotonic)
         self.busy = Busy()
         self._workers: list[asyncio.Task[None]] = []
 
     def listener(self) -> Listener:
         return Listener(
-            slot_changed=lambda key, old, new: self.queue.add(key),
+            slot_changed=self._slot_changed,
             probe_changed=self.queue.add,
             claim_changed=self._claim_changed,
             claim_users_changed=self._claim_changed,
             impostor=self._impostor,
+            check_changed=self._check_changed,
         )
 
     # Lifecycle
@@ -103,16 +115,22 @@ class Controller:
                 metrics=self.metrics,
                 config=self.config,
                 clock=self.clock,
-                wake=self.queue.add,
+                wake=self._wake,
             )
         )
-        for key, job in cache.owned_probe_jobs():
-            if not is_finished(job) and not job["metadata"].get("deletionTimestamp"):
-                self.capacity.adopt(key, str(job["metadata"]["name"]))
+        self.checks = CheckReconciler(
+            CheckCollaborators(
+                cache=cache, writer=self.writer, capacity=self.capacity, config=self.config, clock=self.clock,
+                wake=self._wake,
+            )
+        )  # fmt: skip
+        self._adopt_running(cache)
         keys = cache.slot_keys()
         self.reconciler.starting(keys, [(cache.slot(key) or {}).get("status") or {} for key in keys])
         for key in keys:
             self.queue.add(key)
+        for key in cache.check_keys():
+            self.check_queue.add(key)
         self.metrics.track_queues(
             workqueue_depth=lambda: len(self.queue),
             workqueue_oldest=lambda: self.queue.oldest_wait(now=time.monotonic()),
@@ -128,8 +146,24 @@ class Controller:
             self.capacity.group_limit,
         )
         self._workers = [
-            asyncio.create_task(self._work(f"worker-{i}"), name=f"slot-worker-{i}") for i in range(self.config.workers)
-        ]
+            asyncio.create_task(self._serve(f"worker-{i}", self.queue, self.reconciler.reconcile, cache.slot),
+                                name=f"slot-worker-{i}")
+            for i in range(self.config.workers)
+        ]  # fmt: skip
+        checks = self._serve(
+            "check-worker", self.check_queue, self.checks.reconcile, cache.check, done=self._check_done
+        )
+        self._workers.append(asyncio.create_task(checks, name="check-worker"))
+
+    def _adopt_running(self, cache: Cache) -> None:
+        """The probes already running hold their places (the cap holds across restarts)."""
+        running: list[tuple[ProbeKey, Object]] = [*cache.owned_probe_jobs()]
+        for (namespace, check), job in cache.owned_check_jobs():
+            slot = str((job["metadata"].get("annotations") or {}).get(names.ANNOTATION_SLOT) or "")
+            running.append((CheckProbe(namespace=namespace, check=check, slot=slot), job))
+        for key, job in running:
+            if not is_finished(job) and not job["metadata"].get("deletionTimestamp"):
+                self.capacity.adopt(key, str(job["metadata"]["name"]))
 
     async def stop(self) -> None:
         for task in self._workers:
@@ -138,6 +172,7 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.queue.close()
+        self.check_queue.close()
 
     def stuck(self) -> list[str]:
         """Workers that have been on one Slot for longer than any bounded call could take (for liveness)."""
@@ -154,6 +189,27 @@ class Controller:
         return self.capacity.running
 
     # Feeds from the caches: each only enqueues
+    def _wake(self, key: ProbeKey) -> None:
+        """A place under the cap was handed to `key`: reconcile its Slot, or its check."""
+        if isinstance(key, CheckProbe):
+            self.check_queue.add((key.namespace, key.check))
+        else:
+            self.queue.add(key)
+
+    def _slot_changed(self, key: Key, old: Object | None, new: Object | None) -> None:
+        self.queue.add(key)
+        if new is None and self.cache is not None:  # a check that selected it answers SlotDeleted
+            for check in self.cache.check_keys():
+                if check[0] == key[0]:
+                    self._check_changed(check)
+
+    def _check_changed(self, key: Key) -> None:
+        """Reconcile the check, but not more often than every CHECK_EVERY seconds (its events come in bursts)."""
+        if self.checks is None:
+            return  # the initial listing: start() reconciles every check anyway
+        since = time.monotonic() - self._check_done.get(key, -CHECK_EVERY)
+        self.check_queue.add_after(key, CHECK_EVERY - since)
+
     def _claim_changed(self, claim: Key) -> None:
         if self.cache is None:
             return  # the initial listing: start() reconciles every Slot anyway
@@ -165,48 +221,57 @@ class Controller:
             self.queue.add(slot)  # its reconcile reports it on the Slot
 
     # Workers
-    async def _work(self, worker: str) -> None:
-        assert self.reconciler is not None, "start() first"
+    async def _serve(
+        self,
+        worker: str,
+        queue: WorkQueue[Key],
+        reconcile: Callable[[Key], Awaitable[Result]],
+        exists: Callable[[Key], object],
+        *,
+        done: dict[Key, float] | None = None,
+    ) -> None:
         while True:
-            key = await self.queue.get()
+            key = await queue.get()
             started = time.monotonic()
             self.busy.begin(worker, key, since=started)
             outcome = "success"
             try:
-                result = await self.reconciler.reconcile(key)
+                result = await reconcile(key)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 outcome = "conflict" if isinstance(exc, ApiError) and exc.status == 409 else "error"
-                await self._failed(key, exc)
+                await self._failed(queue, key, exc, kind="check" if done is not None else "slot")
             else:
-                self.queue.forget(key)
-                if self.cache is not None and self.cache.slot(key) is None:
-                    self.queue.discard(key)
+                queue.forget(key)
+                if exists(key) is None:
+                    queue.discard(key)
+                    if done is not None:
+                        done.pop(key, None)
                 elif result.requeue_after is not None:
-                    self.queue.add_after(key, result.requeue_after)
+                    queue.add_after(key, result.requeue_after)
             finally:
                 self.busy.end(worker)
-                self.queue.done(key)
+                if done is not None and exists(key) is not None:
+                    done[key] = time.monotonic()
+                queue.done(key)
                 self.metrics.reconciled(outcome=outcome, seconds=time.monotonic() - started)
 
-    async def _failed(self, key: Key, exc: Exception) -> None:
+    async def _failed(self, queue: WorkQueue[Key], key: Key, exc: Exception, *, kind: str) -> None:
         """A conflict (409: the cache is behind; read the Slot afresh), an API error or a bug: the queue retries."""
         status = exc.status if isinstance(exc, ApiError) else None
         self.metrics.reconcile_failed(status=status, reason=exc.reason if isinstance(exc, ApiError) else "")
         if status == 409 and self.cache is not None:
-            logger.debug("slot %s/%s changed under a write; reading it again", *key)
+            logger.debug("%s %s/%s changed under a write; reading it again", kind, *key)
             try:
-                fresh = await self.writer.get_slot(*key)
+                fresh = await (self.writer.get_slot(*key) if kind == "slot" else self.writer.get_check(*key))
             except ApiError as error:
                 exc = error
             else:
                 if fresh is not None:
-                    self.cache.wrote_slot(fresh)
-        delay = self.queue.add_rate_limited(key)
+                    (self.cache.wrote_slot if kind == "slot" else self.cache.wrote_check)(fresh)
+        delay = queue.add_rate_limited(key)
         self.metrics.retries.inc()
         if status != 409:
             log = logger.warning if isinstance(exc, ApiError | OSError) else logger.exception
-            log(
-                "reconcile of slot %s/%s failed (retry %d in %.1fs): %s", *key, self.queue.num_requeues(key), delay, exc
-            )
+            log("reconcile of %s %s/%s failed (retry %d in %.1fs): %s", kind, *key, queue.num_requeues(key), delay, exc)
