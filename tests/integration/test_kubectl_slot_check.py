@@ -1,9 +1,9 @@
 """`kubectl slot check` against the real API server: the check it creates passes the CRD's validation, and its
 wait follows the check's status through a real watch to the exit code.
 
-No operator runs here (its reconcile of checks is docs/design.md §2.5's other half): the test writes the
-statuses of the contract itself, through the status subresource, as the operator will. The plugin runs as the
-installed console script.
+No operator runs here: the test writes each status of the contract itself, through the status subresource, so
+that every state the plugin may meet is met (tests/integration/test_image_check.py runs it against the
+operator). The plugin runs as the installed console script.
 """
 
 from __future__ import annotations
