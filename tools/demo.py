@@ -6,10 +6,12 @@ Fills each example claim's directory with the files its scenario needs, applies
 every example reached its expected outcome. `--keep-running` (`make dev`) stays up
 until interrupted, for trying things by hand.
 
-`codex-old-uid` tells the uid-pin story: its home was written by the old uid-1000 image, so
-it reads NeedsInit, and the ownership audit in its probe diagnoses why (OwnershipMatches
-False, the message naming ~/.codex's owner and the fix). The demo then plays the person
-who approves the ownership migration (the annotation), and the Slot turns Ready.
+`codex-old-uid` tells the uid-pin story: its home was written by the old image, which ran as
+uid 1000, and the Slot (still as 1000:1000) is Ready. The next tag runs as uid 10001. The demo
+checks it before it rolls (`kubectl slot check`, a SlotImageCheck): it would be NeedsInit, owned
+by 1000:1000. It moves the Slot to 10001:10001 (NeedsInit, and the ownership audit in its probe
+says why), plays the person who approves the ownership migration (the annotation), sees the Slot
+Ready, checks the tag again (every Slot would be Ready) and only then rolls it.
 
 `--operator=process` (default) runs the operator as a host process with the admin
 kubeconfig; `--operator=pod` (`make demo OPERATOR=pod`) runs it as users do: `helm
@@ -42,12 +44,14 @@ OLD_UID = 1000
 VALID_CODEX = json.dumps({"tokens": {"access_token": "demo", "refresh_token": "demo"}, "last_refresh": "2026-11-01"})
 
 MIGRATED = "codex-old-uid"
-# Slot → (phase, ProbeSucceeded) it must reach before the migration (MIGRATED: diagnosed, not yet migrated).
+CANDIDATE = "local/agent-shell:codex-next"  # the next tag: it runs as uid 10001
+PLUGIN = pathlib.Path(sys.executable).parent / "kubectl-slot"
+# Slot → (phase, ProbeSucceeded) it must reach first (MIGRATED: as uid 1000, before the candidate is checked).
 EXPECTED = {
     "codex-ok": ("Ready", "True"),
     "claude-ok": ("Ready", "True"),
     "codex-fresh": ("NeedsInit", "True"),
-    "codex-old-uid": ("NeedsInit", "True"),
+    "codex-old-uid": ("Ready", "True"),
     "codex-corrupt": ("NeedsReauth", "True"),
     "codex-broken-image": ("ImageBroken", "True"),
     "codex-missing-tag": ("ImageBroken", "True"),
@@ -187,6 +191,53 @@ def _reach(
     return reached
 
 
+def _check(kubeconfig: pathlib.Path, name: str) -> int:
+    """Check the candidate against the uid-pin Slot as a reviewer of the tag bump would; its exit code."""
+    command = [str(PLUGIN), "check", "--image", CANDIDATE, "--as", f"{AGENT_UID}:{AGENT_UID}", "-l",
+               "demo=uid-pin", "--name", name, "-n", NAMESPACE, "--kubeconfig", str(kubeconfig), "--wait",
+               "--timeout", "2m"]  # fmt: skip
+    _say(f"kubectl slot check --image {CANDIDATE} --as {AGENT_UID}:{AGENT_UID} -l demo=uid-pin --wait")
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    print(proc.stdout + proc.stderr, flush=True)
+    return proc.returncode
+
+
+def _uid_pin(kubeconfig: pathlib.Path, *, deadline: float, alive: Callable[[], bool]) -> bool:
+    """Check the next tag before it rolls, do what the check says, check again, roll."""
+    if _check(kubeconfig, "uid-pin-before") != 65:
+        _say(f"the check of {CANDIDATE} should have said NeedsInit (exit 65)")
+        return False
+    _say(f"moving {MIGRATED} to uid {AGENT_UID} with the image, as the check says")
+    _kubectl(kubeconfig, "patch", "slot", MIGRATED, "-n", NAMESPACE, "--type=merge",
+             "-p", json.dumps({"spec": {"runAsUser": AGENT_UID, "runAsGroup": AGENT_UID}}))  # fmt: skip
+    if not _reach(kubeconfig, {MIGRATED: ("NeedsInit", "True")}, deadline=deadline, alive=alive):
+        return False
+    if not _migrate(kubeconfig, deadline=deadline, alive=alive):
+        return False
+    if _check(kubeconfig, "uid-pin-after") != 0:
+        _say(f"the check of {CANDIDATE} should have said every Slot would be Ready (exit 0)")
+        return False
+    _say(f"rolling the tag: {MIGRATED} spec.image={CANDIDATE}")
+    _kubectl(kubeconfig, "patch", "slot", MIGRATED, "-n", NAMESPACE, "--type=merge",
+             "-p", json.dumps({"spec": {"image": CANDIDATE}}))  # fmt: skip
+    generation = json.loads(_kubectl(kubeconfig, "get", "slot", MIGRATED, "-n", NAMESPACE, "-o", "json"))
+    ok = _judged(kubeconfig, int(generation["metadata"]["generation"]), deadline=deadline, alive=alive)
+    print(_kubectl(kubeconfig, "get", "slots", "-n", NAMESPACE, "-o", "wide"), flush=True)
+    _say(f"{MIGRATED}: checked -> migrated -> checked -> rolled -> Ready" if ok else f"{MIGRATED} did not roll")
+    return ok
+
+
+def _judged(kubeconfig: pathlib.Path, generation: int, *, deadline: float, alive: Callable[[], bool]) -> bool:
+    """Wait until the Slot's Ready=True speaks for `generation` (the rolled tag), not the one before."""
+    while time.monotonic() < deadline and alive():
+        slot = json.loads(_kubectl(kubeconfig, "get", "slot", MIGRATED, "-n", NAMESPACE, "-o", "json"))
+        ready = next((c for c in slot["status"].get("conditions") or () if c["type"] == "Ready"), {})
+        if ready.get("observedGeneration") == generation and ready.get("status") == "True":
+            return True
+        time.sleep(1)
+    return False
+
+
 def _migrate(kubeconfig: pathlib.Path, *, deadline: float, alive: Callable[[], bool]) -> bool:
     """Play the person who reads the diagnosis and approves the ownership migration; wait for Ready."""
     slot = json.loads(_kubectl(kubeconfig, "get", "slot", MIGRATED, "-n", NAMESPACE, "-o", "json"))
@@ -199,9 +250,6 @@ def _migrate(kubeconfig: pathlib.Path, *, deadline: float, alive: Callable[[], b
     ok = _reach(kubeconfig, {MIGRATED: ("Ready", "True")}, deadline=deadline, alive=alive)
     last = json.loads(_kubectl(kubeconfig, "get", "slot", MIGRATED, "-n", NAMESPACE, "-o", "json"))["status"]
     _say(f"migration: {(last.get('lastOwnershipMigration') or {}).get('message')}")
-    _say(
-        f"{MIGRATED}: NeedsInit -> diagnosed -> migration approved -> Ready" if ok else f"{MIGRATED} did not turn Ready"
-    )
     return ok
 
 
@@ -214,7 +262,7 @@ def _free_port() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep-running", action="store_true", help="stay up until interrupted (make dev)")
-    parser.add_argument("--timeout", type=float, default=240, help="seconds to wait for every verdict")
+    parser.add_argument("--timeout", type=float, default=360, help="seconds for the whole story")
     parser.add_argument(
         "--operator",
         choices=["process", "pod"],
@@ -241,7 +289,7 @@ def main() -> int:
         ok = _reach(kubeconfig, EXPECTED, deadline=deadline, alive=operator.alive)
         _say("every example reached its expected verdict" if ok else "some examples did not reach their verdict")
         if ok:
-            ok = _migrate(kubeconfig, deadline=deadline, alive=operator.alive)
+            ok = _uid_pin(kubeconfig, deadline=deadline, alive=operator.alive)
         if args.keep_running:
             _say(f"running; try: export KUBECONFIG={kubeconfig}; kubectl get slots -A -w   (Ctrl-C to stop)")
             signal.signal(signal.SIGTERM, signal.default_int_handler)

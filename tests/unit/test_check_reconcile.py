@@ -137,7 +137,9 @@ async def test_a_candidate_with_another_uid_on_old_volumes_is_an_ownership_probl
     assert (result["phase"], result["exitCode"], result["runAs"]) == ("NeedsInit", 65, "10001:10001")
     assert result["ownership"] == {
         "expected": "10001:10001", "found": ["1000:1000"], "summary": "1000:1000 (image 10001:10001)",
-        "migrationWouldFix": True, "fix": "owned by 1000:1000: approve the ownership migration first",
+        "migrationWouldFix": True,
+        "fix": "owned by 1000:1000: approve the ownership migration first (kubectl annotate slot/old --overwrite "
+        "woved.dev/ownership-migration-requested-at=<its status.ownership.approval>)",
     }  # fmt: skip
     assert kept(h)["phase"] == "Failed"
     assert conditions_of(h)["Stalled"] == ("True", "NeedsInit")

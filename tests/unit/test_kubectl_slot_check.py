@@ -146,8 +146,7 @@ def test_the_worst_verdict_sets_the_code() -> None:
 def test_the_table_says_what_to_do_per_slot() -> None:
     lines = check.table(fixture("failed-owned-by-the-old-uid")).splitlines()
     assert lines[0] == f"SlotImageCheck agents/check-4d5e6f: {IMAGE}"
-    assert lines[1] == ("Failed: 1 of 3 Slots would need a human: codex-old-uid NeedsInit (owned by 1000:1000: "
-                        "approve the ownership migration first)")  # fmt: skip
+    assert lines[1] == "Failed: 1 of 3 Slots would need a human: codex-old-uid NeedsInit (owned by 1000:1000)"
     assert lines[2] == ""
     rows = [re.split(r" {3,}", line) for line in lines[3:]]
     assert rows == [
@@ -155,8 +154,8 @@ def test_the_table_says_what_to_do_per_slot() -> None:
         ["codex-1", "Ready", "0", "10001:10001", "10001:10001", "nothing: the candidate works with this slot"],
         ["codex-2", "Ready", "0", "10001:10001", "10001:10001", "nothing: the candidate works with this slot"],
         ["codex-old-uid", "NeedsInit", "65", "10001:10001", "1000:1000 (image 10001:10001)",
-         "owned by 1000:1000: approve the ownership migration first "
-         "(kubectl annotate slot/codex-old-uid woved.dev/ownership-migration-requested-at=$(date +%s))"],
+         "owned by 1000:1000: approve the ownership migration first (kubectl annotate slot/codex-old-uid --overwrite "
+         "woved.dev/ownership-migration-requested-at=<its status.ownership.approval>)"],
     ]  # fmt: skip
     assert lines[3].index("WHAT TO DO") == lines[-1].index("owned by 1000:1000: approve")
 

@@ -240,7 +240,7 @@ def step(result: Mapping[str, Any], facts: Facts, given: Given, *, now: datetime
         return Wait(wake=wake, job=job, reread=deadline <= now)
     answered = _answered(result, outcome, job=str(job["metadata"]["name"]), now=now)
     answered["runAs"] = _runs_as(spec)
-    audit = _audit(spec, outcome, facts.pods, given, slot_runs_as=_runs_as(own))
+    audit = _audit(spec, outcome, facts.pods, given, slot=str(result["slot"]), slot_runs_as=_runs_as(own))
     if audit is not None:
         answered["ownership"] = audit
     return Answer(result=answered, stop=job if outcome.stop_job else None)
@@ -255,7 +255,13 @@ def refused(result: Mapping[str, Any], outcome: NoVerdict, *, job: str | None, n
 
 
 def _audit(
-    spec: SlotSpec, outcome: Verdict | NoVerdict, pods: Sequence[Mapping[str, Any]], given: Given, *, slot_runs_as: str
+    spec: SlotSpec,
+    outcome: Verdict | NoVerdict,
+    pods: Sequence[Mapping[str, Any]],
+    given: Given,
+    *,
+    slot: str,
+    slot_runs_as: str,
 ) -> dict[str, Any] | None:
     """results[].ownership: the audit of the probe's pod against the candidate's uid:gid, and what to do."""
     if not given.audit_image:
@@ -274,11 +280,11 @@ def _audit(
         data["migrationWouldFix"] = (
             len(assessment.foreign) == 1 and ownership.owner_refusal(assessment.foreign[0], given.policy) is None
         )
-        data["fix"] = fix(assessment, slot_runs_as=slot_runs_as, policy=given.policy)
+        data["fix"] = fix(assessment, slot=slot, slot_runs_as=slot_runs_as, policy=given.policy)
     return data
 
 
-def fix(assessment: ownership.Assessment, *, slot_runs_as: str, policy: ownership.MigrationPolicy) -> str:
+def fix(assessment: ownership.Assessment, *, slot: str, slot_runs_as: str, policy: ownership.MigrationPolicy) -> str:
     """One line: what to do before rolling the candidate onto a volume another owner holds."""
     owners = " and ".join(assessment.foreign)
     if len(assessment.foreign) > 1:
@@ -291,7 +297,8 @@ def fix(assessment: ownership.Assessment, *, slot_runs_as: str, policy: ownershi
             f"owned by {owners}: set the Slot's runAsUser/runAsGroup to {assessment.expected} with the image, then "
             "approve the ownership migration (it moves files to the Slot's uid:gid)"
         )
-    return f"owned by {owners}: approve the ownership migration first"
+    approve = ownership.approve_command(slot, "<its status.ownership.approval>")
+    return f"owned by {owners}: approve the ownership migration first ({approve})"
 
 
 # --- the check's status ----------------------------------------------------------------------------------
