@@ -114,18 +114,21 @@ def probe_job(installed: Installed, *, audit: bool = False, node: str | None = N
 
 
 def check_probe_job(installed: Installed, *, node: str | None = None, **spec: Any) -> dict[str, Any]:
-    """A SlotImageCheck's probe of one Slot (docs/design.md §2.5): the Slot's probe Job with the candidate's
-    image (and uid:gid), labelled `image-check` and owned by the check instead of the Slot."""
+    """A SlotImageCheck's probe of one Slot, as the operator builds it (docs/design.md §2.5): the Slot's probe Job
+    with the candidate's image (and uid:gid), labelled `image-check` and owned by the check instead of the Slot."""
     tenant = installed.tenant
-    job = probe_job(installed, audit=True, node=node, image=CHECK_IMAGE, **spec)
-    job["metadata"]["name"] = jobs.job_name(tenant.slot_name, tenant.check_uid, uuid.uuid4().hex, kind="check")
-    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
-        labels[names.LABEL_COMPONENT] = "image-check"
-    job["metadata"]["ownerReferences"] = [
-        {"apiVersion": names.API_VERSION, "kind": "SlotImageCheck", "name": tenant.check_name,
-         "uid": tenant.check_uid, "controller": True, "blockOwnerDeletion": False}
-    ]  # fmt: skip
-    return job
+    return jobs.build_check_job(
+        name=jobs.job_name(tenant.slot_name, tenant.check_uid, uuid.uuid4().hex, kind="check"),
+        namespace=tenant.namespace,
+        check=jobs.Owner(kind=names.CHECK_KIND, name=tenant.check_name, uid=tenant.check_uid),
+        slot_name=tenant.slot_name,
+        slot_uid=tenant.slot_uid,
+        attempt=1,
+        spec=_spec(image=CHECK_IMAGE, **spec),
+        node=node,
+        ttl=TTL,
+        audit_image=installed.audit_image,
+    )
 
 
 def migration_job(installed: Installed, *, dry_run: bool = False) -> dict[str, Any]:

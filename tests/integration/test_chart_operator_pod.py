@@ -19,9 +19,19 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tests.integration import slots
 from tests.integration.helm_release import CHART, Helm, ensure_chart_crds, find_helm, kubectl
 from tests.integration.kubewait import NotYet, read_or_none, wait_for
-from tests.integration.slots import VALID_CODEX, condition, create_slot, get_slot, wait_slot, write_file
+from tests.integration.slots import (
+    VALID_CODEX,
+    condition,
+    create_check,
+    create_slot,
+    get_slot,
+    wait_check,
+    wait_slot,
+    write_file,
+)
 from tools import image as image_tool
 
 pytestmark = pytest.mark.integration
@@ -138,6 +148,11 @@ def test_the_chart_runs_the_operator_image(
     for slot, phase in (("ready", "Ready"), ("needs-init", "NeedsInit")):
         wait_slot(api_client, namespace, slot, lambda s, phase=phase: (s.get("status") or {}).get("phase") == phase,
                   message=f"{slot}: {phase} from the operator pod")  # fmt: skip
+    # A SlotImageCheck under the chart's RBAC and admission policy: its probe Jobs are admitted, its status written.
+    create_check(api_client, namespace, "candidate", image=slots.CODEX_IMAGE)
+    answered = wait_check(api_client, namespace, "candidate")
+    phases = {result["slot"]: result["phase"] for result in answered["status"]["results"]}
+    assert phases == {"ready": "Ready", "needs-init": "NeedsInit"}
 
     # The pod is deleted: the ReplicaSet's new pod takes the Lease and carries on.
     core.delete_namespaced_pod(pod.metadata.name, namespace)
