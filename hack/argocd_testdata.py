@@ -3,7 +3,7 @@
 
 Each object's status is computed by the operator's own transitions (slot_operator.logic.status),
 so the fixtures Argo CD's test format runs (health_test.yaml) are the shapes the operator
-really writes. tests/unit/test_argocd_health.py fails while the files differ from this output.
+really writes. tests/unit/chart/test_argocd_health.py fails while the files differ from this output.
 
 Usage: .venv/bin/python hack/argocd_testdata.py
 """

@@ -1,7 +1,7 @@
 """A GitOps repository made in a temporary directory for the CI recipe (examples/ci/check-image-bump.sh):
 the recipes of examples/gitops committed as `base`, and the edits a tag-bump pull request makes.
 
-Shared by tests/unit/test_ci_recipe.py (the script's tag finding, a stand-in kubectl) and
+Shared by tests/unit/chart/test_ci_recipe.py (the script's tag finding, a stand-in kubectl) and
 tests/integration/test_kubectl_slot_check.py (the script with the real plugin and API server).
 """
 

@@ -1,6 +1,6 @@
 """The contract's state table: what Flux (kstatus) and Argo CD (health.lua) must read in each Slot state.
 
-One table for the fixtures (charts/slot-operator/argocd/testdata, tests/unit/test_argocd_health.py)
+One table for the fixtures (charts/slot-operator/argocd/testdata, tests/unit/chart/test_argocd_health.py)
 and the live Slots (tests/integration/test_gitops_states.py); docs/design.md shows the same rows.
 """
 

@@ -1,8 +1,8 @@
 """The SlotImageCheck status contract (docs/design.md §2.5) as code: what must hold in any status the operator writes.
 
 `problems(check)` lists every rule a SlotImageCheck breaks (empty: it keeps the contract). The hand-written
-fixtures are held to it (tests/unit/test_argocd_health.py), and so is every status the operator writes
-(tests/unit/test_check_reconcile.py, tests/integration/test_image_check.py).
+fixtures are held to it (tests/unit/chart/test_argocd_health.py), and so is every status the operator writes
+(tests/unit/operator/test_check_reconcile.py, tests/integration/test_image_check.py).
 `schema_problems` checks a value against a CRD's structural schema (types, enums, required, unknown fields,
 list map keys): what the API server would refuse or prune.
 """

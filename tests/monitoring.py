@@ -1,6 +1,6 @@
 """The chart's monitoring as tests read it: rendered alert rules, dashboard queries, metric names in PromQL.
 
-Shared by tests/unit/test_monitoring.py (promtool on the rendered rules and dashboard) and
+Shared by tests/unit/chart/test_monitoring.py (promtool on the rendered rules and dashboard) and
 tests/integration/test_monitoring_live.py (a live operator serves every metric they use).
 """
 

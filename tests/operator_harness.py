@@ -391,6 +391,11 @@ def audit_report(*entries: list[Any], agent: str = "codex") -> dict[str, Any]:
     return {"terminated": {"exitCode": 0, "reason": "Completed", "message": json.dumps(report)}}
 
 
+# The audit beside a probe: everything the image's uid's, or everything the old uid-1000 image's.
+AUDIT_OK = audit_report(["~", "d", 10001, 10001, "0750", 1, 0], ["~/.codex", "d", 10001, 10001, "0700", 1, 0])
+AUDIT_OLD = audit_report(["~", "d", 1000, 1000, "0750", 1, 0], ["~/.codex", "d", 1000, 1000, "0700", 1, 0])
+
+
 def diffed(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     return diff(old, new)
 

@@ -1,6 +1,6 @@
 """Hostile and careless `spec.mountPath` values, with the answer both the CRD's CEL rules and the operator give.
 
-Shared by tests/unit/test_spec.py (logic/spec.py) and tests/integration/test_spec_validation.py
+Shared by tests/unit/operator/test_spec.py (logic/spec.py) and tests/integration/test_spec_validation.py
 (the real API server), so the two checks cannot drift apart.
 """
 

@@ -7,7 +7,7 @@ on every reconcile. Each Slot's rows are kept until its resourceVersion changes,
 migrations, impostors) are counted as they happen.
 
 Every metric is listed, with its labels and meaning, in the README's metrics table; the chart's
-alert rules and dashboard use only these (tests/unit/test_monitoring.py checks both ways).
+alert rules and dashboard use only these (tests/unit/chart/test_monitoring.py checks both ways).
 """
 
 from __future__ import annotations

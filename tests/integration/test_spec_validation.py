@@ -1,6 +1,6 @@
 """Hostile and careless specs on the real API server: rejected with a message naming the field, or normalised.
 
-The same cases (tests/spec_cases.py) run against logic/spec.py in tests/unit/test_spec.py, so the
+The same cases (tests/spec_cases.py) run against logic/spec.py in tests/unit/operator/test_spec.py, so the
 CRD's CEL rules and the operator give the same answer.
 """
 

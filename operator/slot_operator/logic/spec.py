@@ -20,7 +20,7 @@ RESERVED_ENV = frozenset({"AGENT_MODE", "WOVED_TASK_AGENT", "HOME"})
 SCRATCH_PATH = "/tmp"
 # Directories the container itself needs (the runtime and the kubelet mount into them, the image's
 # programs and libraries live there): a slot is never mounted on or below them. The CRD's CEL rules
-# on spec.mountPath carry the same list; tests/unit/test_spec.py keeps the two in step.
+# on spec.mountPath carry the same list; tests/unit/operator/test_spec.py keeps the two in step.
 SYSTEM_PATHS = (
     "/bin",
     "/boot",

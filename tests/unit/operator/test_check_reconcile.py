@@ -8,28 +8,17 @@ a write to a Slot.
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from slot_operator.config import Config
 from slot_operator.logic import checking, names
 from slot_operator.runtime.capacity import Capacity, CheckProbe, ProbeKey, is_check_probe
 from slot_operator.runtime.checks import CheckCollaborators, CheckReconciler
 
 from tests import image_check_contract
-from tests.operator_harness import NS, Harness, audit_report, condition, exited
+from tests.operator_harness import AUDIT_OK, AUDIT_OLD, NS, Harness, condition, exited
 
 CANDIDATE = "ghcr.io/example/agent-shell:sha-4d5e6f-codex"
-AUDIT_OK = audit_report(["~", "d", 10001, 10001, "0750", 1, 0], ["~/.codex", "d", 10001, 10001, "0700", 1, 0])
-AUDIT_OLD = audit_report(["~", "d", 1000, 1000, "0750", 1, 0], ["~/.codex", "d", 1000, 1000, "0700", 1, 0])
-
-
-@pytest.fixture
-async def h() -> AsyncIterator[Harness]:
-    harness = Harness()
-    yield harness
-    await harness.close()
 
 
 def fleet(h: Harness, *names_: str, **labels: str) -> None:

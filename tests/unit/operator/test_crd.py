@@ -8,13 +8,14 @@ tests/integration/test_spec_validation.py and tests/integration/test_image_check
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-CRDS = Path(__file__).resolve().parents[2] / "crds"
+from tests import repo
+
+CRDS = repo.ROOT / "crds"
 SCHEMAS = {
     path.name: yaml.safe_load(path.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for path in sorted(CRDS.glob("*.yaml"))

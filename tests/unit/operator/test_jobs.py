@@ -6,7 +6,6 @@ import copy
 import datetime
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +13,8 @@ import yaml
 from slot_operator.logic import jobs, names
 from slot_operator.logic.spec import SlotSpec, parse_spec
 from slot_operator.logic.verdict import FailureReason
+
+from tests import repo
 
 UID = "6f1c2a8e-3b7d-4e59-9a1f-0c2d4e6f8a10"
 AUDIT_IMAGE = "ghcr.io/woved/slot-operator:0.2.0"
@@ -637,7 +638,7 @@ def test_a_check_probe_is_the_slot_probe_with_the_candidate_owned_by_the_check()
 
 # --- every Slot spec field is accounted for ----------------------------------------------------------
 
-SLOT_CRD = yaml.safe_load((Path(__file__).resolve().parents[2] / "crds" / "slots.woved.dev.yaml").read_text())
+SLOT_CRD = yaml.safe_load((repo.ROOT / "crds" / "slots.woved.dev.yaml").read_text())
 SLOT_SPEC_FIELDS = SLOT_CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
 # Read by the schedule, not by the Job: changing them changes when a probe runs, never what it runs.
 SCHEDULE_ONLY = {"interval", "suspend"}

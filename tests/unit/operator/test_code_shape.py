@@ -6,7 +6,9 @@ import importlib.util
 import pathlib
 from types import ModuleType
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests import repo
+
+ROOT = repo.ROOT
 
 
 def _checker() -> ModuleType:

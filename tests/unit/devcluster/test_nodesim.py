@@ -8,24 +8,22 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 import threading
 from typing import Any
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `devcluster` imports from the repo root however pytest is invoked
-    sys.path.insert(0, str(REPO))
-
-from devcluster.nodesim import pods, runtime, scheduling, state  # noqa: E402
-from devcluster.nodesim.images import (  # noqa: E402
+from devcluster.nodesim import pods, runtime, scheduling, state
+from devcluster.nodesim.images import (
     ImageInvalid,
     ImageNotFound,
     ImageStore,
     RegistryFault,
     parse_reference,
 )
+from tests import repo
+
+REPO = repo.ROOT
 
 LABELS = {"kubernetes.io/hostname": "sim-node-b", "kubernetes.io/os": "linux"}
 

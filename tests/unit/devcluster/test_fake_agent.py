@@ -15,7 +15,6 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -23,12 +22,11 @@ from typing import Any
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `devcluster` imports from the repo root however pytest is invoked
-    sys.path.insert(0, str(REPO))
+from devcluster.nodesim.images import ImageStore
+from tests import repo
+from tests.claimdirs import snapshot
 
-from devcluster.nodesim.images import ImageStore  # noqa: E402
-from tests.claimdirs import snapshot  # noqa: E402
+REPO = repo.ROOT
 
 IMAGE = REPO / "devcluster" / "images" / "local" / "agent-shell"
 ROOTFS = IMAGE / "rootfs"

@@ -17,17 +17,7 @@ from slot_operator.kube.api import ApiError
 from slot_operator.logic import jobs, names
 from slot_operator.logic.phases import PHASES, Phase
 
-from tests.operator_harness import NS, T0, Harness, audit_report, condition, exited, waiting
-
-AUDIT_OK = audit_report(["~", "d", 10001, 10001, "0750", 1, 0], ["~/.codex", "d", 10001, 10001, "0700", 1, 0])
-AUDIT_OLD = audit_report(["~", "d", 1000, 1000, "0750", 1, 0], ["~/.codex", "d", 1000, 1000, "0700", 1, 0])
-
-
-@pytest.fixture
-async def h() -> AsyncIterator[Harness]:
-    harness = Harness()
-    yield harness
-    await harness.close()
+from tests.operator_harness import AUDIT_OK, AUDIT_OLD, NS, T0, Harness, condition, exited, waiting
 
 
 def reason(h: Harness, kind: str, name: str = "s") -> tuple[str, str]:

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests import image_check_contract
+from tests import image_check_contract, repo
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = repo.ROOT
 GITOPS = ROOT / "examples" / "gitops"
 CHECK_CRD = ROOT / "crds" / "slotimagechecks.woved.dev.yaml"
 IMAGE = "ghcr.io/example/agent-shell"

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import pathlib
-import sys
 from collections.abc import Callable
 
 import pytest
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
 from tools import image
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import datetime
-import pathlib
 from typing import Any
 
 import pytest
 from slot_operator.logic.spec import SYSTEM_PATHS, InvalidSpec, SlotSpec, parse_spec
 
+from tests import repo
 from tests.spec_cases import ACCEPTED, REJECTED
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = repo.ROOT
 
 INTERVAL = datetime.timedelta(hours=6)
 TIMEOUT = datetime.timedelta(minutes=2)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import base64
 import pathlib
-import sys
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
 from devcluster.nodesim import projected
 

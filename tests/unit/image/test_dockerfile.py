@@ -23,7 +23,9 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests import repo
+
+ROOT = repo.ROOT
 DOCKERFILE = ROOT / "Dockerfile"
 # A base image must carry an explicit x.y.z version in its tag (a digest is welcome on top).
 PINNED_TAG = re.compile(r"^[^:@\s]+:(?P<tag>[^@\s]*\d+\.\d+\.\d+[^@\s]*)(@sha256:[0-9a-f]{64})?$")

@@ -12,7 +12,6 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +19,9 @@ import yaml
 from slot_operator.kubectl import check, cli, selector
 from slot_operator.kubectl.client import ClientError
 
-TESTDATA = Path(__file__).resolve().parents[2] / "charts" / "slot-operator" / "argocd" / "SlotImageCheck" / "testdata"
+from tests import repo
+
+TESTDATA = repo.ROOT / "charts" / "slot-operator" / "argocd" / "SlotImageCheck" / "testdata"
 IMAGE = "ghcr.io/example/agent-shell:sha-4d5e6f-codex"
 
 

@@ -10,13 +10,10 @@ import os
 import pathlib
 import re
 import stat
-import sys
 import tarfile
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
 from devcluster import oci
 

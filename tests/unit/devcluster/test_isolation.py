@@ -5,16 +5,12 @@ Entering the namespace for real, as an unprivileged account, is tests/integratio
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `devcluster` imports from the repo root however pytest is invoked
-    sys.path.insert(0, str(REPO))
+from devcluster.isolation import IdRange, id_map, mapped_from_zero, parse_subordinate
+from tests import repo
 
-from devcluster.isolation import IdRange, id_map, mapped_from_zero, parse_subordinate  # noqa: E402
+REPO = repo.ROOT
 
 SUBUID = """\
 # comment

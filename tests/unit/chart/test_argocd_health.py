@@ -21,10 +21,10 @@ import yaml
 
 from devcluster import gitops
 from hack import argocd_testdata
-from tests import image_check_contract
+from tests import image_check_contract, repo
 from tests.gitops_states import CHECK_EXPECTED, EXPECTED
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = repo.ROOT
 ARGOCD = ROOT / "charts" / "slot-operator" / "argocd"
 CRD = ROOT / "crds" / "slots.woved.dev.yaml"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +18,9 @@ from slot_operator.logic.outcome import Verdict
 from slot_operator.logic.phases import PHASES, STALLED_PHASES, Phase
 
 from devcluster import gitops
-from tests import monitoring
+from tests import monitoring, repo
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = repo.ROOT
 T0 = datetime.datetime(2026, 1, 2, 3, 0, 0, tzinfo=datetime.UTC)
 ALERTING = {phase: facts.alert for phase, facts in PHASES.items() if facts.alert}
 

@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests import repo
+
+ROOT = repo.ROOT
 CHART = ROOT / "charts" / "slot-operator"
 CRD_SOURCES = ROOT / "crds"
 CRD_COPIES = CHART / "crds"
