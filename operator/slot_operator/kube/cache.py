@@ -317,27 +317,37 @@ class Cache:
     def _scope(self, group: Mapping[str | None, Informer], namespace: str) -> Informer | None:
         return group.get(namespace) or group.get(None)
 
-    def slot(self, key: Key) -> Object | None:
-        informer = self._scope(self._slots, key[0])
+    def _get(self, group: Mapping[str | None, Informer], key: Key) -> Object | None:
+        informer = self._scope(group, key[0])
         return informer.store.get(key) if informer else None
+
+    @staticmethod
+    def _objects(group: Mapping[str | None, Informer]) -> list[Object]:
+        return [obj for informer in group.values() for obj in informer.store.items.values()]
+
+    @staticmethod
+    def _keys(group: Mapping[str | None, Informer]) -> list[Key]:
+        return [key for informer in group.values() for key in informer.store.items]
+
+    def slot(self, key: Key) -> Object | None:
+        return self._get(self._slots, key)
 
     def slots(self) -> list[Object]:
         """Every Slot in the cache (the metrics read them at scrape time)."""
-        return [slot for informer in self._slots.values() for slot in informer.store.items.values()]
+        return self._objects(self._slots)
 
     def slot_keys(self) -> list[Key]:
-        return [key for informer in self._slots.values() for key in informer.store.items]
+        return self._keys(self._slots)
 
     def check(self, key: Key) -> Object | None:
-        informer = self._scope(self._checks, key[0])
-        return informer.store.get(key) if informer else None
+        return self._get(self._checks, key)
 
     def checks(self) -> list[Object]:
         """Every SlotImageCheck in the cache (the metrics read them at scrape time)."""
-        return [check for informer in self._checks.values() for check in informer.store.items.values()]
+        return self._objects(self._checks)
 
     def check_keys(self) -> list[Key]:
-        return [key for informer in self._checks.values() for key in informer.store.items]
+        return self._keys(self._checks)
 
     def slots_in(self, namespace: str) -> list[Object]:
         """The Slots of one namespace (a check's selection)."""
@@ -350,12 +360,7 @@ class Cache:
 
     def owned_check_jobs(self) -> list[tuple[Key, Object]]:
         """Every check probe Job with the SlotImageCheck that owns it (by identity)."""
-        return [
-            (check, job)
-            for informer in self._jobs.values()
-            for job in informer.store.items.values()
-            if (check := self._owner_check(job)) is not None
-        ]
+        return [(check, job) for job in self._objects(self._jobs) if (check := self._owner_check(job)) is not None]
 
     def slot_jobs(self, namespace: str, slot_uid: str) -> list[Object]:
         """The Slot's probe Jobs: in its namespace, controlled by its uid."""
@@ -383,39 +388,43 @@ class Cache:
         """Every probe Job with the Slot that owns it (by identity): what runs when the operator starts."""
         return [
             (slot, job)
-            for informer in self._jobs.values()
-            for job in informer.store.items.values()
+            for job in self._objects(self._jobs)
             if not is_migration(job) and (slot := self._owner_slot(job)) is not None
         ]
 
+    @staticmethod
+    def _owner(job: Mapping[str, Any], uid: str | None, owners: Mapping[str, Key]) -> Key | None:
+        """The owner (in `owners`, by uid) that `job`'s controller reference names, if it is of the Job's namespace."""
+        owner = owners.get(uid) if uid else None
+        return owner if owner is not None and owner[0] == key_of(job)[0] else None
+
     def _owner_slot(self, job: Mapping[str, Any]) -> Key | None:
         """The Slot that controls `job`: a Slot of its namespace whose uid its controller reference names."""
-        uid = slot_owner_uid(job)
-        slot = self._slots_by_uid.get(uid) if uid else None
-        return slot if slot is not None and slot[0] == key_of(job)[0] else None
+        return self._owner(job, slot_owner_uid(job), self._slots_by_uid)
 
     def _owner_check(self, job: Mapping[str, Any]) -> Key | None:
         """The SlotImageCheck that controls `job`: a check of its namespace whose uid its controller reference names."""
-        uid = check_owner_uid(job)
-        check = self._checks_by_uid.get(uid) if uid else None
-        return check if check is not None and check[0] == key_of(job)[0] else None
+        return self._owner(job, check_owner_uid(job), self._checks_by_uid)
 
     # Writes the operator made: cache the API's answer, so the watch's echo of it is no news
     def wrote_slot(self, obj: Mapping[str, Any]) -> Object:
-        informer = self._scope(self._slots, key_of(obj)[0])
-        changed = informer.store.apply_write(obj) if informer else None
-        if changed is None:
-            return trim_slot(obj)
-        old, new = changed
-        self._index_slot(old, new)
-        return new
+        return self._wrote(self._slots, obj, trim_slot, self._index_slot)
 
     def wrote_check(self, obj: Mapping[str, Any]) -> Object:
-        informer = self._scope(self._checks, key_of(obj)[0])
+        return self._wrote(self._checks, obj, trim_check, self._index_check)
+
+    def _wrote(
+        self,
+        group: Mapping[str | None, Informer],
+        obj: Mapping[str, Any],
+        trim: Callable[[Mapping[str, Any]], Object],
+        index: Callable[[Object | None, Object | None], None],
+    ) -> Object:
+        informer = self._scope(group, key_of(obj)[0])
         changed = informer.store.apply_write(obj) if informer else None
         if changed is None:
-            return trim_check(obj)
-        self._index_check(*changed)
+            return trim(obj)
+        index(*changed)
         return changed[1]
 
     def wrote_job(self, obj: Mapping[str, Any]) -> None:
