@@ -16,6 +16,7 @@ from slot_operator.config import Config
 from slot_operator.kube.api import ApiError
 from slot_operator.logic import jobs, names
 from slot_operator.logic.phases import PHASES, Phase
+from slot_operator.logic.spec import parse_spec, verdict_fingerprint
 
 from tests.operator_harness import NS, T0, Harness, audit_report, condition, exited, waiting
 
@@ -60,6 +61,25 @@ async def test_created_writes_the_intent_then_creates_the_job(h: Harness) -> Non
     assert h.capacity.job_of((NS, "s")) == job
     await h.reconcile("s")  # the watch's echo, another event: nothing new to write or create
     assert len(h.writer.calls) == 2
+
+
+def fingerprint(h: Harness, name: str = "s") -> str:
+    config = h.config
+    spec = parse_spec(
+        h.slots[name]["spec"], default_interval=config.default_interval, default_timeout=config.default_timeout
+    )
+    return verdict_fingerprint(spec)
+
+
+async def test_a_probe_records_the_fingerprint_of_the_spec_it_probes(h: Harness) -> None:
+    job = await probing(h)
+    assert h.status("s")["currentProbe"]["specHash"] == fingerprint(h)
+    h.pod(job, probe=exited(0), audit=AUDIT_OK)
+    await h.reconcile("s")
+    assert h.status("s")["lastProbe"]["specHash"] == fingerprint(h)
+    h.put_slot("t")  # no claim: the attempt makes no Job, and still says which spec it tried
+    await h.reconcile("t")
+    assert h.status("t")["lastProbe"]["specHash"] == fingerprint(h, "t")
 
 
 async def test_a_full_cap_queues_once_and_a_freed_place_starts_the_next(h: Harness) -> None:

@@ -16,7 +16,7 @@ from slot_operator.logic import jobs, names, ownership, schedule, timestamps
 from slot_operator.logic import status as status_logic
 from slot_operator.logic.outcome import NoVerdict, Outcome, Running, Verdict, audit_result, classify, is_finished
 from slot_operator.logic.phases import Phase
-from slot_operator.logic.spec import SlotSpec
+from slot_operator.logic.spec import SlotSpec, verdict_fingerprint
 from slot_operator.logic.status import ProbeRef
 from slot_operator.logic.verdict import FailureReason
 
@@ -230,6 +230,7 @@ def record(
             request=trigger.request if trigger else None,
             retry_at=now + schedule.retry_delay(failures, base=given.retry_base, cap=given.retry_max),
             audit=given.audit,
+            spec_hash=verdict_fingerprint(given.spec),
             now=now,
         )
         event = Event(kind="Warning", reason=outcome.reason.value, message=outcome.message)
@@ -310,7 +311,7 @@ Next = Idle | Spread | Due
 
 
 def intent(
-    status: Mapping[str, Any], *, slot: str, slot_uid: str, generation: int, image: str, trigger: schedule.Trigger,
+    status: Mapping[str, Any], *, slot: str, slot_uid: str, generation: int, spec: SlotSpec, trigger: schedule.Trigger,
     now: datetime.datetime,
 ) -> ProbeRef:  # fmt: skip
     """The probe this status calls for; its Job name is deterministic, so two deciders pick the same one."""
@@ -323,7 +324,13 @@ def intent(
     if recorded is not None and recorded.job_name == name:
         return recorded  # already announced (queued, or an earlier attempt to start it)
     return ProbeRef(
-        job_name=name, image=image, generation=generation, trigger=trigger.kind, request=trigger.request, start_time=now
+        job_name=name,
+        image=spec.image,
+        generation=generation,
+        trigger=trigger.kind,
+        request=trigger.request,
+        start_time=now,
+        spec_hash=verdict_fingerprint(spec),
     )
 
 
@@ -359,7 +366,7 @@ def next_probe(status: Mapping[str, Any], given: Schedule, *, now: datetime.date
         slot=given.slot,
         slot_uid=given.slot_uid,
         generation=given.generation,
-        image=given.spec.image,
+        spec=given.spec,
         trigger=trigger,
         now=now,
     )

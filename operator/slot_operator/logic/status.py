@@ -58,6 +58,9 @@ class ProbeRef:
     trigger: str
     request: str | None
     start_time: datetime.datetime
+    # spec.verdict_fingerprint of the spec it probes: the specs its verdict answers for. None for a probe an
+    # older operator recorded, or a Job adopted without a record (its verdict answers for its generation only).
+    spec_hash: str | None = None
 
     def to_status(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -69,6 +72,8 @@ class ProbeRef:
         }
         if self.request is not None:
             data["request"] = self.request
+        if self.spec_hash is not None:
+            data["specHash"] = self.spec_hash
         return data
 
     @classmethod
@@ -83,6 +88,7 @@ class ProbeRef:
             trigger=str(data.get("trigger") or ""),
             request=str(request) if request is not None else None,
             start_time=timestamps.parse_time(data.get("startTime")) or datetime.datetime.fromtimestamp(0, datetime.UTC),
+            spec_hash=str(data["specHash"]) if data.get("specHash") else None,
         )
 
 
@@ -305,9 +311,12 @@ def _last_probe(
     generation: int,
     trigger: str,
     result: str | None,
+    spec_hash: str | None = None,
     now: datetime.datetime,
 ) -> dict[str, Any]:
     data: dict[str, Any] = probe.to_status() if probe else {"generation": generation, "trigger": trigger}
+    if probe is None and spec_hash is not None:
+        data["specHash"] = spec_hash  # an attempt that made no Job still tried the current spec
     data.pop("request", None)
     data["completionTime"] = timestamps.format_time(outcome.finished or now)
     data["reason"] = str(outcome.reason)
@@ -381,14 +390,19 @@ def no_verdict(
     request: str | None,
     retry_at: datetime.datetime,
     audit: AuditContext | None = None,
+    spec_hash: str | None = None,
     now: datetime.datetime,
 ) -> SlotStatus:
-    """The probe could not give a verdict: phase and Ready stay; retry at `retry_at` unless the spec is at fault."""
+    """The probe could not give a verdict: phase and Ready stay; retry at `retry_at` unless the spec is at fault.
+
+    `spec_hash`: the current spec's fingerprint, recorded when no probe was started (`probe` None)."""
     new = _base(status, generation, now)
     new.pop("currentProbe", None)
     _record_audit(new, audit, job=probe.job_name if probe else None, generation=generation, now=now)
     result = outcome.result.status if outcome.result else None
-    new["lastProbe"] = _last_probe(probe, outcome, generation=generation, trigger=trigger, result=result, now=now)
+    new["lastProbe"] = _last_probe(
+        probe, outcome, generation=generation, trigger=trigger, result=result, spec_hash=spec_hash, now=now
+    )
     new["consecutiveProbeFailures"] = int(status.get("consecutiveProbeFailures") or 0) + 1
     if outcome.reason is FailureReason.INVALID_SPEC:
         new.pop("nextProbeTime", None)  # the same spec would fail the same way: wait for a change or a request
