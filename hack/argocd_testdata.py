@@ -20,6 +20,7 @@ import yaml
 from slot_operator.logic import status as st
 from slot_operator.logic.outcome import NoVerdict, Verdict
 from slot_operator.logic.phases import Phase
+from slot_operator.logic.spec import parse_spec, verdict_fingerprint
 from slot_operator.logic.verdict import FailureReason
 
 TESTDATA = pathlib.Path(__file__).resolve().parents[1] / "charts" / "slot-operator" / "argocd" / "testdata"
@@ -34,7 +35,15 @@ def _at(minutes: int) -> datetime.datetime:
     return T0 + datetime.timedelta(minutes=minutes)
 
 
+def _spec(image: str, *, suspend: bool = False) -> dict[str, Any]:
+    spec: dict[str, Any] = {"agent": "codex", "claimName": "codex-1-home", "image": image}
+    if suspend:
+        spec["suspend"] = True
+    return spec
+
+
 def _probe(generation: int, image: str, *, trigger: str = "created", minutes: int = 0) -> st.ProbeRef:
+    parsed = parse_spec(_spec(image), default_interval=INTERVAL, default_timeout=datetime.timedelta(minutes=2))
     return st.ProbeRef(
         job_name=f"codex-1-probe-{generation:02d}{minutes:02d}a1b2c3",
         image=image,
@@ -42,6 +51,7 @@ def _probe(generation: int, image: str, *, trigger: str = "created", minutes: in
         trigger=trigger,
         request=None,
         start_time=_at(minutes),
+        spec_hash=verdict_fingerprint(parsed),
     )
 
 
@@ -152,6 +162,19 @@ STATES: dict[str, Callable[[], tuple[int, str, bool, Status]]] = {
         True,
         st.idle(_ready(), generation=2, suspended=True, now=_at(10)),
     ),
+    # Only spec.suspend changed: the verdict answers for the new generation too (a verdict field changed: above).
+    "ready-then-suspended": lambda: (
+        2,
+        OLD_IMAGE,
+        True,
+        st.carried(_ready(), generation=2, suspended=True, next_probe=None, now=_at(10)),
+    ),
+    "needs-reauth-then-suspended": lambda: (
+        2,
+        OLD_IMAGE,
+        True,
+        st.carried(_needs_reauth(), generation=2, suspended=True, next_probe=None, now=_at(10)),
+    ),
     "needs-reauth-then-new-image-queued": lambda: (
         2,
         NEW_IMAGE,
@@ -199,14 +222,11 @@ STATES: dict[str, Callable[[], tuple[int, str, bool, Status]]] = {
 
 def slot(state: str) -> dict[str, Any]:
     generation, image, suspend, status = STATES[state]()
-    spec: dict[str, Any] = {"agent": "codex", "claimName": "codex-1-home", "image": image}
-    if suspend:
-        spec["suspend"] = True
     return {
         "apiVersion": "woved.dev/v1alpha1",
         "kind": "Slot",
         "metadata": {"name": "codex-1", "namespace": "agents", "generation": generation},
-        "spec": spec,
+        "spec": _spec(image, suspend=suspend),
         "status": copy.deepcopy(status),
     }
 

@@ -28,6 +28,9 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "ready-then-new-image-crashed": ("InProgress", "Progressing"),
     "ready-then-new-image-suspended": ("InProgress", "Suspended"),
     "needs-reauth-then-new-image-queued": ("InProgress", "Progressing"),
+    # A new generation that changed only interval, timeout or suspend: the verdict answers for it too.
+    "ready-then-suspended": ("Current", "Healthy"),
+    "needs-reauth-then-suspended": ("Failed", "Degraded"),
     # The spec is at fault.
     "invalid-spec": ("Failed", "Degraded"),
     "mount-failed": ("Failed", "Degraded"),

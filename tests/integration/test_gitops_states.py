@@ -7,6 +7,7 @@ sigs.k8s.io/cli-utils, health.lua on gopher-lua), which must agree with the tabl
 
 from __future__ import annotations
 
+import datetime
 import json
 import pathlib
 import shutil
@@ -261,3 +262,89 @@ def test_new_generation_after_a_ready_verdict_and_reprobes_of_a_judged_one(
     instance.stop()
     patch_slot(api_client, namespace, "unseen", {"spec": {"image": crashing}})
     assert_state(api_client, namespace, {"spec-not-yet-observed": "unseen"})
+
+
+def _jobs_of(api: client.ApiClient, namespace: str, slot: str) -> set[str]:
+    return {
+        job.metadata.name for job in slots.probe_jobs(api, namespace)
+        if (job.metadata.annotations or {}).get("woved.dev/slot") == slot
+    }  # fmt: skip
+
+
+def _at(slot: dict[str, Any], generation: int, *, carried: bool) -> bool:
+    """Status speaks for `generation`; with `carried`, so does the verdict (Ready), else it waits, suspended."""
+    observed = slot["status"].get("observedGeneration") == generation
+    if carried:
+        return observed and condition(slot, "Ready").get("observedGeneration") == generation
+    return observed and _reason("Reconciling", "Suspended")(slot)
+
+
+def test_a_change_that_cannot_change_the_verdict_keeps_it(
+    kube_cluster: cluster.Cluster,
+    api_client: client.ApiClient,
+    namespace: str,
+    claim: Callable[..., pathlib.Path],
+    operator: Any,
+) -> None:
+    """Suspending a Slot, or changing its interval or timeout, keeps its verdict for the new generation (Ready:
+    Current and Healthy; NeedsReauth: Failed and Degraded), without a probe. Suspended together with a new image,
+    the new generation has no verdict and gets no probe: InProgress (kstatus), Suspended (health.lua)."""
+    for name in ("suspended", "rescheduled", "new-image"):
+        _valid(claim, name)
+    write_file(claim("reauth"), ".codex/auth.json", "")
+    operator()
+    for name in ("suspended", "rescheduled", "new-image", "reauth"):
+        create_slot(api_client, namespace, name, claim=name)
+    for name in ("suspended", "rescheduled", "new-image"):
+        wait_verdict(api_client, namespace, name, "Ready")
+    wait_verdict(api_client, namespace, "reauth", "NeedsReauth")
+    first = {
+        name: _jobs_of(api_client, namespace, name) for name in ("suspended", "rescheduled", "new-image", "reauth")
+    }
+    assert all(len(jobs) == 1 for jobs in first.values()), first
+
+    patch_slot(api_client, namespace, "suspended", {"spec": {"suspend": True}})
+    patch_slot(api_client, namespace, "reauth", {"spec": {"suspend": True}})
+    patch_slot(api_client, namespace, "rescheduled", {"spec": {"interval": "2h", "timeout": "3m"}})
+    new_image = f"{slots.CODEX_IMAGE}@sha256:{'b' * 64}"
+    patch_slot(api_client, namespace, "new-image", {"spec": {"image": new_image, "suspend": True}})
+    states = {"ready-then-suspended": "suspended", "needs-reauth-then-suspended": "reauth", "ready": "rescheduled",
+              "ready-then-new-image-suspended": "new-image"}  # fmt: skip
+    for generation in (2, 3):
+        for state, name in states.items():
+            carried = state != "ready-then-new-image-suspended"
+            wait_slot(api_client, namespace, name, lambda s, g=generation, c=carried: _at(s, g, carried=c),
+                      message=f"{name} at generation {generation}")  # fmt: skip
+        assert_state(api_client, namespace, states)
+        if generation == 2:
+            # Another change of the schedule only: once it is observed, the reconcile of generation 2 has ended
+            # (a Slot is reconciled by one worker at a time), so any probe Job it made would be there to see.
+            for name in states.values():
+                patch_slot(api_client, namespace, name, {"spec": {"interval": "3h"}})
+
+    assert {name: _jobs_of(api_client, namespace, name) for name in first} == first  # not one probe more
+    assert _kubectl_wait_ready(kube_cluster.kubeconfig, namespace, "suspended")  # kubectl wait honours it too
+    # The next periodic probe follows the interval now in the spec (plus its jitter), counted from the last probe.
+    status = get_slot(api_client, namespace, "rescheduled")["status"]
+    last = datetime.datetime.fromisoformat(status["lastProbe"]["completionTime"])
+    next_time = datetime.datetime.fromisoformat(status["nextProbeTime"])
+    assert datetime.timedelta(hours=3) <= next_time - last <= datetime.timedelta(hours=3.15), status
+
+
+def test_a_probe_in_flight_answers_for_a_schedule_only_change(
+    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+) -> None:
+    """A probe running for generation 1 is not stopped when generation 2 changes only the interval; its verdict
+    is generation 2's."""
+    _valid(claim, "s")
+    operator()
+    create_slot(api_client, namespace, "s", claim="s", env=[{"name": "SMOKE_TEST_SLEEP", "value": "15"}])
+    wait_slot(api_client, namespace, "s", _reason("Reconciling", "Probing"))
+    (job,) = _jobs_of(api_client, namespace, "s")
+    patch_slot(api_client, namespace, "s", {"spec": {"interval": "1h"}})
+    seen = wait_slot(api_client, namespace, "s", lambda s: s["status"].get("observedGeneration") == 2)
+    assert (seen["status"].get("lastProbe"), seen["status"]["currentProbe"]["jobName"]) == (None, job), seen["status"]
+    slot = wait_verdict(api_client, namespace, "s", "Ready", generation=2, timeout=120)
+    assert (slot["status"]["lastProbe"]["jobName"], slot["status"]["lastProbe"]["generation"]) == (job, 1)
+    assert _jobs_of(api_client, namespace, "s") == {job}
+    assert_state(api_client, namespace, {"ready": "s"})

@@ -59,13 +59,15 @@ def test_live_metrics_serve_what_the_rules_and_dashboard_use(
     assert values[("slot_operator_probe_results_total", "Ready")] == 1
     assert all(s.labels["namespace"] == namespace for s in mine)
 
-    # Suspending changes the spec: no verdict on the new generation, and the rules see why.
+    # Suspending changes only when probes run: the verdict answers for the new generation too (it is carried, no
+    # probe), and the rules see the suspension.
     patch_slot(api_client, namespace, "s", {"spec": {"suspend": True}})
+    wanted = ("slot_operator_slot_suspended", "slot_operator_slot_verdict_current", "slot_operator_slot_ready")
 
     def suspended() -> bool | NotYet:
         state = {s.name: s.value for s in samples(instance.metrics()) if s.labels.get("slot") == "s"
-                 and s.name in ("slot_operator_slot_suspended", "slot_operator_slot_verdict_current")}  # fmt: skip
-        return state == {"slot_operator_slot_suspended": 1, "slot_operator_slot_verdict_current": 0} or NotYet(state)
+                 and s.name in wanted}  # fmt: skip
+        return state == dict.fromkeys(wanted, 1) or NotYet(state)
 
     wait_for(suspended, timeout=30, message="suspension shows in the metrics")
 

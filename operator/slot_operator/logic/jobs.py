@@ -7,49 +7,17 @@ import dataclasses
 import datetime
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from slot_operator.logic import names, ownership, quantity
+from slot_operator.logic import names, ownership
 from slot_operator.logic.outcome import NoVerdict
 from slot_operator.logic.phases import VERDICT_EXIT_CODES
-from slot_operator.logic.spec import SCRATCH_PATH, SlotSpec
+from slot_operator.logic.spec import SCRATCH_PATH, SlotSpec, probe_resources
 from slot_operator.logic.verdict import FailureReason
 
 SLOT_VOLUME = "slot"
 TMP_VOLUME = "tmp"
-DEFAULT_RESOURCES = {
-    "requests": {"cpu": "10m", "memory": "32Mi"},
-    "limits": {"cpu": "500m", "memory": "256Mi"},
-}
-
-
-def probe_resources(requested: Mapping[str, Any]) -> dict[str, Any]:
-    """The probe container's resources: spec.resources over the defaults, key by key.
-
-    A partial spec keeps the defaults it does not name (setting only a memory request keeps the
-    default limits). Where a named request exceeds the default limit of the same resource, that limit
-    becomes the request; where a named limit is below the default request, that request becomes the
-    limit: a merge never produces a request above its limit.
-    """
-    user_requests = dict(requested.get("requests") or {})
-    user_limits = dict(requested.get("limits") or {})
-    requests = {**DEFAULT_RESOURCES["requests"], **user_requests}
-    limits = {**DEFAULT_RESOURCES["limits"], **user_limits}
-    for name in set(requests) & set(limits):
-        try:
-            above = quantity.parse(requests[name]) > quantity.parse(limits[name])
-        except ValueError:
-            continue  # the API server names the bad quantity when it refuses the Job
-        if above and name not in user_limits:
-            limits[name] = requests[name]
-        elif above and name not in user_requests:
-            requests[name] = limits[name]
-    merged: dict[str, Any] = {key: value for key, value in requested.items() if key not in ("requests", "limits")}
-    merged.update(requests=requests, limits=limits)
-    return merged
-
-
 # The operator's image runs the audit and the migration: its interpreter (Dockerfile: the venv at /opt/venv), and
 # where they see the slot's claim. A path of the operator's choosing, never spec.mountPath: a Slot could otherwise
 # mount its claim over the operator's own programs (/opt/venv/bin) and have them run as root in the migration.

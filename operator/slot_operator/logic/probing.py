@@ -16,7 +16,7 @@ from slot_operator.logic import jobs, names, ownership, schedule, timestamps
 from slot_operator.logic import status as status_logic
 from slot_operator.logic.outcome import NoVerdict, Outcome, Running, Verdict, audit_result, classify, is_finished
 from slot_operator.logic.phases import Phase
-from slot_operator.logic.spec import SlotSpec
+from slot_operator.logic.spec import SlotSpec, verdict_fingerprint
 from slot_operator.logic.status import ProbeRef
 from slot_operator.logic.verdict import FailureReason
 
@@ -53,7 +53,7 @@ class Lost:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Supersede:
-    """The probe judges an older generation: stop it; the new generation is probed next."""
+    """The probe judges an older spec than the current generation's: stop it; the new generation is probed next."""
 
     job: Job
 
@@ -64,7 +64,7 @@ class Watch:
 
     job: Job
     probe: ProbeRef
-    record_intent: bool  # a Job from an older run, not yet in status
+    record_intent: bool  # a Job from an older run, not yet in status; or one status has not named for this generation
     wake: datetime.datetime
     reread: bool  # past its deadline and the cache still says running: read the Job afresh
 
@@ -97,6 +97,10 @@ def adopted(job: Mapping[str, Any]) -> ProbeRef:
     )
 
 
+def _observed(status: Mapping[str, Any]) -> int:
+    return int(status.get("observedGeneration") or 0)
+
+
 def started_at(job: Mapping[str, Any], probe: ProbeRef) -> datetime.datetime:
     """When the probe's Job was created (a queued probe's intent is older than its Job)."""
     return timestamps.parse_time((job.get("metadata") or {}).get("creationTimestamp")) or probe.start_time
@@ -122,17 +126,27 @@ def lingering(status: Mapping[str, Any], jobs_of_slot: Sequence[Job], pods: Pods
     return stop
 
 
+def answers_for(probe: ProbeRef, *, generation: int, fingerprint: str) -> bool:
+    """The probe's verdict answers for the current generation: it probes it, or a generation with the same verdict
+    fields (only interval, timeout or suspend changed since; a probe with no specHash answers for its own only)."""
+    return probe.generation == generation or (probe.spec_hash is not None and probe.spec_hash == fingerprint)
+
+
 def follow(
     status: Mapping[str, Any],
     jobs_of_slot: Sequence[Job],
     pods: Pods,
     *,
     generation: int,
+    fingerprint: str,
     timeout: datetime.timedelta,
     tracked: str | None,
     now: datetime.datetime,
 ) -> Follow:
-    """What the probe in flight calls for. `tracked`: the Job this process made or adopted for the Slot."""
+    """What the probe in flight calls for. `tracked`: the Job this process made or adopted for the Slot.
+
+    A new generation stops the probe only when it changed what the probe runs with (`fingerprint`): one that
+    changed only interval, timeout or suspend lets it run, and its verdict answers for the new generation."""
     recorded = ProbeRef.from_status(status.get("currentProbe"))
     job = schedule.current_job(status, jobs_of_slot)
     if job is None:
@@ -143,7 +157,7 @@ def follow(
         return NoProbe()
     name = str(job["metadata"]["name"])
     probe = recorded if recorded is not None and recorded.job_name == name else adopted(job)
-    if probe.generation < generation and not is_finished(job):
+    if not answers_for(probe, generation=generation, fingerprint=fingerprint) and not is_finished(job):
         return Supersede(job=job)
     outcome: Outcome = classify(job, pods(job), now=now)
     started = started_at(job, probe)
@@ -153,7 +167,7 @@ def follow(
         return Watch(
             job=job,
             probe=probe,
-            record_intent=recorded is None or recorded.job_name != name,
+            record_intent=recorded is None or recorded.job_name != name or _observed(status) < generation,
             wake=wake,
             reread=deadline <= now,
         )
@@ -184,6 +198,25 @@ class RecordInput:
     retry_max: datetime.timedelta
 
 
+def _verdict(
+    status: Mapping[str, Any], probe: ProbeRef, outcome: Verdict, given: RecordInput, *, now: datetime.datetime
+) -> status_logic.SlotStatus:
+    """The verdict's status: for the current generation when the probe ran its verdict fields, else the probe's."""
+    # Flux-style jitter: probes of Slots created together drift apart instead of waking together forever.
+    interval = schedule.jittered(given.spec.interval, seed=f"{given.slot_uid}/{probe.job_name}")
+    current = answers_for(probe, generation=given.generation, fingerprint=verdict_fingerprint(given.spec))
+    return status_logic.verdict(
+        status,
+        generation=given.generation,
+        probe=probe,
+        outcome=outcome,
+        interval=interval,
+        audit=given.audit,
+        speaks_for=given.generation if current else probe.generation,
+        now=now,
+    )
+
+
 def record(
     status: Mapping[str, Any],
     probe: ProbeRef | None,
@@ -198,17 +231,7 @@ def record(
     old_phase = status_logic.phase_of(status)
     if isinstance(outcome, Verdict):
         assert probe is not None
-        # Flux-style jitter: probes of Slots created together drift apart instead of waking together forever.
-        interval = schedule.jittered(given.spec.interval, seed=f"{given.slot_uid}/{probe.job_name}")
-        new = status_logic.verdict(
-            status,
-            generation=given.generation,
-            probe=probe,
-            outcome=outcome,
-            interval=interval,
-            audit=given.audit,
-            now=now,
-        )
+        new = _verdict(status, probe, outcome, given, now=now)
         event = (
             Event(
                 kind="Normal" if outcome.phase is Phase.READY else "Warning",
@@ -230,6 +253,7 @@ def record(
             request=trigger.request if trigger else None,
             retry_at=now + schedule.retry_delay(failures, base=given.retry_base, cap=given.retry_max),
             audit=given.audit,
+            spec_hash=verdict_fingerprint(given.spec),
             now=now,
         )
         event = Event(kind="Warning", reason=outcome.reason.value, message=outcome.message)
@@ -310,20 +334,36 @@ Next = Idle | Spread | Due
 
 
 def intent(
-    status: Mapping[str, Any], *, slot: str, slot_uid: str, generation: int, image: str, trigger: schedule.Trigger,
+    status: Mapping[str, Any], *, slot: str, slot_uid: str, generation: int, spec: SlotSpec, trigger: schedule.Trigger,
     now: datetime.datetime,
 ) -> ProbeRef:  # fmt: skip
-    """The probe this status calls for; its Job name is deterministic, so two deciders pick the same one."""
+    """The probe this status calls for; its Job name is deterministic, so two deciders pick the same one.
+
+    A probe already announced (queued, or an earlier attempt to start it) stays the one, also when a later
+    generation changed only interval, timeout or suspend: it still answers for it."""
     recorded = ProbeRef.from_status(status.get("currentProbe"))
+    fingerprint = verdict_fingerprint(spec)
     last = status.get("lastProbe") or {}
     previous = last.get("jobName") or last.get("completionTime") or ""  # failures without a Job have no name
     failures = int(status.get("consecutiveProbeFailures") or 0)
-    token = f"{previous}/{generation}/{trigger.kind}/{trigger.request or ''}/{failures}"
-    name = jobs.job_name(slot, slot_uid, token)
-    if recorded is not None and recorded.job_name == name:
-        return recorded  # already announced (queued, or an earlier attempt to start it)
+
+    def name_for(probed: int) -> str:
+        return jobs.job_name(slot, slot_uid, f"{previous}/{probed}/{trigger.kind}/{trigger.request or ''}/{failures}")
+
+    if (
+        recorded is not None
+        and answers_for(recorded, generation=generation, fingerprint=fingerprint)
+        and recorded.job_name == name_for(recorded.generation)
+    ):
+        return recorded
     return ProbeRef(
-        job_name=name, image=image, generation=generation, trigger=trigger.kind, request=trigger.request, start_time=now
+        job_name=name_for(generation),
+        image=spec.image,
+        generation=generation,
+        trigger=trigger.kind,
+        request=trigger.request,
+        start_time=now,
+        spec_hash=fingerprint,
     )
 
 
@@ -344,7 +384,12 @@ class Schedule:
 
 def next_probe(status: Mapping[str, Any], given: Schedule, *, now: datetime.datetime) -> Next:
     trigger, due_at = schedule.due(
-        status, generation=given.generation, request=given.request, claim_exists=given.claim_exists, now=now
+        status,
+        generation=given.generation,
+        fingerprint=verdict_fingerprint(given.spec),
+        request=given.request,
+        claim_exists=given.claim_exists,
+        now=now,
     )
     if given.spec.suspend or trigger is None:
         new = status_logic.idle(status, generation=given.generation, suspended=given.spec.suspend, now=now)
@@ -359,18 +404,23 @@ def next_probe(status: Mapping[str, Any], given: Schedule, *, now: datetime.date
         slot=given.slot,
         slot_uid=given.slot_uid,
         generation=given.generation,
-        image=given.spec.image,
+        spec=given.spec,
         trigger=trigger,
         now=now,
     )
     return Due(probe=probe)
 
 
+def _announced(status: Mapping[str, Any], probe: ProbeRef, *, generation: int) -> bool:
+    """Status names this probe already, for this generation."""
+    return ProbeRef.from_status(status.get("currentProbe")) == probe and _observed(status) == generation
+
+
 def queued(
     status: Mapping[str, Any], probe: ProbeRef, *, generation: int, ahead: int, now: datetime.datetime
 ) -> status_logic.SlotStatus | None:
     """The status of a probe waiting for a place; None when status says so already (written once, when it joins)."""
-    if ProbeRef.from_status(status.get("currentProbe")) == probe:
+    if _announced(status, probe, generation=generation):
         return None
     return status_logic.queued(status, generation=generation, probe=probe, ahead=ahead, now=now)
 
@@ -379,9 +429,25 @@ def probing(
     status: Mapping[str, Any], probe: ProbeRef, *, generation: int, now: datetime.datetime
 ) -> status_logic.SlotStatus | None:
     """Intent first: the status naming the probe's Job before it is created; None when status says so already."""
-    if ProbeRef.from_status(status.get("currentProbe")) == probe:
+    if _announced(status, probe, generation=generation):
         return None
     return status_logic.probing(status, generation=generation, probe=probe, now=now)
+
+
+def carry(
+    status: Mapping[str, Any], *, generation: int, spec: SlotSpec, slot_uid: str, now: datetime.datetime
+) -> status_logic.SlotStatus | None:
+    """A generation that changed only interval, timeout or suspend keeps the standing verdict (docs/design.md §2.3):
+    the status that says so, with the next periodic probe under the new interval; None when it does not carry."""
+    if not status_logic.carries(status, generation=generation, fingerprint=verdict_fingerprint(spec)):
+        return None
+    return status_logic.carried(
+        status,
+        generation=generation,
+        suspended=spec.suspend,
+        next_probe=schedule.periodic_after(status, interval=spec.interval, slot_uid=slot_uid),
+        now=now,
+    )
 
 
 def foreign_job(probe: ProbeRef) -> NoVerdict:

@@ -14,6 +14,7 @@ from typing import Any
 
 from slot_operator.logic import backoff, names, ownership, timestamps
 from slot_operator.logic.outcome import NoVerdict, is_finished
+from slot_operator.logic.status import faulty_generation
 from slot_operator.logic.verdict import FailureReason
 
 # Periodic probes are pushed back by up to this fraction of the interval (Flux's reconcile jitter, 5%).
@@ -67,34 +68,68 @@ def manual_request(annotations: Mapping[str, str] | None) -> str | None:
     return ownership.stored_token(token.strip()) if isinstance(token, str) and token.strip() else None
 
 
+def probed_another_spec(last: Mapping[str, Any], *, generation: int, fingerprint: str) -> bool:
+    """The last probe ran with other verdict fields than the current spec's: by its specHash, or, recorded by
+    an operator older than specHash, by its generation (a Slot upgraded so is probed again at its next change)."""
+    recorded = last.get("specHash")
+    if recorded:
+        return str(recorded) != fingerprint
+    return int(last.get("generation") or 0) < generation
+
+
+def migration_probe_due(status: Mapping[str, Any]) -> bool:
+    """nextProbeTime is the probe an ownership migration that changed owners asked for (status.migration_finished)."""
+    migrated = (status.get("lastOwnershipMigration") or {}).get("completionTime")
+    return bool(migrated) and migrated == status.get("nextProbeTime")
+
+
 def due(
     status: Mapping[str, Any],
     *,
     generation: int,
+    fingerprint: str,
     request: str | None,
     claim_exists: bool | None,
     now: datetime.datetime,
 ) -> tuple[Trigger | None, datetime.datetime | None]:
-    """(trigger, None) when a probe is due now, else (None, when it will be due)."""
+    """(trigger, None) when a probe is due now, else (None, when it will be due).
+
+    A new generation that changed only interval, timeout or suspend (the same `fingerprint`) is no reason to
+    probe: its verdict is carried (status.carried), a retry keeps its backoff and a periodic probe its time.
+    """
     last = status.get("lastProbe") or {}
     if request is not None and request != status.get("lastHandledProbeRequest"):
         return Trigger(kind="manual", request=request), None
     if not last:
         return Trigger(kind="created"), None
-    if int(last.get("generation") or 0) < generation:
+    if probed_another_spec(last, generation=generation, fingerprint=fingerprint):
         return Trigger(kind="spec-changed"), None
-    if last.get("reason") == FailureReason.INVALID_SPEC:
-        return None, None  # the spec is at fault: only a new generation or a request probes again
+    faulty = faulty_generation(status)
+    if faulty is not None:
+        # The spec is at fault: only a new generation (any change: it is no verdict to carry) or a request probes again.
+        return (Trigger(kind="spec-changed") if faulty < generation else None), None
     if last.get("reason") == FailureReason.CLAIM_NOT_FOUND and claim_exists:
         return Trigger(kind="claim-appeared"), None
     next_time = timestamps.parse_time(status.get("nextProbeTime")) or now
     if next_time <= now:
-        migrated = (status.get("lastOwnershipMigration") or {}).get("completionTime")
-        if migrated and migrated == status.get("nextProbeTime"):
-            return Trigger(kind="ownership-migrated"), None  # set by status.migration_finished
+        if migration_probe_due(status):
+            return Trigger(kind="ownership-migrated"), None
         kind = "retry" if int(status.get("consecutiveProbeFailures") or 0) else "interval"
         return Trigger(kind=kind), None
     return None, next_time
+
+
+def periodic_after(
+    status: Mapping[str, Any], *, interval: datetime.timedelta, slot_uid: str
+) -> datetime.datetime | None:
+    """When the next periodic probe is due under `interval` (jittered as when the verdict was recorded), counted
+    from the last probe; None when the next probe on record is no periodic one (a retry, the probe a migration
+    asked for) or there is no verdict to count from."""
+    last = status.get("lastProbe") or {}
+    finished = timestamps.parse_time(last.get("completionTime"))
+    if finished is None or int(status.get("consecutiveProbeFailures") or 0) or migration_probe_due(status):
+        return None
+    return finished + jittered(interval, seed=f"{slot_uid}/{last.get('jobName')}")
 
 
 def job_generation(job: Mapping[str, Any]) -> int:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from slot_operator.logic import durations
+from slot_operator.logic import durations, quantity
 
 AGENTS = ("claude", "codex")
 # Set by the operator on every probe: a user's env entry cannot replace them.
@@ -41,6 +43,31 @@ MIN_TIMEOUT = datetime.timedelta(seconds=5)
 MAX_TIMEOUT = datetime.timedelta(hours=1)
 MIN_INTERVAL = datetime.timedelta(minutes=1)
 MAX_INTERVAL = datetime.timedelta(hours=720)
+# The probe container's resources where spec.resources names none (probe_resources merges key by key).
+DEFAULT_RESOURCES = {
+    "requests": {"cpu": "10m", "memory": "32Mi"},
+    "limits": {"cpu": "500m", "memory": "256Mi"},
+}
+# Every spec field is one of two kinds (docs/design.md §2.3). A verdict answers for what the probe runs
+# with: a change of any VERDICT_FIELD is a spec the verdict has not judged, so it waits for its own probe.
+# SCHEDULE_FIELDS say when and whether probes run, never what they run: a generation that changes only
+# them keeps the verdict of the one before (status.carried). tests/unit/test_spec.py fails until a new
+# CRD spec field is in one of the two.
+VERDICT_FIELDS = (
+    "agent",
+    "claimName",
+    "image",
+    "mountPath",
+    "runAsUser",
+    "runAsGroup",
+    "imagePullPolicy",
+    "imagePullSecrets",
+    "env",
+    "resources",
+    "nodeSelector",
+    "tolerations",
+)
+SCHEDULE_FIELDS = ("interval", "timeout", "suspend")
 
 
 class InvalidSpec(ValueError):
@@ -150,3 +177,57 @@ def parse_spec(
         node_selector=dict(spec.get("nodeSelector") or {}),
         tolerations=tuple(spec.get("tolerations") or ()),
     )
+
+
+def probe_resources(requested: Mapping[str, Any]) -> dict[str, Any]:
+    """The probe container's resources: spec.resources over the defaults, key by key.
+
+    A partial spec keeps the defaults it does not name (setting only a memory request keeps the
+    default limits). Where a named request exceeds the default limit of the same resource, that limit
+    becomes the request; where a named limit is below the default request, that request becomes the
+    limit: a merge never produces a request above its limit.
+    """
+    user_requests = dict(requested.get("requests") or {})
+    user_limits = dict(requested.get("limits") or {})
+    requests = {**DEFAULT_RESOURCES["requests"], **user_requests}
+    limits = {**DEFAULT_RESOURCES["limits"], **user_limits}
+    for name in set(requests) & set(limits):
+        try:
+            above = quantity.parse(requests[name]) > quantity.parse(limits[name])
+        except ValueError:
+            continue  # the API server names the bad quantity when it refuses the Job
+        if above and name not in user_limits:
+            limits[name] = requests[name]
+        elif above and name not in user_requests:
+            requests[name] = limits[name]
+    merged: dict[str, Any] = {key: value for key, value in requested.items() if key not in ("requests", "limits")}
+    merged.update(requests=requests, limits=limits)
+    return merged
+
+
+def pull_policy(image: str, policy: str | None) -> str:
+    """The pull policy the probe gets: the one named, else Kubernetes' default for the image (Always for
+    `:latest` or no tag at all, IfNotPresent for any other tag or a digest)."""
+    if policy:
+        return policy
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.partition(":")[2] if ":" in last else ("" if digest else "latest")
+    return "Always" if tag == "latest" else "IfNotPresent"
+
+
+def _attribute(field: str) -> str:
+    """The SlotSpec attribute of a spec field (`claimName` -> `claim_name`)."""
+    return "".join(f"_{char.lower()}" if char.isupper() else char for char in field)
+
+
+def verdict_fingerprint(spec: SlotSpec) -> str:
+    """A stable digest of the VERDICT_FIELDS as the probe sees them, defaults applied: two specs with the
+    same fingerprint are probed alike, so one verdict answers for both (recorded as `specHash` with every
+    probe). Writing a default out (`runAsUser: 10001`, `mountPath: /home/codex`, `env: []`, the default
+    resources, `imagePullPolicy: IfNotPresent` for a tagged image) changes nothing."""
+    values: dict[str, Any] = {field: getattr(spec, _attribute(field)) for field in VERDICT_FIELDS}
+    values["imagePullPolicy"] = pull_policy(spec.image, spec.image_pull_policy)
+    values["resources"] = probe_resources(spec.resources)
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

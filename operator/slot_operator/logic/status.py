@@ -58,6 +58,9 @@ class ProbeRef:
     trigger: str
     request: str | None
     start_time: datetime.datetime
+    # spec.verdict_fingerprint of the spec it probes: the specs its verdict answers for. None for a probe an
+    # older operator recorded, or a Job adopted without a record (its verdict answers for its generation only).
+    spec_hash: str | None = None
 
     def to_status(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -69,6 +72,8 @@ class ProbeRef:
         }
         if self.request is not None:
             data["request"] = self.request
+        if self.spec_hash is not None:
+            data["specHash"] = self.spec_hash
         return data
 
     @classmethod
@@ -83,6 +88,7 @@ class ProbeRef:
             trigger=str(data.get("trigger") or ""),
             request=str(request) if request is not None else None,
             start_time=timestamps.parse_time(data.get("startTime")) or datetime.datetime.fromtimestamp(0, datetime.UTC),
+            spec_hash=str(data["specHash"]) if data.get("specHash") else None,
         )
 
 
@@ -103,12 +109,48 @@ class Activity(enum.StrEnum):
     INVALID_SPEC = FailureReason.INVALID_SPEC.value
 
 
+SUSPENDED_MESSAGE = "spec.suspend is true: no probe runs until it is false"
+
+
 def verdict_generation(status: Mapping[str, Any]) -> int | None:
     """The generation the standing verdict was given for (Ready's observedGeneration), None before any."""
     ready = conditions.find(status.get("conditions") or (), READY)
     if ready is None or ready.get("status") not in ("True", "False"):
         return None
     return int(ready.get("observedGeneration") or 0)
+
+
+def carries(status: Mapping[str, Any], *, generation: int, fingerprint: str) -> bool:
+    """The standing verdict answers for `generation` too: the current spec has the same verdict fields
+    (`fingerprint`) as the spec it judged, so only interval, timeout or suspend differ (docs/design.md §2.3).
+
+    The judged spec's fingerprint is lastProbe's when that probe ran no later generation than the verdict speaks
+    for (the verdict's own probe, or a re-probe of its spec that gave none); a later probe of another spec that
+    gave no verdict hides it, and the current generation is probed. Never from a status an older operator wrote
+    (no specHash: probed again once), never across a spec found at fault (that is no verdict).
+    """
+    judged = verdict_generation(status)
+    last = status.get("lastProbe") or {}
+    return (
+        judged is not None
+        and judged < generation
+        and int(last.get("generation") or 0) <= judged
+        and bool(last.get("specHash"))
+        and last.get("specHash") == fingerprint
+        and faulty_generation(status) is None
+    )
+
+
+def faulty_generation(status: Mapping[str, Any]) -> int | None:
+    """The generation whose spec status reports at fault (InvalidSpec: the schema's rules, a refused Job, a
+    failed mount), None when it reports none. No verdict is carried across it: the next generation is probed."""
+    last = status.get("lastProbe") or {}
+    if last.get("reason") == FailureReason.INVALID_SPEC:
+        return int(last.get("generation") or 0)
+    stalled = conditions.find(status.get("conditions") or (), STALLED) or {}
+    if stalled.get("status") == "True" and stalled.get("reason") == FailureReason.INVALID_SPEC:
+        return int(stalled.get("observedGeneration") or 0)
+    return None
 
 
 def spec_fault(status: Mapping[str, Any], *, generation: int) -> str | None:
@@ -242,7 +284,45 @@ def idle(status: Mapping[str, Any], *, generation: int, suspended: bool, now: da
     new = _base(status, generation, now)
     new.pop("currentProbe", None)
     if suspended:
-        activity, message = Activity.SUSPENDED, "spec.suspend is true: no probe runs until it is false"
+        activity, message = Activity.SUSPENDED, SUSPENDED_MESSAGE
+    else:
+        activity, message = _waiting_activity(new)
+    _apply_rule(new, generation=generation, activity=activity, message=message, now=now)
+    return new
+
+
+def _ongoing(new: SlotStatus) -> tuple[Activity, str] | None:
+    """What Reconciling says of the probe or migration that runs on, when one does (it is not interrupted)."""
+    reconciling = conditions.find(new["conditions"], RECONCILING) or {}
+    if not (new.get("currentProbe") or new.get("currentOwnershipMigration")):
+        return None
+    if reconciling.get("reason") in {activity.value for activity in Activity}:
+        return Activity(str(reconciling["reason"])), str(reconciling.get("message") or "")
+    probe = ProbeRef.from_status(new.get("currentProbe"))
+    return Activity.PROBING, f"probe Job {probe.job_name} running ({probe.trigger})" if probe else ""
+
+
+def carried(
+    status: Mapping[str, Any],
+    *,
+    generation: int,
+    suspended: bool,
+    next_probe: datetime.datetime | None,
+    now: datetime.datetime,
+) -> SlotStatus:
+    """The standing verdict answers for `generation` too (`carries`): status and every condition speak for it,
+    Ready and the phase unchanged (its lastTransitionTime too: nothing happened to the verdict). A probe or a
+    migration in flight runs on; `next_probe` (the next periodic probe under the new interval) when given.
+    No probe and no Event: the verdict did not change."""
+    new = _base(status, generation, now)
+    new["conditions"] = [{**condition, "observedGeneration": generation} for condition in new["conditions"]]
+    if next_probe is not None:
+        new["nextProbeTime"] = timestamps.format_time(next_probe)
+    ongoing = _ongoing(new)
+    if ongoing is not None:
+        activity, message = ongoing
+    elif suspended:
+        activity, message = Activity.SUSPENDED, SUSPENDED_MESSAGE
     else:
         activity, message = _waiting_activity(new)
     _apply_rule(new, generation=generation, activity=activity, message=message, now=now)
@@ -305,9 +385,12 @@ def _last_probe(
     generation: int,
     trigger: str,
     result: str | None,
+    spec_hash: str | None = None,
     now: datetime.datetime,
 ) -> dict[str, Any]:
     data: dict[str, Any] = probe.to_status() if probe else {"generation": generation, "trigger": trigger}
+    if probe is None and spec_hash is not None:
+        data["specHash"] = spec_hash  # an attempt that made no Job still tried the current spec
     data.pop("request", None)
     data["completionTime"] = timestamps.format_time(outcome.finished or now)
     data["reason"] = str(outcome.reason)
@@ -327,9 +410,11 @@ def verdict(
     outcome: Verdict,
     interval: datetime.timedelta,
     audit: AuditContext | None = None,
+    speaks_for: int | None = None,
     now: datetime.datetime,
 ) -> SlotStatus:
-    """A verdict for `probe.generation`: Ready (and the phase) follow it, with that generation.
+    """A verdict for `probe.generation`: Ready (and the phase) follow it, with that generation, or `speaks_for`
+    when the probe ran the current spec's verdict fields though a later generation changed the schedule.
 
     When credentials look missing or unusable and the audit found them owned by another uid, the
     message names that cause and its fix first: the verdict stands, its explanation changes.
@@ -354,9 +439,9 @@ def verdict(
     if phase is Phase.READY:
         new["lastReadyTime"] = new["lastProbe"]["completionTime"]
         new["lastReadyImage"] = probe.image
-        _set(new, READY, "True", outcome.reason, outcome.message, probe.generation, now)
+        _set(new, READY, "True", outcome.reason, outcome.message, speaks_for or probe.generation, now)
     else:
-        _set(new, READY, "False", phase.value, outcome.message, probe.generation, now)
+        _set(new, READY, "False", phase.value, outcome.message, speaks_for or probe.generation, now)
     _set(
         new,
         PROBE_SUCCEEDED,
@@ -381,14 +466,19 @@ def no_verdict(
     request: str | None,
     retry_at: datetime.datetime,
     audit: AuditContext | None = None,
+    spec_hash: str | None = None,
     now: datetime.datetime,
 ) -> SlotStatus:
-    """The probe could not give a verdict: phase and Ready stay; retry at `retry_at` unless the spec is at fault."""
+    """The probe could not give a verdict: phase and Ready stay; retry at `retry_at` unless the spec is at fault.
+
+    `spec_hash`: the current spec's fingerprint, recorded when no probe was started (`probe` None)."""
     new = _base(status, generation, now)
     new.pop("currentProbe", None)
     _record_audit(new, audit, job=probe.job_name if probe else None, generation=generation, now=now)
     result = outcome.result.status if outcome.result else None
-    new["lastProbe"] = _last_probe(probe, outcome, generation=generation, trigger=trigger, result=result, now=now)
+    new["lastProbe"] = _last_probe(
+        probe, outcome, generation=generation, trigger=trigger, result=result, spec_hash=spec_hash, now=now
+    )
     new["consecutiveProbeFailures"] = int(status.get("consecutiveProbeFailures") or 0) + 1
     if outcome.reason is FailureReason.INVALID_SPEC:
         new.pop("nextProbeTime", None)  # the same spec would fail the same way: wait for a change or a request

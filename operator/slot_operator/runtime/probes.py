@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from slot_operator.kube.informer import Object
 from slot_operator.kube.writer import JobRejected
 from slot_operator.logic import jobs, probing, schedule
+from slot_operator.logic import status as status_logic
 from slot_operator.logic.identity import slot_owner_uid
 from slot_operator.logic.outcome import NoVerdict, Verdict
-from slot_operator.logic.spec import SlotSpec
+from slot_operator.logic.spec import SlotSpec, verdict_fingerprint
 from slot_operator.logic.status import ProbeRef
 from slot_operator.runtime.context import SlotContext
 
@@ -30,10 +31,21 @@ class ProbeFlow:
     def __init__(self, ctx: SlotContext, spec: SlotSpec) -> None:
         self.ctx = ctx
         self.spec = spec
+        self.fingerprint = verdict_fingerprint(spec)
         self.cache = ctx.using.cache
 
     def _pods(self, job: probing.Job) -> list[Object]:
         return self.cache.job_pods(self.ctx.key[0], str(job["metadata"]["uid"]))
+
+    async def carry(self) -> None:
+        """A generation that changed only interval, timeout or suspend keeps the verdict (once the probe in flight,
+        if any, is followed: stopped when it probes another spec, recorded when it ended, or left running)."""
+        ctx = self.ctx
+        carried = probing.carry(ctx.status, generation=ctx.generation, spec=self.spec, slot_uid=ctx.uid, now=ctx.now)
+        if carried is not None:
+            judged = status_logic.verdict_generation(ctx.status)
+            logger.info("slot %s/%s: generation %d keeps the verdict of %s", *ctx.key, ctx.generation, judged)
+            await ctx.write(carried)
 
     async def follow(self) -> bool:
         """Follow the probe in flight: adopt it, record its outcome, or stop it. True while it still runs."""
@@ -47,6 +59,7 @@ class ProbeFlow:
             own,
             self._pods,
             generation=ctx.generation,
+            fingerprint=self.fingerprint,
             timeout=self.spec.timeout,
             tracked=tracked,
             now=ctx.now,
@@ -60,14 +73,15 @@ class ProbeFlow:
             return False
         name = str(step.job["metadata"]["name"])
         if isinstance(step, probing.Supersede):
-            logger.info("slot %s/%s: spec changed to generation %d, stopping probe %s", *ctx.key, ctx.generation, name)
+            logger.info("slot %s/%s: generation %d probes another spec, stopping %s", *ctx.key, ctx.generation, name)
             await ctx.delete(step.job)
             ctx.done_with()
             ctx.status.pop("currentProbe", None)  # the next write (the new generation's intent) drops it
             return False
         if isinstance(step, probing.Watch):
             ctx.hold(name)
-            if step.record_intent:  # a Job from an older run: record it
+            await self.carry()  # it runs on, and answers for this generation too
+            if step.record_intent:  # a Job from an older run, or one status names for an earlier generation
                 await ctx.write(probing.probing(ctx.status, step.probe, generation=ctx.generation, now=ctx.now))
             if step.reread:
                 await self._reread(name)
@@ -182,7 +196,7 @@ class ProbeFlow:
             namespace=namespace,
             slot_name=ctx.key[1],
             slot_uid=ctx.uid,
-            generation=ctx.generation,
+            generation=probe.generation,  # a probe queued for an earlier generation of the same verdict fields
             trigger=probe.trigger,
             spec=self.spec,
             node=placement.node,

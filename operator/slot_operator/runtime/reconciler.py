@@ -96,6 +96,7 @@ class SlotReconciler:
         probes = ProbeFlow(ctx, spec)
         if await probes.follow():
             return _result(ctx)  # a probe runs: its Job's and pod's events (or the deadline wake-up) bring us back
+        await probes.carry()
         migrations = MigrationFlow(ctx, spec)
         if await migrations.follow() or await migrations.answer():
             ctx.release()  # an ownership migration runs: no probe meanwhile, nor a place in line

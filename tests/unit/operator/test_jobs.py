@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 import yaml
 from slot_operator.logic import jobs, names
-from slot_operator.logic.spec import SlotSpec, parse_spec
+from slot_operator.logic.spec import (
+    DEFAULT_RESOURCES,
+    SCHEDULE_FIELDS,
+    VERDICT_FIELDS,
+    SlotSpec,
+    parse_spec,
+    probe_resources,
+)
 from slot_operator.logic.verdict import FailureReason
 
 from tests import repo
@@ -331,7 +338,7 @@ def _resources(requests: dict[str, str], limits: dict[str, str]) -> dict[str, An
     ],
 )
 def test_partial_resources_keep_the_default_limits(requested: dict[str, Any], expected: dict[str, Any]) -> None:
-    assert jobs.probe_resources(requested) == expected
+    assert probe_resources(requested) == expected
 
 
 def test_no_node_means_no_affinity() -> None:
@@ -387,7 +394,7 @@ def test_manifests_do_not_share_mutable_state() -> None:
     container(first)["resources"]["limits"]["memory"] = "1Gi"
     assert first["metadata"]["labels"] == pristine["metadata"]["labels"]
     assert build() == pristine
-    assert jobs.DEFAULT_RESOURCES["limits"]["memory"] == "256Mi"
+    assert DEFAULT_RESOURCES["limits"]["memory"] == "256Mi"
 
 
 def test_manifest_does_not_alias_the_spec() -> None:
@@ -677,6 +684,14 @@ def test_every_slot_spec_field_is_either_in_the_job_or_schedule_only() -> None:
     """A new spec field fails here until it is given a place: built into the probe Job (and named back by
     slot_field, so that a refusal of the Job names the field the user wrote) or declared schedule-only."""
     assert set(SLOT_SPEC_FIELDS) == set(CHANGED) | SCHEDULE_ONLY
+
+
+def test_every_verdict_field_reaches_the_job_and_what_does_not_is_a_schedule_field() -> None:
+    """The verdict answers for the Job the probe ran (logic/spec.py): a field the Job is not built from cannot
+    change it, and each field a verdict depends on is in the Job. (timeout is in the Job, as its deadline, and
+    still a schedule field: a probe past it gives no verdict, never another one.)"""
+    assert set(VERDICT_FIELDS) <= set(CHANGED)
+    assert SCHEDULE_ONLY.issubset(SCHEDULE_FIELDS)
 
 
 @pytest.mark.parametrize("field", sorted(CHANGED))

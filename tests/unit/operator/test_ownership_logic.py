@@ -424,7 +424,7 @@ def test_migration_lifecycle_records_counts_and_asks_for_a_probe() -> None:
     assert cond(finished, OWNERSHIP_MIGRATED)["status"] == "True"
     assert "re-owned 3 entries from 1000:1000 to 10001:10001; left 2 of other owners alone" in last["message"]
     assert finished["phase"] == "NeedsInit"  # no verdict change without a probe
-    trigger, _ = schedule.due(finished, generation=1, request=None, claim_exists=True, now=T1)
+    trigger, _ = schedule.due(finished, generation=1, fingerprint="f", request=None, claim_exists=True, now=T1)
     assert trigger == schedule.Trigger(kind="ownership-migrated")
 
 
@@ -436,7 +436,7 @@ def test_dry_run_finishes_without_a_probe() -> None:
     assert finished["lastOwnershipMigration"]["reason"] == "DryRun"
     assert finished["lastOwnershipMigration"]["message"].endswith("dry run: nothing was changed")
     assert cond(finished, OWNERSHIP_MIGRATED)["status"] == "False"
-    trigger, _ = schedule.due(finished, generation=1, request=None, claim_exists=True, now=T1)
+    trigger, _ = schedule.due(finished, generation=1, fingerprint="f", request=None, claim_exists=True, now=T1)
     assert trigger is None
 
 

@@ -16,6 +16,7 @@ from slot_operator.config import Config
 from slot_operator.kube.api import ApiError
 from slot_operator.logic import jobs, names
 from slot_operator.logic.phases import PHASES, Phase
+from slot_operator.logic.spec import parse_spec, verdict_fingerprint
 
 from tests.operator_harness import AUDIT_OK, AUDIT_OLD, NS, T0, Harness, condition, exited, waiting
 
@@ -50,6 +51,25 @@ async def test_created_writes_the_intent_then_creates_the_job(h: Harness) -> Non
     assert h.capacity.job_of((NS, "s")) == job
     await h.reconcile("s")  # the watch's echo, another event: nothing new to write or create
     assert len(h.writer.calls) == 2
+
+
+def fingerprint(h: Harness, name: str = "s") -> str:
+    config = h.config
+    spec = parse_spec(
+        h.slots[name]["spec"], default_interval=config.default_interval, default_timeout=config.default_timeout
+    )
+    return verdict_fingerprint(spec)
+
+
+async def test_a_probe_records_the_fingerprint_of_the_spec_it_probes(h: Harness) -> None:
+    job = await probing(h)
+    assert h.status("s")["currentProbe"]["specHash"] == fingerprint(h)
+    h.pod(job, probe=exited(0), audit=AUDIT_OK)
+    await h.reconcile("s")
+    assert h.status("s")["lastProbe"]["specHash"] == fingerprint(h)
+    h.put_slot("t")  # no claim: the attempt makes no Job, and still says which spec it tried
+    await h.reconcile("t")
+    assert h.status("t")["lastProbe"]["specHash"] == fingerprint(h, "t")
 
 
 async def test_a_full_cap_queues_once_and_a_freed_place_starts_the_next(h: Harness) -> None:
@@ -213,6 +233,238 @@ async def test_a_spec_change_mid_probe_stops_it_and_probes_the_new_generation(h:
     assert (current["generation"], current["trigger"], current["image"]) == (3, "spec-changed", "img:3")
     assert reason(h, "Ready") == ("True", "SmokeTestPassed")  # generation 1's verdict stands...
     assert h.condition("s", "Ready")["observedGeneration"] == 1  # ...for generation 1 only
+
+
+# --- a change that cannot change the verdict keeps it (docs/design.md §2.3) ---------------------------------
+
+
+async def ready(h: Harness, name: str = "s", **spec: Any) -> str:
+    """A Slot whose first probe passed (generation 1). Returns the probe Job's name."""
+    job = await probing(h, name, **spec)
+    h.pod(job, probe=exited(0), audit=AUDIT_OK)
+    await h.reconcile(name)
+    assert h.status(name)["phase"] == "Ready"
+    h.recorder.events.clear()
+    h.writer.calls.clear()
+    return job
+
+
+def generations(h: Harness, name: str = "s") -> dict[str, int]:
+    """status.observedGeneration and each condition's."""
+    status = h.status(name)
+    found = {c["type"]: c["observedGeneration"] for c in status["conditions"]}
+    return {"status": status["observedGeneration"], **found}
+
+
+def ready_reading(h: Harness) -> tuple[tuple[str, str], ...]:
+    """What kstatus and health.lua read from: Ready, Stalled, Reconciling (status, reason)."""
+    return tuple(reason(h, kind) for kind in ("Ready", "Stalled", "Reconciling"))
+
+
+async def test_an_interval_change_carries_the_verdict_and_moves_the_next_probe(h: Harness) -> None:
+    job = await ready(h)
+    before = h.condition("s", "Ready")
+    h.later(minutes=5)
+    h.put_slot("s", generation=2, interval="1h")
+    result = await h.reconcile("s")
+    assert h.job_names() == [job]  # no probe
+    assert h.recorder.events == []  # the verdict did not change
+    assert [call.verb for call in h.writer.calls] == ["patch-status"]  # one write
+    assert set(generations(h).values()) == {2}  # status and every condition speak for generation 2
+    assert ready_reading(h) == (("True", "SmokeTestPassed"), ("False", "Ready"), ("False", "Idle"))
+    assert h.condition("s", "Ready")["lastTransitionTime"] == before["lastTransitionTime"]
+    assert h.status("s")["lastProbe"]["generation"] == 1  # the probe that judged it, as it was
+    # The next periodic probe follows the new interval (jittered by at most 5%), counted from the last probe.
+    next_time = datetime.datetime.fromisoformat(h.status("s")["nextProbeTime"])
+    assert T0 + datetime.timedelta(hours=1) <= next_time <= T0 + datetime.timedelta(hours=1.05)
+    assert result.requeue_after == (next_time - h.now).total_seconds()
+    h.now = next_time
+    h.watch_job(job, conditions=[condition("Complete", at=T0)])
+    await h.reconcile("s")
+    assert h.status("s")["currentProbe"]["trigger"] == "interval"
+
+
+async def test_suspending_a_ready_slot_keeps_its_verdict_and_runs_no_probe(h: Harness) -> None:
+    job = await ready(h)
+    h.put_slot("s", generation=2, suspend=True)
+    result = await h.reconcile("s")
+    assert h.job_names() == [job]
+    assert h.recorder.events == []
+    assert set(generations(h).values()) == {2}
+    # Reconciling False: kstatus reads Current, health.lua Healthy (Suspended is for a generation without verdict).
+    assert ready_reading(h) == (("True", "SmokeTestPassed"), ("False", "Ready"), ("False", "Suspended"))
+    assert result.requeue_after is None
+    h.later(hours=7)  # past the interval: still no probe while suspended
+    await h.reconcile("s")
+    assert h.job_names() == [job]
+    h.put_slot("s", generation=3)  # resumed, overdue: it keeps the verdict and probes as the interval says
+    await h.reconcile("s")
+    assert h.condition("s", "Ready")["observedGeneration"] == 3
+    assert h.status("s")["currentProbe"]["trigger"] == "interval"
+    assert reason(h, "Reconciling") == ("False", "Probing")
+
+
+async def test_an_image_change_still_waits_for_its_probe(h: Harness) -> None:
+    await ready(h)
+    h.put_slot("s", generation=2, image="img:2", interval="1h")
+    await h.reconcile("s")
+    assert h.status("s")["currentProbe"]["trigger"] == "spec-changed"
+    assert len(h.writer.writes("create-job")) == 1
+    assert h.condition("s", "Ready")["observedGeneration"] == 1  # generation 1's verdict, for generation 1 only
+    assert reason(h, "Reconciling") == ("True", "Probing")
+
+
+async def test_suspend_with_a_new_image_waits_and_runs_no_probe(h: Harness) -> None:
+    job = await ready(h)
+    h.put_slot("s", generation=2, image="img:2", suspend=True)
+    await h.reconcile("s")
+    assert h.job_names() == [job]
+    assert h.writer.writes("create-job") == []
+    assert h.condition("s", "Ready")["observedGeneration"] == 1
+    assert reason(h, "Reconciling") == ("True", "Suspended")  # kstatus InProgress, health.lua Suspended
+
+
+async def test_a_probe_in_flight_answers_for_a_schedule_only_change(h: Harness) -> None:
+    job = await probing(h)
+    h.put_slot("s", generation=2, interval="1h")
+    await h.reconcile("s")
+    assert h.writer.writes("delete-job") == []  # not superseded
+    assert h.job_names() == [job]
+    assert h.status("s")["currentProbe"]["jobName"] == job
+    assert h.status("s")["observedGeneration"] == 2  # seen, and still without a verdict
+    assert reason(h, "Reconciling") == ("True", "Probing")
+    h.pod(job, probe=exited(0), audit=AUDIT_OK)
+    await h.reconcile("s")
+    assert h.condition("s", "Ready")["observedGeneration"] == 2  # its verdict speaks for generation 2
+    assert h.status("s")["lastProbe"]["generation"] == 1
+    assert ready_reading(h) == (("True", "SmokeTestPassed"), ("False", "Ready"), ("False", "Idle"))
+    next_time = datetime.datetime.fromisoformat(h.status("s")["nextProbeTime"])
+    assert h.now + datetime.timedelta(hours=1) <= next_time <= h.now + datetime.timedelta(hours=1.05)
+
+
+async def test_a_re_probe_in_flight_runs_on_and_the_verdict_is_carried_meanwhile(h: Harness) -> None:
+    job = await ready(h)
+    h.later(hours=7)
+    h.watch_job(job, conditions=[condition("Complete", at=T0)])
+    await h.reconcile("s")  # the periodic re-probe starts
+    (again,) = [n for n in h.job_names() if n != job]
+    h.writer.calls.clear()
+    h.put_slot("s", generation=2, interval="1h")
+    await h.reconcile("s")
+    assert [call.verb for call in h.writer.calls] == ["patch-status"]  # the carry; the re-probe is not stopped
+    assert h.status("s")["currentProbe"]["jobName"] == again
+    assert set(generations(h).values()) == {2}
+    assert ready_reading(h) == (("True", "SmokeTestPassed"), ("False", "Ready"), ("False", "Probing"))
+    h.pod(again, probe=exited(0), audit=AUDIT_OK)
+    await h.reconcile("s")
+    assert h.status("s")["lastProbe"]["jobName"] == again
+    assert h.condition("s", "Ready")["observedGeneration"] == 2
+
+
+async def test_a_probe_in_flight_runs_on_when_the_slot_is_suspended(h: Harness) -> None:
+    job = await probing(h)
+    h.put_slot("s", generation=2, suspend=True)
+    await h.reconcile("s")
+    assert h.job_names() == [job]
+    assert reason(h, "Reconciling") == ("True", "Probing")
+    h.pod(job, probe=exited(66), audit=AUDIT_OK)
+    await h.reconcile("s")
+    assert h.status("s")["phase"] == "NeedsReauth"
+    assert h.condition("s", "Ready")["observedGeneration"] == 2
+    assert reason(h, "Stalled") == ("True", "NeedsReauth")  # the gate stops: the suspended spec needs a human
+    assert reason(h, "Reconciling") == ("False", "Suspended")
+    assert h.job_names() == [job]
+
+
+async def test_a_queued_probe_keeps_its_place_through_a_schedule_only_change(h: Harness) -> None:
+    h = Harness(Config(namespaces=(NS,), max_concurrent_probes=1))
+    try:
+        first = await probing(h, "a")
+        h.put_claim("b-home")
+        h.put_slot("b")
+        await h.reconcile("b")
+        queued = h.status("b")["currentProbe"]["jobName"]
+        h.put_slot("b", generation=2, timeout="5m")
+        await h.reconcile("b")
+        assert h.status("b")["currentProbe"]["jobName"] == queued  # the same probe, still in line
+        assert (h.status("b")["observedGeneration"], reason(h, "Reconciling", "b")) == (2, ("True", "Queued"))
+        h.pod(first, probe=exited(0), audit=AUDIT_OK)
+        await h.reconcile("a")
+        await h.reconcile("b")
+        assert h.job_names() == sorted([first, queued])
+        h.pod(queued, probe=exited(0), audit=AUDIT_OK)
+        await h.reconcile("b")
+        assert h.condition("b", "Ready")["observedGeneration"] == 2
+    finally:
+        await h.close()
+
+
+async def test_a_spec_changed_back_before_the_new_one_was_judged_keeps_its_verdict(h: Harness) -> None:
+    job = await ready(h)
+    h.put_slot("s", generation=2, image="img:2")
+    await h.reconcile("s")  # generation 2's probe starts
+    (second,) = [n for n in h.job_names() if n != job]
+    h.put_slot("s", generation=3)  # back to the spec generation 1's verdict judged, before generation 2 reported
+    await h.reconcile("s")
+    assert [call.what for call in h.writer.writes("delete-job")] == [f"{NS}/{second}"]  # it probes another spec
+    assert len(h.writer.writes("create-job")) == 1  # and generation 3 needs none
+    assert "currentProbe" not in h.status("s")
+    assert set(generations(h).values()) == {3}
+    assert ready_reading(h) == (("True", "SmokeTestPassed"), ("False", "Ready"), ("False", "Idle"))
+
+
+async def test_a_spec_changed_back_after_the_new_one_gave_no_verdict_is_probed(h: Harness) -> None:
+    job = await ready(h)
+    h.put_slot("s", generation=2, image="img:2")
+    await h.reconcile("s")
+    (second,) = [n for n in h.job_names() if n != job]
+    h.pod(second, probe=exited(1))
+    h.watch_job(second, conditions=[condition("Failed", "BackoffLimitExceeded")])
+    await h.reconcile("s")  # generation 2's probe crashed: lastProbe is of generation 2 now
+    h.put_slot("s", generation=3)
+    await h.reconcile("s")
+    assert h.status("s")["currentProbe"]["trigger"] == "spec-changed"
+    assert h.condition("s", "Ready")["observedGeneration"] == 1
+
+
+async def test_a_spec_fixed_back_after_it_was_invalid_is_probed(h: Harness) -> None:
+    await ready(h)
+    h.put_slot("s", generation=2, mountPath="/etc/codex")
+    await h.reconcile("s")
+    assert reason(h, "Stalled") == ("True", "InvalidSpec")
+    h.put_slot("s", generation=3, interval="1h")  # the judged spec again, and a new interval
+    await h.reconcile("s")
+    assert h.status("s")["currentProbe"]["trigger"] == "spec-changed"  # no verdict is carried across a fault
+    assert h.condition("s", "Ready")["observedGeneration"] == 1
+
+
+async def test_a_verdict_recorded_before_fingerprints_is_probed_again_once(h: Harness) -> None:
+    job = await ready(h)
+    h.slots["s"]["status"]["lastProbe"].pop("specHash")  # written by an operator older than specHash
+    h.put_slot("s", generation=2, interval="1h")
+    await h.reconcile("s")
+    (second,) = [n for n in h.job_names() if n != job]
+    assert h.status("s")["currentProbe"]["trigger"] == "spec-changed"
+    h.pod(second, probe=exited(0), audit=AUDIT_OK)
+    await h.reconcile("s")
+    h.put_slot("s", generation=3, interval="2h")
+    await h.reconcile("s")
+    assert h.job_names() == sorted([job, second])  # from now on, carried
+    assert h.condition("s", "Ready")["observedGeneration"] == 3
+
+
+async def test_a_retry_keeps_its_backoff_through_a_schedule_only_change(h: Harness) -> None:
+    job = await probing(h)
+    h.pod(job, probe=exited(1))
+    h.watch_job(job, conditions=[condition("Failed", "BackoffLimitExceeded")])
+    await h.reconcile("s")
+    retry_at = h.status("s")["nextProbeTime"]
+    h.put_slot("s", generation=2, interval="1h")
+    result = await h.reconcile("s")
+    assert h.job_names() == [job]  # no new probe: the spec it would run is the one that just crashed
+    assert h.status("s")["nextProbeTime"] == retry_at
+    assert reason(h, "Reconciling") == ("True", "Retrying")
+    assert result.requeue_after == h.config.retry_base.total_seconds()
 
 
 async def test_a_job_from_an_older_run_is_adopted_and_recorded(h: Harness) -> None:

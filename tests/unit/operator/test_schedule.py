@@ -32,8 +32,11 @@ def settled(**overrides: Any) -> dict[str, Any]:
     return status
 
 
-def due(status: dict[str, Any], *, generation: int = 2, request: str | None = None, claim: bool | None = None) -> Any:
-    return schedule.due(status, generation=generation, request=request, claim_exists=claim, now=NOW)
+def due(status: dict[str, Any], *, generation: int = 2, request: str | None = None, claim: bool | None = None,
+        fingerprint: str = "f1") -> Any:  # fmt: skip
+    return schedule.due(
+        status, generation=generation, fingerprint=fingerprint, request=request, claim_exists=claim, now=NOW
+    )
 
 
 # --- due -----------------------------------------------------------------------------------------
@@ -294,3 +297,30 @@ def test_spread_window_grows_with_the_overdue_fleet_and_is_capped() -> None:
         seconds=2000 / schedule.STARTUP_PACE
     )
     assert schedule.spread_window([overdue] * 100_000, now=now) == schedule.STARTUP_SPREAD
+
+
+# --- a new generation with the same verdict fields ----------------------------------------------------------
+
+
+def test_a_generation_with_the_probed_verdict_fields_is_no_reason_to_probe() -> None:
+    status = settled(lastProbe={"generation": 2, "specHash": "f1", "completionTime": fmt(NOW - 5 * s)})
+    assert due(status, generation=3, fingerprint="f1") == (None, NOW + 3600 * s)
+    assert due(status, generation=3, fingerprint="f2") == (Trigger(kind="spec-changed"), None)
+    assert due(status, generation=2, fingerprint="f2") == (Trigger(kind="spec-changed"), None)
+
+
+def test_a_spec_fault_is_tried_again_on_any_new_generation() -> None:
+    status = settled(lastProbe={"generation": 2, "reason": "InvalidSpec", "specHash": "f1"}, nextProbeTime=None)
+    assert due(status, generation=2, fingerprint="f1") == (None, None)
+    assert due(status, generation=3, fingerprint="f1") == (Trigger(kind="spec-changed"), None)
+
+
+def test_the_next_periodic_probe_under_another_interval() -> None:
+    finished = NOW - 600 * s
+    status = settled(lastProbe={"generation": 2, "jobName": "j", "completionTime": fmt(finished)})
+    at = schedule.periodic_after(status, interval=datetime.timedelta(hours=1), slot_uid="u")
+    assert at == finished + schedule.jittered(datetime.timedelta(hours=1), seed="u/j")
+    assert schedule.periodic_after(settled(consecutiveProbeFailures=1), interval=s * 60, slot_uid="u") is None
+    migrated = settled(nextProbeTime=fmt(NOW), lastOwnershipMigration={"completionTime": fmt(NOW)})
+    assert schedule.periodic_after(migrated, interval=s * 60, slot_uid="u") is None
+    assert schedule.periodic_after({}, interval=s * 60, slot_uid="u") is None

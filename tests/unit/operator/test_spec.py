@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import re
 from typing import Any
 
 import pytest
-from slot_operator.logic.spec import SYSTEM_PATHS, InvalidSpec, SlotSpec, parse_spec
+import yaml
+from slot_operator.logic.spec import (
+    SCHEDULE_FIELDS,
+    SYSTEM_PATHS,
+    VERDICT_FIELDS,
+    InvalidSpec,
+    SlotSpec,
+    parse_spec,
+    pull_policy,
+    verdict_fingerprint,
+)
 
 from tests import repo
 from tests.spec_cases import ACCEPTED, REJECTED
@@ -173,3 +185,91 @@ def test_system_paths_are_those_of_the_crd() -> None:
         top = system.split("/")[1]
         assert f"'{top}'" in crd, system
         assert f"{system}/agent" not in ACCEPTED
+
+
+# --- what a verdict depends on ------------------------------------------------------------------------
+
+SLOT_CRD = yaml.safe_load((ROOT / "crds" / "slots.woved.dev.yaml").read_text())
+SPEC_FIELDS = SLOT_CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+# The fingerprint of _parse()'s spec, written down once: a change of how fingerprints are computed re-probes
+# every Slot once after an upgrade, so it must be a decision, not an accident.
+FINGERPRINT_OF_THE_MINIMAL_SPEC = "8d6794603b0c11ef"
+# A second value for every field (the base is _parse()'s).
+OTHER = {
+    "agent": "claude",
+    "claimName": "other-home",
+    "image": "ghcr.io/example/agent:2",
+    "mountPath": "/srv/home",
+    "runAsUser": 1000,
+    "runAsGroup": 1000,
+    "imagePullPolicy": "Always",
+    "imagePullSecrets": [{"name": "pull"}],
+    "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+    "resources": {"limits": {"memory": "1Gi"}},
+    "nodeSelector": {"pool": "agents"},
+    "tolerations": [{"key": "agents", "operator": "Exists"}],
+    "interval": "1h",
+    "timeout": "7m",
+    "suspend": True,
+}
+
+
+def test_every_spec_field_is_a_verdict_field_or_a_schedule_field() -> None:
+    """A new CRD spec field fails here until someone decides whether a verdict depends on it."""
+    assert not set(VERDICT_FIELDS) & set(SCHEDULE_FIELDS)
+    assert set(SPEC_FIELDS) == set(VERDICT_FIELDS) | set(SCHEDULE_FIELDS)
+    assert set(OTHER) == set(SPEC_FIELDS)
+    assert {f.name for f in dataclasses.fields(SlotSpec)} == {
+        "".join(f"_{c.lower()}" if c.isupper() else c for c in field) for field in SPEC_FIELDS
+    }
+
+
+@pytest.mark.parametrize("field", VERDICT_FIELDS)
+def test_a_verdict_field_changes_the_fingerprint(field: str) -> None:
+    assert verdict_fingerprint(_parse(**{field: OTHER[field]})) != verdict_fingerprint(_parse())
+
+
+@pytest.mark.parametrize("field", SCHEDULE_FIELDS)
+def test_a_schedule_field_leaves_the_fingerprint(field: str) -> None:
+    assert verdict_fingerprint(_parse(**{field: OTHER[field]})) == verdict_fingerprint(_parse())
+
+
+def test_a_default_written_out_leaves_the_fingerprint() -> None:
+    written = _parse(
+        mountPath="//home/./codex/",
+        runAsUser=10001,
+        runAsGroup=10001,
+        imagePullPolicy="IfNotPresent",
+        imagePullSecrets=[],
+        env=None,
+        resources={"requests": {"cpu": "10m"}, "limits": {"memory": "256Mi"}},
+        nodeSelector={},
+        tolerations=[],
+    )
+    assert verdict_fingerprint(written) == verdict_fingerprint(_parse())
+
+
+def test_the_fingerprint_is_stable_and_ignores_key_order() -> None:
+    env = [{"name": "A", "value": "1"}]
+    first = _parse(env=env, nodeSelector={"a": "1", "b": "2"})
+    assert verdict_fingerprint(first) == verdict_fingerprint(_parse(env=env, nodeSelector={"b": "2", "a": "1"}))
+    # Recorded in status and compared by later operator versions: the digest of a spec must not drift.
+    assert verdict_fingerprint(_parse()) == FINGERPRINT_OF_THE_MINIMAL_SPEC
+    assert re.fullmatch(r"[0-9a-f]{16}", FINGERPRINT_OF_THE_MINIMAL_SPEC)
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("ghcr.io/example/agent:1", "IfNotPresent"),
+        ("ghcr.io/example/agent", "Always"),
+        ("ghcr.io/example/agent:latest", "Always"),
+        ("registry:5000/agent", "Always"),
+        ("registry:5000/agent:2", "IfNotPresent"),
+        (f"ghcr.io/example/agent@sha256:{'a' * 64}", "IfNotPresent"),
+        (f"ghcr.io/example/agent:latest@sha256:{'a' * 64}", "Always"),
+    ],
+)
+def test_the_pull_policy_is_kubernetes_default_unless_named(image: str, expected: str) -> None:
+    assert pull_policy(image, None) == expected
+    assert pull_policy(image, "Never") == "Never"

@@ -633,3 +633,86 @@ def test_reprobe_crash_after_a_current_verdict_holds_no_gate() -> None:
 )
 def test_verdict_generation(status: dict[str, Any], expected: int | None) -> None:
     assert st.verdict_generation(status) == expected
+
+
+# --- a verdict carried to a generation that changed only interval, timeout or suspend ----------------------
+
+
+def judged(code: int = 0, *, spec_hash: str = "h1") -> dict[str, Any]:
+    """Generation 1's verdict, by a probe of the spec with fingerprint `spec_hash`."""
+    ref = st.ProbeRef(job_name="codex-1-probe-1", image="img:1", generation=1, trigger="created", request=None,
+                      start_time=T0, spec_hash=spec_hash)  # fmt: skip
+    return st.verdict({}, generation=1, probe=ref, outcome=exit_verdict(code), interval=INTERVAL, now=T2)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({}, True),
+        ({"fingerprint": "h2"}, False),  # a verdict field changed
+        ({"generation": 1}, False),  # nothing to carry: it is the verdict's own generation
+        ({"strip": True}, False),  # recorded by an operator older than specHash
+        ({"last_generation": 2}, False),  # a later probe of another spec gave no verdict: it hides the judged spec
+        ({"invalid": True}, False),  # the last probe found the spec at fault: that is no verdict to carry
+    ],
+)
+def test_carries(change: dict[str, Any], expected: bool) -> None:
+    status = judged()
+    if change.get("strip"):
+        status["lastProbe"].pop("specHash")
+    if "last_generation" in change:
+        status["lastProbe"]["generation"] = change["last_generation"]
+    if change.get("invalid"):
+        status["lastProbe"]["reason"] = FailureReason.INVALID_SPEC.value
+    generation, fingerprint = change.get("generation", 2), change.get("fingerprint", "h1")
+    assert st.carries(status, generation=generation, fingerprint=fingerprint) is expected
+
+
+def test_carries_nothing_across_a_spec_reported_invalid() -> None:
+    status = st.invalid_spec(judged(), generation=2, message="spec.mountPath: /proc is under /proc", now=T3)
+    assert st.faulty_generation(status) == 2
+    assert not st.carries(status, generation=3, fingerprint="h1")
+
+
+def test_carries_nothing_before_a_verdict() -> None:
+    status = st.probing({}, generation=1, probe=probe(), now=T0)
+    assert not st.carries(status, generation=2, fingerprint="h1")
+
+
+@pytest.mark.parametrize("code", [0, 66])
+def test_carried_moves_every_condition_and_nothing_else(code: int) -> None:
+    status = judged(code)
+    new = st.carried(status, generation=2, suspended=False, next_probe=T3 + INTERVAL, now=T3)
+    assert new["observedGeneration"] == 2
+    assert {c["type"]: c["observedGeneration"] for c in new["conditions"]} == dict.fromkeys(
+        (c["type"] for c in new["conditions"]), 2
+    )
+    assert row(new) == row(status)  # the same verdict, the same reading by every tool
+    assert cond(new, "Ready")["lastTransitionTime"] == cond(status, "Ready")["lastTransitionTime"]
+    assert (new["phase"], new["lastProbe"]) == (status["phase"], status["lastProbe"])
+    assert new["nextProbeTime"] == fmt(T3 + INTERVAL)
+
+
+def test_carried_while_suspended_is_suspended_and_not_reconciling() -> None:
+    new = st.carried(judged(), generation=2, suspended=True, next_probe=None, now=T3)
+    assert cond(new, "Reconciling") | {"lastTransitionTime": ""} == {
+        "type": "Reconciling", "status": "False", "reason": "Suspended", "message": st.SUSPENDED_MESSAGE,
+        "observedGeneration": 2, "lastTransitionTime": "",
+    }  # fmt: skip
+    assert cond(new, "Ready")["status"] == "True"
+
+
+def test_carried_leaves_the_probe_in_flight_and_what_reconciling_says_of_it() -> None:
+    reprobing = st.probing(judged(), generation=1, probe=probe(1, at=T3), now=T3)
+    new = st.carried(reprobing, generation=2, suspended=True, next_probe=None, now=T3)
+    assert new["currentProbe"] == reprobing["currentProbe"]
+    assert cond(new, "Reconciling")["reason"] == "Probing"
+    assert cond(new, "Reconciling")["message"] == cond(reprobing, "Reconciling")["message"]
+
+
+def test_a_verdict_speaks_for_the_generation_it_is_given_for() -> None:
+    new = st.verdict({}, generation=3, probe=probe(1), outcome=exit_verdict(0), interval=INTERVAL, speaks_for=3,
+                     now=T2)  # fmt: skip
+    assert cond(new, "Ready")["observedGeneration"] == 3
+    assert new["lastProbe"]["generation"] == 1
+    assert cond(new, "Reconciling")["status"] == "False"
