@@ -284,3 +284,13 @@ async def test_a_deleted_check_gives_its_places_back(h: Harness) -> None:
     h.cache.store("checks", NS).apply("DELETED", h.checks.pop("c"))
     await h.reconcile_check("c")
     assert h.capacity.running == 0
+
+
+async def test_a_suspended_slot_is_selected_and_probed_like_any_other(h: Harness) -> None:
+    h.put_claim("parked-home")
+    h.put_slot("parked", labels={"pool": "codex"}, suspend=True)
+    h.put_check("c", image=CANDIDATE)
+    await h.reconcile_check("c")
+    assert set(h.results("c")) == {"parked"}
+    await answer(h, job_of(h, "parked"), 0)
+    assert kept(h)["phase"] == "Succeeded"
