@@ -215,16 +215,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture
 def worker_pod(api_client: client.ApiClient, namespace: str) -> Callable[..., object]:
-    """Factory: `worker_pod(name, claim=..., node=...)` runs a pod holding the claim on that node, like a live agent."""
+    """Factory: `worker_pod(name, claim=..., node=..., labels=...)` runs a pod holding the claim on that node, like a
+    live agent (with `labels`, wearing whatever labels a tenant gives it)."""
     core = client.CoreV1Api(api_client)
 
-    def start(name: str, *, claim: str, node: str) -> object:
+    def start(name: str, *, claim: str, node: str, labels: dict[str, str] | None = None) -> object:
         core.create_namespaced_pod(
             namespace,
             {
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": {"name": name},
+                "metadata": {"name": name, "labels": labels or {}},
                 "spec": {
                     "nodeName": node,
                     "restartPolicy": "Never",

@@ -264,7 +264,14 @@ def test_migration_makes_the_slot_ready_and_touches_only_the_old_owners_entries(
     assert outside.lstat() == outside_before  # the symlink's target, outside the claim: untouched
 
 
+@pytest.mark.parametrize(
+    "labels",
+    # A worker wearing the operator's labels is still a worker: whose pod it is comes from its controller reference.
+    [{}, {"app.kubernetes.io/managed-by": "slot-operator"}],
+    ids=["a-worker", "a-pod-wearing-the-operators-labels"],
+)
 def test_migration_is_refused_while_a_worker_holds_the_claim(
+    labels: dict[str, str],
     api_client: client.ApiClient,
     core: client.CoreV1Api,
     namespace: str,
@@ -273,7 +280,7 @@ def test_migration_is_refused_while_a_worker_holds_the_claim(
     worker_pod: Callable[..., object],
 ) -> None:
     home, _, _ = uid_1000_slot(api_client, core, namespace, claim, operator, "--allow-ownership-migration")
-    worker_pod("worker", claim="home", node="sim-node-a")
+    worker_pod("worker", claim="home", node="sim-node-a", labels=labels)
     before = manifest(home)
 
     token = approve(api_client, namespace, "s")

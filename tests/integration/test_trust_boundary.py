@@ -36,6 +36,7 @@ from tests.integration.test_ownership import (
     pod_security,
     refusal,
     request_migration,
+    uid_1000_slot,
 )
 
 pytestmark = pytest.mark.integration
@@ -309,52 +310,7 @@ def test_a_root_owned_volume_is_never_re_owned(
     assert manifest(home) == before
 
 
-# --- 4. a claim in use behind the operator's labels ----------------------------------------------------------
-
-
-def test_a_pod_wearing_the_operators_labels_still_holds_the_claim(
-    api_client: client.ApiClient,
-    core: client.CoreV1Api,
-    namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
-) -> None:
-    home = claim("home")
-    old_image_home(home)
-    pod_security(core, namespace, "baseline")
-    operator("--allow-ownership-migration")
-    create_slot(api_client, namespace, "s", claim="home")
-    diagnosed(api_client, namespace, "s")
-    core.create_namespaced_pod(
-        namespace,
-        {
-            "metadata": {"name": "worker", "labels": {"app.kubernetes.io/managed-by": "slot-operator"}},
-            "spec": {
-                "restartPolicy": "Never",
-                "containers": [
-                    {
-                        "name": "agent",
-                        "image": slots.CODEX_IMAGE,
-                        "env": [{"name": "AGENT_MODE", "value": "idle"}],
-                        "volumeMounts": [{"name": "home", "mountPath": "/home/codex"}],
-                    }
-                ],
-                "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "home"}}],
-            },
-        },
-    )
-    wait_for(
-        lambda: core.read_namespaced_pod("worker", namespace).status.phase == "Running",
-        timeout=30,
-        message="worker Running",
-    )
-    before = manifest(home)
-
-    token = approve(api_client, namespace, "s")
-
-    assert "pod worker mounts the claim" in refusal(answered(api_client, namespace, "s", token), "ClaimInUse")
-    assert not migration_jobs(api_client, namespace)
-    assert manifest(home) == before
+# --- 4. a claim in use behind the operator's labels: test_ownership.py, a-pod-wearing-the-operators-labels
 
 
 # --- 5. a replayed approval -------------------------------------------------------------------------------
@@ -367,12 +323,7 @@ def test_an_approval_is_never_replayed(
     claim: Callable[..., pathlib.Path],
     operator: Any,
 ) -> None:
-    home = claim("home")
-    old_image_home(home)
-    pod_security(core, namespace, "baseline")
-    operator("--allow-ownership-migration")
-    create_slot(api_client, namespace, "s", claim="home")
-    diagnosed(api_client, namespace, "s")
+    home, _, _ = uid_1000_slot(api_client, core, namespace, claim, operator, "--allow-ownership-migration")
     first = approve(api_client, namespace, "s")
     wait_verdict(api_client, namespace, "s", "Ready", timeout=120)
 
