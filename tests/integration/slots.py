@@ -124,6 +124,14 @@ def wait_slot(
     return seen
 
 
+def wait_reason(
+    api: client.ApiClient, namespace: str, name: str, kind: str, reason: str, *, timeout: float = 90
+) -> dict[str, Any]:
+    """Wait until the Slot's condition `kind` has reason `reason`; returns that slot."""
+    return wait_slot(api, namespace, name, lambda s: condition(s, kind).get("reason") == reason, timeout=timeout,
+                     message=f"slot {namespace}/{name}: {kind} {reason}")  # fmt: skip
+
+
 def wait_verdict(
     api: client.ApiClient, namespace: str, name: str, phase: str, *, generation: int | None = None, timeout: float = 90
 ) -> dict[str, Any]:

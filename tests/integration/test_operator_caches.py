@@ -22,7 +22,16 @@ from tests.integration import slots
 from tests.integration.apiproxy import ApiProxy
 from tests.integration.kubewait import wait_for
 from tests.integration.operator_process import OperatorProcess
-from tests.integration.slots import VALID_CODEX, create_slot, get_slot, patch_slot, wait_slot, wait_verdict, write_file
+from tests.integration.slots import (
+    VALID_CODEX,
+    create_slot,
+    get_slot,
+    patch_slot,
+    wait_reason,
+    wait_slot,
+    wait_verdict,
+    write_file,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -120,13 +129,7 @@ def test_a_write_from_a_stale_cache_conflicts_and_the_slot_is_read_again(
 ) -> None:
     _valid_home(claim, "home")
     create_slot(api_client, namespace, "s", claim="home", env=[{"name": "SMOKE_TEST_SLEEP", "value": "4"}])
-    wait_slot(
-        api_client,
-        namespace,
-        "s",
-        lambda s: slots.condition(s, "Reconciling").get("reason") == "Probing",
-        message="the probe running",
-    )
+    wait_reason(api_client, namespace, "s", "Reconciling", "Probing")
     # The operator stops hearing about Slots; someone else changes this one meanwhile.
     proxy.freeze_watches("slots")
     patch_slot(api_client, namespace, "s", {"metadata": {"labels": {"team": "agents"}}})

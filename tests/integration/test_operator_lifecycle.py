@@ -20,6 +20,7 @@ from tests.integration.slots import (
     create_slot,
     get_slot,
     patch_slot,
+    wait_reason,
     wait_slot,
     wait_verdict,
     write_file,
@@ -85,13 +86,7 @@ def test_operator_restart_adopts_running_probe(
     _valid_home(claim)
     first = operator()
     create_slot(api_client, namespace, "s", claim="home", env=[{"name": "SMOKE_TEST_SLEEP", "value": "6"}])
-    wait_slot(
-        api_client,
-        namespace,
-        "s",
-        lambda s: condition(s, "Reconciling").get("reason") == "Probing",
-        message="probe running",
-    )
+    wait_reason(api_client, namespace, "s", "Reconciling", "Probing")
     wait_for(lambda: len(slots.probe_jobs(api_client, namespace)) == 1, timeout=30, message="one probe Job")
     running_job = slots.probe_jobs(api_client, namespace)[0].metadata.name
 
@@ -258,13 +253,7 @@ def test_rwop_claim_in_use_is_not_probed(
     operator()
     create_slot(api_client, namespace, "s", claim="home")
 
-    slot = wait_slot(
-        api_client,
-        namespace,
-        "s",
-        lambda s: condition(s, "ProbeSucceeded").get("reason") == "ClaimInUse",
-        message="ClaimInUse",
-    )
+    slot = wait_reason(api_client, namespace, "s", "ProbeSucceeded", "ClaimInUse")
     assert "worker" in condition(slot, "ProbeSucceeded")["message"]
     assert not slots.probe_jobs(api_client, namespace)
     assert slot["status"]["nextProbeTime"]  # retried later
@@ -385,13 +374,7 @@ def test_spec_the_schema_cannot_reject_is_reported_in_conditions(
         api_client, namespace, "s", claim="home", tolerations=[{"key": "k", "operator": "Exists", "value": "v"}]
     )
 
-    slot = wait_slot(
-        api_client,
-        namespace,
-        "s",
-        lambda s: condition(s, "Stalled").get("reason") == "InvalidSpec",
-        message="InvalidSpec",
-    )
+    slot = wait_reason(api_client, namespace, "s", "Stalled", "InvalidSpec")
     assert condition(slot, "Stalled")["status"] == "True"
     assert "spec.tolerations[0].operator" in condition(slot, "Stalled")["message"]
     assert condition(slot, "ProbeSucceeded")["reason"] == "InvalidSpec"

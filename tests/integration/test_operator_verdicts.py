@@ -14,7 +14,15 @@ from kubernetes import client
 from tests.claimdirs import snapshot
 from tests.integration import slots
 from tests.integration.kubewait import wait_for
-from tests.integration.slots import VALID_CODEX, condition, create_slot, wait_slot, wait_verdict, write_file
+from tests.integration.slots import (
+    VALID_CODEX,
+    condition,
+    create_slot,
+    wait_reason,
+    wait_slot,
+    wait_verdict,
+    write_file,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -190,14 +198,7 @@ def test_deadline_gives_probe_timed_out(
         api_client, namespace, "s", claim="home", timeout="5s", env=[{"name": "SMOKE_TEST_SLEEP", "value": "300"}]
     )
 
-    slot = wait_slot(
-        api_client,
-        namespace,
-        "s",
-        lambda s: condition(s, "ProbeSucceeded").get("reason") == "ProbeTimedOut",
-        timeout=90,
-        message="deadline",
-    )
+    slot = wait_reason(api_client, namespace, "s", "ProbeSucceeded", "ProbeTimedOut", timeout=90)
 
     assert slot["status"]["phase"] == "Pending"
     assert condition(slot, "ProbeSucceeded")["status"] == "False"
@@ -209,14 +210,7 @@ def test_missing_claim_then_claim_appears(
     operator("--retry-base=10m", "--retry-max=10m")  # only the claim's arrival can trigger the next probe
     create_slot(api_client, namespace, "s", claim="late")
 
-    slot = wait_slot(
-        api_client,
-        namespace,
-        "s",
-        lambda s: condition(s, "ProbeSucceeded").get("reason") == "ClaimNotFound",
-        timeout=60,
-        message="ClaimNotFound",
-    )
+    slot = wait_reason(api_client, namespace, "s", "ProbeSucceeded", "ClaimNotFound", timeout=60)
     assert not slots.probe_jobs(api_client, namespace)
     assert "late" in condition(slot, "ProbeSucceeded")["message"]
 
@@ -234,14 +228,7 @@ def test_unschedulable_probe_reports_quickly(
         api_client, namespace, "s", claim="home", timeout="10m", nodeSelector={"kubernetes.io/hostname": "no-such-node"}
     )
 
-    slot = wait_slot(
-        api_client,
-        namespace,
-        "s",
-        lambda s: condition(s, "ProbeSucceeded").get("reason") == "Unschedulable",
-        timeout=60,
-        message="Unschedulable",
-    )
+    slot = wait_reason(api_client, namespace, "s", "ProbeSucceeded", "Unschedulable", timeout=60)
     assert slot["status"]["phase"] == "Pending"
 
 
@@ -254,14 +241,7 @@ def test_env_from_a_missing_secret_reports_at_once_and_retries(
     create_slot(api_client, namespace, "s", claim="home", timeout="10m", env=env)
 
     # The kubelet's CreateContainerConfigError is reported long before the 10m deadline, naming the Secret.
-    slot = wait_slot(
-        api_client,
-        namespace,
-        "s",
-        lambda s: condition(s, "ProbeSucceeded").get("reason") == "ContainerConfigError",
-        timeout=60,
-        message="ContainerConfigError",
-    )
+    slot = wait_reason(api_client, namespace, "s", "ProbeSucceeded", "ContainerConfigError", timeout=60)
     assert 'secret "probe-env" not found' in condition(slot, "ProbeSucceeded")["message"]
     assert slot["status"]["phase"] == "Pending"
     assert condition(slot, "Reconciling")["reason"] == "Retrying"
@@ -270,14 +250,7 @@ def test_env_from_a_missing_secret_reports_at_once_and_retries(
     client.CoreV1Api(api_client).create_namespaced_secret(
         namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="probe-env"), string_data={"crash": "1"})
     )
-    slot = wait_slot(
-        api_client,
-        namespace,
-        "s",
-        lambda s: condition(s, "ProbeSucceeded").get("reason") == "ProbeCrashed",
-        timeout=90,
-        message="the probe runs with the Secret's value",
-    )
+    slot = wait_reason(api_client, namespace, "s", "ProbeSucceeded", "ProbeCrashed", timeout=90)
     assert "SMOKE_TEST_CRASH=1" in condition(slot, "ProbeSucceeded")["message"]
 
 
@@ -288,13 +261,7 @@ def test_suspended_slot_is_not_probed(
     operator()
     create_slot(api_client, namespace, "s", claim="home", suspend=True)
 
-    slot = wait_slot(
-        api_client,
-        namespace,
-        "s",
-        lambda s: condition(s, "Reconciling").get("reason") == "Suspended",
-        message="Suspended",
-    )
+    slot = wait_reason(api_client, namespace, "s", "Reconciling", "Suspended")
     assert not slots.probe_jobs(api_client, namespace)
     assert slot["status"]["phase"] == "Pending"
 

@@ -23,7 +23,7 @@ from kubernetes import client
 from devcluster import cluster
 from tests.integration import slots
 from tests.integration.kubewait import NotYet, wait_for
-from tests.integration.slots import condition, create_slot, patch_slot, wait_slot, wait_verdict, write_file
+from tests.integration.slots import condition, create_slot, patch_slot, wait_reason, wait_slot, wait_verdict, write_file
 from tests.integration.test_ownership import (
     OLD,
     VALID_CODEX,
@@ -291,13 +291,7 @@ def test_a_root_owned_volume_is_never_re_owned(
     before = manifest(home)
     operator("--allow-ownership-migration")
     create_slot(api_client, namespace, "s", claim="home")
-    slot = wait_slot(
-        api_client,
-        namespace,
-        "s",
-        lambda s: condition(s, "OwnershipMatches").get("reason") == "OwnedByOtherUser",
-        message="diagnosed: owned by 0:0",
-    )
+    slot = wait_reason(api_client, namespace, "s", "OwnershipMatches", "OwnedByOtherUser")
     assert slot["status"]["ownership"]["found"] == ["0:0"]
     assert "approval" not in slot["status"]["ownership"]  # nothing to approve
     assert "the ownership migration may not move 0:0" in slot["status"]["lastProbe"]["message"]
@@ -393,13 +387,7 @@ def test_a_registry_blip_never_flips_a_ready_slot(
 
     registry({image: "failed to copy: unexpected status code https://registry.local/v2/: 429 Too Many Requests"})
     patch_slot(api_client, namespace, "s", {"metadata": {"annotations": {PROBE_REQUEST: "during-the-blip"}}})
-    slot = wait_slot(
-        api_client,
-        namespace,
-        "s",
-        lambda s: condition(s, "ProbeSucceeded").get("reason") == "ImagePullFailed",
-        message="the pull failure reported, no verdict",
-    )
+    slot = wait_reason(api_client, namespace, "s", "ProbeSucceeded", "ImagePullFailed")
     assert slot["status"]["phase"] == "Ready"
     assert (condition(slot, "Ready")["status"], condition(slot, "Stalled")["status"]) == ("True", "False")
     assert "429 Too Many Requests" in condition(slot, "ProbeSucceeded")["message"]
@@ -546,13 +534,7 @@ def test_a_migration_is_cancelled_by_withdrawing_the_request_or_deleting_its_job
         return slot["status"]["currentOwnershipMigration"]
 
     def cancelled(name: str) -> dict[str, Any]:
-        slot = wait_slot(
-            api_client,
-            namespace,
-            name,
-            lambda s: condition(s, "OwnershipMigrated").get("reason") == "MigrationCancelled",
-            message="migration cancelled",
-        )
+        slot = wait_reason(api_client, namespace, name, "OwnershipMigrated", "MigrationCancelled")
         assert slot["status"]["lastOwnershipMigration"]["result"] == "Cancelled"
         assert "currentOwnershipMigration" not in slot["status"]
         slots.wait_event(api_client, namespace, name, reason="OwnershipMigrationCancelled", kind="Warning")
@@ -576,13 +558,7 @@ def test_a_migration_is_cancelled_by_withdrawing_the_request_or_deleting_its_job
     batch.delete_namespaced_job(running["jobName"], namespace, propagation_policy="Background")
     assert "was deleted" in cancelled("s2")["status"]["lastOwnershipMigration"]["message"]
     # A probe follows (the migration may have changed owners before it stopped); it cannot be scheduled either.
-    wait_slot(
-        api_client,
-        namespace,
-        "s2",
-        lambda s: condition(s, "ProbeSucceeded").get("reason") == "Unschedulable",
-        message="the probe after the cancelled migration",
-    )
+    wait_reason(api_client, namespace, "s2", "ProbeSucceeded", "Unschedulable")
     assert not [j for j in migration_jobs(api_client, namespace) if j.metadata.name == running["jobName"]]
     for name, home in homes.items():
         assert manifest(home) == before[name]  # never scheduled: nothing changed
