@@ -54,13 +54,7 @@ class KubeWriter:
         self, namespace: str, name: str, patch: Mapping[str, Any], *, resource_version: str
     ) -> dict[str, Any]:
         """Merge-patch status, only if the Slot is still at `resource_version` (else ApiError 409)."""
-        return await self.api.request(
-            "patch",
-            SLOTS.format(namespace=namespace, name=name) + "/status",
-            resource="slots/status",
-            body={"metadata": {"resourceVersion": resource_version}, "status": dict(patch)},
-            content_type=MERGE_PATCH,
-        )
+        return await self._patch_status(SLOTS.format(namespace=namespace, name=name), "slots", patch, resource_version)
 
     # SlotImageChecks
     async def get_check(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -72,10 +66,16 @@ class KubeWriter:
         self, namespace: str, name: str, patch: Mapping[str, Any], *, resource_version: str
     ) -> dict[str, Any]:
         """Merge-patch a check's status, only if it is still at `resource_version` (else ApiError 409)."""
+        path = CHECKS.format(namespace=namespace, name=name)
+        return await self._patch_status(path, names.CHECK_PLURAL, patch, resource_version)
+
+    async def _patch_status(
+        self, path: str, plural: str, patch: Mapping[str, Any], resource_version: str
+    ) -> dict[str, Any]:
         return await self.api.request(
             "patch",
-            CHECKS.format(namespace=namespace, name=name) + "/status",
-            resource=f"{names.CHECK_PLURAL}/status",
+            path + "/status",
+            resource=f"{plural}/status",
             body={"metadata": {"resourceVersion": resource_version}, "status": dict(patch)},
             content_type=MERGE_PATCH,
         )

@@ -120,6 +120,11 @@ class Owner:
     uid: str
 
 
+def _labels(component: str, slot_uid: str) -> dict[str, str]:
+    """The operator's labels (they narrow its watches; identity is the ownerReference) and the Slot's uid."""
+    return {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_COMPONENT: component, names.LABEL_SLOT_UID: slot_uid}
+
+
 def _owner_references(owner: Owner) -> list[dict[str, Any]]:
     return [
         {
@@ -308,11 +313,7 @@ def build_probe_job(
 
     With `audit_image`, the ownership audit runs beside it (docs/design.md §2.4).
     """
-    labels = {
-        names.LABEL_MANAGED_BY: names.MANAGED_BY,
-        names.LABEL_COMPONENT: names.COMPONENT_PROBE,
-        names.LABEL_SLOT_UID: slot_uid,
-    }
+    labels = _labels(names.COMPONENT_PROBE, slot_uid)
     annotations = {
         names.ANNOTATION_SLOT: slot_name,
         names.ANNOTATION_GENERATION: str(generation),
@@ -347,11 +348,7 @@ def build_check_job(
     The same pod, read-only mount, audit and failure policy as the Slot's own probe (docs/design.md §2.5); only
     what ties it to the check differs: component image-check, the check as its one controller.
     """
-    labels = {
-        names.LABEL_MANAGED_BY: names.MANAGED_BY,
-        names.LABEL_COMPONENT: names.COMPONENT_CHECK,
-        names.LABEL_SLOT_UID: slot_uid,
-    }
+    labels = _labels(names.COMPONENT_CHECK, slot_uid)
     annotations = {names.ANNOTATION_SLOT: slot_name, names.ANNOTATION_CHECK: check.name,
                    names.ANNOTATION_ATTEMPT: str(attempt)}  # fmt: skip
     return _job(
@@ -416,11 +413,7 @@ def build_migration_job(
     mounts the claim read-only and has no CAP_CHOWN: it cannot change an owner even by mistake.
     """
     new = (spec.run_as_user, spec.run_as_group)
-    labels = {
-        names.LABEL_MANAGED_BY: names.MANAGED_BY,
-        names.LABEL_COMPONENT: names.COMPONENT_MIGRATION,
-        names.LABEL_SLOT_UID: slot_uid,
-    }
+    labels = _labels(names.COMPONENT_MIGRATION, slot_uid)
     annotations = {names.ANNOTATION_SLOT: slot_name, names.ANNOTATION_MIGRATION_REQUEST: request}
     container = _migration_container(image=image, old=old, new=new, dry_run=dry_run)
     pod_spec: dict[str, Any] = {
