@@ -120,6 +120,11 @@ class CheckReconciler:
             return Result()
         return Result(requeue_after=max((work.wake_at - now).total_seconds(), 0.0))
 
+    def adopt(self, probe: CheckProbe, job_name: str) -> None:
+        """A check's probe found running at start-up holds its place (the cap holds across restarts)."""
+        self._places.setdefault((probe.namespace, probe.check), set()).add(probe)
+        self.using.capacity.adopt(probe, job_name)
+
     def forget(self, key: Key) -> None:
         """The check is gone or finished: its places in the cap and in line go to others."""
         for probe in self._places.pop(key, set()):
@@ -182,8 +187,7 @@ class CheckReconciler:
             self._release(work.key, probe)
             work.wake(step.wake)
             return
-        self._places.setdefault(work.key, set()).add(probe)
-        self.using.capacity.adopt(probe, str(step.job["metadata"]["name"]))
+        self.adopt(probe, str(step.job["metadata"]["name"]))
         if step.reread:  # past the deadline and the cache still says running: the watch may be behind
             fresh = await self.using.writer.get_job(work.key[0], str(step.job["metadata"]["name"]))
             if fresh is not None:
@@ -237,12 +241,11 @@ class CheckReconciler:
         return {**result, "jobName": step.job_name}
 
     def _release(self, check: Key, probe: CheckProbe) -> None:
-        places = self._places.get(check)
-        if places is None or probe not in places:
-            return
-        places.discard(probe)
-        for granted in self.using.capacity.release(probe):
-            self.using.wake(granted)
+        self._places.get(check, set()).discard(probe)
+        capacity = self.using.capacity
+        if capacity.holds(probe) or capacity.is_waiting(probe):
+            for granted in capacity.release(probe):
+                self.using.wake(granted)
 
     async def _write(self, work: _Pass) -> None:
         """The check's status for the results so far: one conditional merge patch, only of what changed."""

@@ -64,6 +64,10 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def _running(job: Object) -> bool:
+    return not is_finished(job) and not job["metadata"].get("deletionTimestamp")
+
+
 class Controller:
     def __init__(
         self,
@@ -124,7 +128,7 @@ class Controller:
                 wake=self._wake,
             )
         )  # fmt: skip
-        self._adopt_running(cache)
+        self._adopt_running(cache, self.checks)
         keys = cache.slot_keys()
         self.reconciler.starting(keys, [(cache.slot(key) or {}).get("status") or {} for key in keys])
         for key in keys:
@@ -155,15 +159,15 @@ class Controller:
         )
         self._workers.append(asyncio.create_task(checks, name="check-worker"))
 
-    def _adopt_running(self, cache: Cache) -> None:
+    def _adopt_running(self, cache: Cache, checks: CheckReconciler) -> None:
         """The probes already running hold their places (the cap holds across restarts)."""
-        running: list[tuple[ProbeKey, Object]] = [*cache.owned_probe_jobs()]
+        for key, job in cache.owned_probe_jobs():
+            if _running(job):
+                self.capacity.adopt(key, str(job["metadata"]["name"]))
         for (namespace, check), job in cache.owned_check_jobs():
             slot = str((job["metadata"].get("annotations") or {}).get(names.ANNOTATION_SLOT) or "")
-            running.append((CheckProbe(namespace=namespace, check=check, slot=slot), job))
-        for key, job in running:
-            if not is_finished(job) and not job["metadata"].get("deletionTimestamp"):
-                self.capacity.adopt(key, str(job["metadata"]["name"]))
+            if _running(job):
+                checks.adopt(CheckProbe(namespace=namespace, check=check, slot=slot), str(job["metadata"]["name"]))
 
     async def stop(self) -> None:
         for task in self._workers:

@@ -255,9 +255,28 @@ async def test_a_restarted_operator_adopts_the_running_check_probe(h: Harness) -
         CheckCollaborators(cache=h.cache, writer=h.writer, capacity=capacity, config=h.config, clock=lambda: h.now,
                            wake=h.woken.append)
     )  # fmt: skip
+    probe = CheckProbe(namespace=NS, check="c", slot="a")
+    restarted.adopt(probe, job)  # as the controller does at start-up, for the Jobs it finds running
     await restarted.reconcile((NS, "c"))
     assert len(h.writer.writes("create-job")) == 1  # the same deterministic name: found, not made again
-    assert capacity.job_of(CheckProbe(namespace=NS, check="c", slot="a")) == job
+    assert capacity.job_of(probe) == job
+
+
+async def test_a_probe_that_ended_while_the_operator_was_down_frees_its_adopted_place(h: Harness) -> None:
+    fleet(h, "a")
+    h.put_check("c", image=CANDIDATE)
+    await h.reconcile_check("c")
+    (job,) = check_jobs(h)
+    h.pod(job, probe=exited(0, "{}", at=h.now), audit=AUDIT_OK)  # its pod ended; the Job is not Complete yet
+    capacity: Capacity[ProbeKey] = Capacity(4, background=is_check_probe)
+    restarted = CheckReconciler(
+        CheckCollaborators(cache=h.cache, writer=h.writer, capacity=capacity, config=h.config, clock=lambda: h.now,
+                           wake=h.woken.append)
+    )  # fmt: skip
+    capacity.adopt(CheckProbe(namespace=NS, check="c", slot="a"), job)  # a place held, whoever recorded it
+    await restarted.reconcile((NS, "c"))
+    assert h.results("c")["a"]["phase"] == "Ready"
+    assert capacity.running == 0  # its place is free again
 
 
 # --- the end -------------------------------------------------------------------------------------------------
