@@ -127,6 +127,7 @@ class Facts:
     slot: Mapping[str, Any] | None
     job: Job | None
     pods: Sequence[Mapping[str, Any]]
+    in_line: bool = False  # the next attempt already waits for a place under the cap
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -165,7 +166,12 @@ class Answer:
     stop: Job | None = None
 
 
-Step = Start | Wait | Answer
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InLine:
+    """The next attempt waits for a place: nothing to do until the place is handed over."""
+
+
+Step = Start | Wait | Answer | InLine
 
 
 def _runs_as(spec: SlotSpec) -> str:
@@ -221,6 +227,11 @@ def step(result: Mapping[str, Any], facts: Facts, given: Given, *, now: datetime
     running = job is not None and not is_finished(job)
     if slot is None or str(slot["metadata"]["uid"]) != result.get("slotUID"):
         return Answer(result=slot_gone(result, now=now), stop=job if running else None)
+    if job is None and facts.in_line:
+        return InLine()  # the cheap answer for most of a large check's Slots, on every reconcile
+    retry_at = _retry_at(result, given) if job is None else None
+    if retry_at is not None and retry_at > now:
+        return Wait(wake=retry_at)
     try:
         own = parse_slot(slot, default_timeout=given.default_timeout)
     except InvalidSpec as exc:
@@ -228,9 +239,6 @@ def step(result: Mapping[str, Any], facts: Facts, given: Given, *, now: datetime
                                        job=None, now=now))  # fmt: skip
     spec = candidate(own, given.check)
     if job is None:
-        retry_at = _retry_at(result, given)
-        if retry_at is not None and retry_at > now:
-            return Wait(wake=retry_at)
         return Start(job_name=job_name(check_uid=given.check_uid, result=result), spec=spec)
     outcome = classify(job, facts.pods, now=now)
     if isinstance(outcome, Running):
@@ -364,7 +372,7 @@ def _conditions(phase: str, results: Sequence[Mapping[str, Any]], image: str) ->
 
 def check_status(
     status: Mapping[str, Any],
-    results: Sequence[Mapping[str, Any]],
+    results: Sequence[Result],
     *,
     generation: int,
     image: str,
@@ -372,7 +380,10 @@ def check_status(
     now: datetime.datetime,
 ) -> CheckStatus:
     """The check's status for these results: phase, summary, times and the three conditions with their reasons."""
-    new = CheckStatus(observedGeneration=generation, results=[dict(result) for result in results])
+    new = CheckStatus(
+        observedGeneration=generation,
+        results=[result if isinstance(result, dict) else dict(result) for result in results],
+    )
     # The first probe's start, or the first attempt that could not start a probe (no claim, say).
     tried = any(result.get("phase") != PENDING or result.get("attempts") for result in results)
     first = started or (now if tried else None)

@@ -66,6 +66,7 @@ class _Pass:
     given: checking.Given
     now: datetime.datetime
     results: list[checking.Result]
+    jobs: dict[str, Object] = dataclasses.field(default_factory=dict)  # the check's Jobs by name
     started: datetime.datetime | None = None  # a probe of it started in this pass
     stop: list[Mapping[str, Any]] = dataclasses.field(default_factory=list)  # Jobs to stop once the answers are written
     wake_at: datetime.datetime | None = None
@@ -105,7 +106,8 @@ class CheckReconciler:
         work = _Pass(check=check, spec=spec, given=self._given(check, spec), now=now, results=[])
         if not status.get("results") and not int(status.get("observedGeneration") or 0):
             check = await self._select(work)
-        work.results = [dict(result) for result in (check.get("status") or {}).get("results") or ()]
+        work.results = list((check.get("status") or {}).get("results") or ())
+        work.jobs = {str(job["metadata"]["name"]): job for job in self.using.cache.check_jobs(key[0], work.uid)}
         for index, result in enumerate(work.results):
             if result.get("phase") == checking.PENDING:
                 work.results[index] = await self._advance(work, result)
@@ -166,12 +168,14 @@ class CheckReconciler:
         """One Pending result one step on: its probe followed, started, or its answer taken."""
         cache = self.using.cache
         namespace = work.key[0]
-        name = checking.job_name(check_uid=work.uid, result=result)
-        job = next((job for job in cache.check_jobs(namespace, work.uid) if job["metadata"]["name"] == name), None)
-        pods = cache.job_pods(namespace, str(job["metadata"]["uid"])) if job is not None else []
-        facts = checking.Facts(slot=cache.slot((namespace, str(result["slot"]))), job=job, pods=pods)
-        step = checking.step(result, facts, work.given, now=work.now)
         probe = CheckProbe(namespace=namespace, check=work.key[1], slot=str(result["slot"]))
+        in_line = self.using.capacity.is_waiting(probe)
+        job = None if in_line else work.jobs.get(checking.job_name(check_uid=work.uid, result=result))
+        pods = cache.job_pods(namespace, str(job["metadata"]["uid"])) if job is not None else []
+        facts = checking.Facts(slot=cache.slot((namespace, str(result["slot"]))), job=job, pods=pods, in_line=in_line)
+        step = checking.step(result, facts, work.given, now=work.now)
+        if isinstance(step, checking.InLine):
+            return result
         if isinstance(step, checking.Answer):
             self._release(work.key, probe)
             if step.stop is not None:
