@@ -305,10 +305,16 @@ class Harness:
     def pod(self, job_name: str, *, probe: Mapping[str, Any], audit: Mapping[str, Any] | None = None,
             conditions: list[dict[str, Any]] | None = None, index: int = 0) -> None:  # fmt: skip
         """The Job's pod with its containers' states (the probe, and the audit beside it)."""
+        states = {names.PROBE_CONTAINER: probe, **({names.AUDIT_CONTAINER: audit} if audit is not None else {})}
+        self._job_pod(job_name, states, conditions=conditions, index=index)
+
+    def migration_pod(self, job_name: str, state: Mapping[str, Any]) -> None:
+        self._job_pod(job_name, {names.MIGRATE_CONTAINER: state})
+
+    def _job_pod(self, job_name: str, states: Mapping[str, Mapping[str, Any]], *,
+                 conditions: list[dict[str, Any]] | None = None, index: int = 0) -> None:  # fmt: skip
+        """A pod of the Job (by identity: its controller reference), its containers in `states` (name -> state)."""
         job = self.job(job_name)
-        statuses = [{"name": names.PROBE_CONTAINER, "state": dict(probe)}]
-        if audit is not None:
-            statuses.append({"name": names.AUDIT_CONTAINER, "state": dict(audit)})
         pod = {
             "metadata": {
                 "name": f"{job_name}-{index}",
@@ -319,25 +325,10 @@ class Harness:
                 "labels": dict(job["metadata"]["labels"]),
                 "ownerReferences": [_owner("batch/v1", "Job", job)],
             },
-            "status": {"phase": "Running", "conditions": conditions or [], "containerStatuses": statuses},
-        }
-        self.cache.store("probe-pods", NS).apply("ADDED", pod)
-
-    def migration_pod(self, job_name: str, state: Mapping[str, Any]) -> None:
-        job = self.job(job_name)
-        pod = {
-            "metadata": {
-                "name": f"{job_name}-0",
-                "namespace": NS,
-                "uid": f"pod-uid-{job_name}",
-                "resourceVersion": str(next(_versions)),
-                "creationTimestamp": timestamps.format_time(self.now),
-                "labels": dict(job["metadata"]["labels"]),
-                "ownerReferences": [_owner("batch/v1", "Job", job)],
-            },
             "status": {
                 "phase": "Running",
-                "containerStatuses": [{"name": names.MIGRATE_CONTAINER, "state": dict(state)}],
+                "conditions": conditions or [],
+                "containerStatuses": [{"name": name, "state": dict(state)} for name, state in states.items()],
             },
         }
         self.cache.store("probe-pods", NS).apply("ADDED", pod)

@@ -575,6 +575,13 @@ def migration_job(h: Harness) -> str:
     return name
 
 
+async def migration_started(h: Harness) -> str:
+    """A diagnosed Slot whose approved migration has its Job: the Job's name."""
+    request(h, await diagnosed(h))
+    await h.reconcile("s")
+    return migration_job(h)
+
+
 COUNTS = '{"v":1,"changed":2,"skipped":0,"errors":0,"otherFilesystems":0,"samples":[]}'
 
 
@@ -624,9 +631,7 @@ async def test_a_migration_is_refused_saying_why(migrating: Harness, setup: str,
 
 async def test_withdrawing_the_request_cancels_the_migration(migrating: Harness) -> None:
     h = migrating
-    request(h, await diagnosed(h))
-    await h.reconcile("s")
-    job = migration_job(h)
+    job = await migration_started(h)
     request(h, None)
     await h.reconcile("s")
     assert reason(h, "OwnershipMigrated") == ("False", "MigrationCancelled")
@@ -636,9 +641,7 @@ async def test_withdrawing_the_request_cancels_the_migration(migrating: Harness)
 
 async def test_a_deleted_migration_job_is_cancelled_never_recreated(migrating: Harness) -> None:
     h = migrating
-    request(h, await diagnosed(h))
-    await h.reconcile("s")
-    h.job_gone(migration_job(h))
+    h.job_gone(await migration_started(h))
     await h.reconcile("s")
     assert reason(h, "OwnershipMigrated") == ("False", "MigrationCancelled")
     assert not [n for n in h.job_names() if n.startswith("s-migrate-")]
@@ -646,9 +649,7 @@ async def test_a_deleted_migration_job_is_cancelled_never_recreated(migrating: H
 
 async def test_an_intent_without_its_job_is_created_only_after_every_check(migrating: Harness) -> None:
     h = migrating
-    request(h, await diagnosed(h))
-    await h.reconcile("s")
-    job = migration_job(h)
+    job = await migration_started(h)
     # The operator stopped between the intent and the Job: no uid on record, no Job.
     h.job_gone(job)
     current = dict(h.status("s")["currentOwnershipMigration"])
@@ -663,9 +664,7 @@ async def test_an_intent_without_its_job_is_created_only_after_every_check(migra
 
 async def test_a_migration_pod_refused_by_pod_security_is_reported(migrating: Harness) -> None:
     h = migrating
-    request(h, await diagnosed(h))
-    await h.reconcile("s")
-    job = migration_job(h)
+    job = await migration_started(h)
     h.watch_job(job)
     h.later(seconds=3)  # no pod after the grace
     h.writer.failed_create = 'pods "x" is forbidden: violates PodSecurity "restricted:latest"'
