@@ -13,6 +13,7 @@ stored unchanged by the API server (tests/integration/test_image_check_crd.py).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -28,40 +29,69 @@ ROOT = repo.ROOT
 ARGOCD = ROOT / "charts" / "slot-operator" / "argocd"
 CRD = ROOT / "crds" / "slots.woved.dev.yaml"
 
-CASES: list[dict[str, Any]] = yaml.safe_load((ARGOCD / "health_test.yaml").read_text())["tests"]
 CHECK = ARGOCD / "SlotImageCheck"
 CHECK_CRD = ROOT / "crds" / "slotimagechecks.woved.dev.yaml"
-CHECK_CASES: list[dict[str, Any]] = yaml.safe_load((CHECK / "health_test.yaml").read_text())["tests"]
 
 
-def _load(input_path: str) -> dict[str, Any]:
-    return dict(yaml.safe_load((ARGOCD / input_path).read_text()))
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One kind's health check: its Lua, its Argo CD test cases and fixtures, and the states it must read."""
+
+    folder: Path
+    expected: dict[str, tuple[str, str]]
+
+    @property
+    def cases(self) -> list[dict[str, Any]]:
+        return list(yaml.safe_load((self.folder / "health_test.yaml").read_text())["tests"])
+
+    def load(self, input_path: str) -> dict[str, Any]:
+        return dict(yaml.safe_load((self.folder / input_path).read_text()))
+
+
+KINDS = {"Slot": Kind(ARGOCD, EXPECTED), "SlotImageCheck": Kind(CHECK, CHECK_EXPECTED)}
+Readings = dict[tuple[str, str], gitops.Reading]
 
 
 @pytest.fixture(scope="module")
-def readings() -> dict[str, gitops.Reading]:
-    """Both tools' reading of every fixture, in one run of the helper."""
-    paths = [case["inputPath"] for case in CASES]
-    return dict(zip(paths, gitops.read([_load(path) for path in paths]), strict=True))
+def readings() -> Readings:
+    """Both tools' reading of every fixture of both kinds ((kind, input path) -> reading), one run per kind."""
+    found = {}
+    for name, kind in KINDS.items():
+        paths = [case["inputPath"] for case in kind.cases]
+        read = gitops.read([kind.load(path) for path in paths], health_lua=kind.folder / "health.lua")
+        found.update({(name, path): reading for path, reading in zip(paths, read, strict=True)})
+    return found
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["inputPath"].removeprefix("testdata/") for c in CASES])
-def test_argo_health_case(case: dict[str, Any], readings: dict[str, gitops.Reading]) -> None:
-    reading = readings[case["inputPath"]]
+@pytest.mark.parametrize(
+    ("kind", "case"),
+    [(name, case) for name, kind in KINDS.items() for case in kind.cases],
+    ids=[
+        f"{name}:{case['inputPath'].removeprefix('testdata/')}" for name, kind in KINDS.items() for case in kind.cases
+    ],
+)
+def test_argo_health_case(kind: str, case: dict[str, Any], readings: dict[tuple[str, str], gitops.Reading]) -> None:
+    reading = readings[(kind, case["inputPath"])]
     assert {"status": reading.argo, "message": reading.argo_message} == case["healthStatus"]
 
 
-@pytest.mark.parametrize("state", list(EXPECTED))
-def test_kstatus_and_argo_follow_the_rule(state: str, readings: dict[str, gitops.Reading]) -> None:
-    reading = readings[f"testdata/{state}.yaml"]
-    assert reading.pair == EXPECTED[state], reading
+@pytest.mark.parametrize(("kind", "state"), [(name, state) for name, kind in KINDS.items() for state in kind.expected])
+def test_kstatus_and_argo_follow_the_rule(
+    kind: str, state: str, readings: dict[tuple[str, str], gitops.Reading]
+) -> None:
+    reading = readings[(kind, f"testdata/{state}.yaml")]
+    assert reading.pair == KINDS[kind].expected[state], reading
     assert reading.agree
 
 
-def test_every_state_has_a_fixture_and_a_case() -> None:
-    listed = {c["inputPath"] for c in CASES}
-    present = {f"testdata/{p.name}" for p in (ARGOCD / "testdata").glob("*.yaml")}
-    assert listed == present == {f"testdata/{state}.yaml" for state in EXPECTED}
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_state_has_a_fixture_and_a_case(kind: str) -> None:
+    listed = {c["inputPath"] for c in KINDS[kind].cases}
+    present = {f"testdata/{p.name}" for p in (KINDS[kind].folder / "testdata").glob("*.yaml")}
+    assert listed == present == {f"testdata/{state}.yaml" for state in KINDS[kind].expected}
+
+
+def test_the_slot_fixtures_are_the_generators_states() -> None:
     assert set(argocd_testdata.STATES) == set(EXPECTED)
 
 
@@ -91,7 +121,7 @@ def test_testdata_matches_the_crd_status_schema() -> None:
 def test_health_lua_reads_each_verdicts_own_generation() -> None:
     """A verdict of generation 1 says nothing about generation 2, whatever status.observedGeneration says."""
     for state, before in (("needs-reauth", ("Failed", "Degraded")), ("ready", ("Current", "Healthy"))):
-        resource = _load(f"testdata/{state}.yaml")
+        resource = KINDS["Slot"].load(f"testdata/{state}.yaml")
         bumped = copy.deepcopy(resource)
         bumped["metadata"]["generation"] = 2
         bumped["status"]["observedGeneration"] = 2  # as if only status.observedGeneration were bumped
@@ -104,7 +134,7 @@ def test_argo_rejects_a_status_it_does_not_know(tmp_path: Path) -> None:
     """The helper applies Argo CD's check of the returned code, so a typo in health.lua cannot pass unseen."""
     script = tmp_path / "health.lua"
     script.write_text('return {status = "Fine", message = "typo"}\n')
-    reading = gitops.read([_load("testdata/ready.yaml")], health_lua=script)[0]
+    reading = gitops.read([KINDS["Slot"].load("testdata/ready.yaml")], health_lua=script)[0]
     assert (reading.argo, reading.argo_message) == ("Unknown", "Lua returned an invalid health status")
 
 
@@ -113,45 +143,16 @@ def test_health_lua_gets_only_the_libraries_argo_cd_opens(tmp_path: Path) -> Non
     script = tmp_path / "health.lua"
     script.write_text('return {status = "Healthy", message = string.upper("x")}\n')
     with pytest.raises(RuntimeError, match="string"):
-        gitops.read([_load("testdata/ready.yaml")], health_lua=script)
+        gitops.read([KINDS["Slot"].load("testdata/ready.yaml")], health_lua=script)
 
 
 # --- SlotImageCheck ------------------------------------------------------------------------------
 
 
-def _load_check(input_path: str) -> dict[str, Any]:
-    return dict(yaml.safe_load((CHECK / input_path).read_text()))
-
-
-@pytest.fixture(scope="module")
-def check_readings() -> dict[str, gitops.Reading]:
-    paths = [case["inputPath"] for case in CHECK_CASES]
-    return dict(zip(paths, gitops.read([_load_check(p) for p in paths], health_lua=CHECK / "health.lua"), strict=True))
-
-
-@pytest.mark.parametrize("case", CHECK_CASES, ids=[c["inputPath"].removeprefix("testdata/") for c in CHECK_CASES])
-def test_check_argo_health_case(case: dict[str, Any], check_readings: dict[str, gitops.Reading]) -> None:
-    reading = check_readings[case["inputPath"]]
-    assert {"status": reading.argo, "message": reading.argo_message} == case["healthStatus"]
-
-
-@pytest.mark.parametrize("state", list(CHECK_EXPECTED))
-def test_check_kstatus_and_argo_follow_the_rule(state: str, check_readings: dict[str, gitops.Reading]) -> None:
-    reading = check_readings[f"testdata/{state}.yaml"]
-    assert reading.pair == CHECK_EXPECTED[state], reading
-    assert reading.agree
-
-
-def test_every_check_state_has_a_fixture_and_a_case() -> None:
-    listed = {c["inputPath"] for c in CHECK_CASES}
-    present = {f"testdata/{p.name}" for p in (CHECK / "testdata").glob("*.yaml")}
-    assert listed == present == {f"testdata/{state}.yaml" for state in CHECK_EXPECTED}
-
-
 @pytest.mark.parametrize("state", list(CHECK_EXPECTED))
 def test_check_fixtures_keep_the_contract_and_the_schema(state: str) -> None:
     """Each fixture is a status the operator may write: valid for the CRD, and by the rules of docs/design.md §2.5."""
-    resource = _load_check(f"testdata/{state}.yaml")
+    resource = KINDS["SlotImageCheck"].load(f"testdata/{state}.yaml")
     schema = yaml.safe_load(CHECK_CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert resource["apiVersion"] == "woved.dev/v1alpha1"
     assert resource["kind"] == "SlotImageCheck"
@@ -172,14 +173,14 @@ def test_check_fixtures_keep_the_contract_and_the_schema(state: str) -> None:
     ],
 )
 def test_the_contract_checker_can_fail(change: Any, problem: str) -> None:
-    resource = _load_check("testdata/failed-owned-by-the-old-uid.yaml")
+    resource = KINDS["SlotImageCheck"].load("testdata/failed-owned-by-the-old-uid.yaml")
     change(resource["status"])
     assert any(problem in found for found in image_check_contract.problems(resource)), problem
 
 
 def test_the_schema_checker_can_fail() -> None:
     schema = yaml.safe_load(CHECK_CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    status = _load_check("testdata/failed-owned-by-the-old-uid.yaml")["status"]
+    status = KINDS["SlotImageCheck"].load("testdata/failed-owned-by-the-old-uid.yaml")["status"]
     status["results"][0].update(phase="Broken", verdict="x")
     status["results"][1]["slot"] = status["results"][0]["slot"]
     status["summary"]["slots"] = "3"
@@ -195,7 +196,7 @@ def test_the_schema_checker_can_fail() -> None:
 def test_check_health_waits_for_a_check_the_operator_has_not_observed() -> None:
     """A finished status of an older generation says nothing (kstatus and the Lua alike): only the contract's
     immutable spec keeps the generation at 1, and the gate must not lean on that."""
-    resource = _load_check("testdata/succeeded.yaml")
+    resource = KINDS["SlotImageCheck"].load("testdata/succeeded.yaml")
     resource["metadata"]["generation"] = 2
     (reading,) = gitops.read([resource], health_lua=CHECK / "health.lua")
     assert reading.pair == ("InProgress", "Progressing")
