@@ -25,7 +25,7 @@ from typing import Any
 
 from slot_operator.kube.api import ApiClient
 
-from bench import audit, workload
+from bench import audit, timing, workload
 from bench.observe import Observer
 from devcluster import cluster
 from tools import image
@@ -76,8 +76,9 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def _process(command: list[str], *, kubeconfig: pathlib.Path, log: pathlib.Path) -> Iterator[subprocess.Popen[bytes]]:
     # Probes run the ownership audit, as with the chart (an environment variable: older checkouts ignore it).
+    # SLOT_OPERATOR_TIMING_LOG: one line per verdict, where its time went (bench/timing.py reads them).
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO),
-           "SLOT_OPERATOR_AUDIT_IMAGE": image.operator_image()}  # fmt: skip
+           "SLOT_OPERATOR_AUDIT_IMAGE": image.operator_image(), "SLOT_OPERATOR_TIMING_LOG": "1"}  # fmt: skip
     with log.open("ab") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
@@ -171,6 +172,7 @@ async def probe_run(
         workload.kubectl(running.kubeconfig, "delete", "namespace", namespace, "--wait=false")
     latencies = [observer.finished[n] - observer.terminated[n] for n in names if n in observer.terminated]
     groups = audit.split(calls)
+    waited = timing.breakdown(observer.terminated, observer.finished, log) if label == "operator" else None
     return {
         "slots": slots,
         "cap": cap,
@@ -185,6 +187,7 @@ async def probe_run(
         "cpu_ms_per_verdict": round(cpu / slots * 1000, 1),
         "peak_rss_mb": round(rss, 1),
         "idle_cpu_percent": round(idle, 2),
+        **({"timing": waited} if waited is not None else {}),
     }
 
 
@@ -284,6 +287,8 @@ def _print_report(results: dict[str, Any], targets: Targets) -> None:
         for group in ("writes", "event_writes", "reads", "watches"):
             for call, count in result["calls"][group].items():
                 print(f"  {group:13s} {call:40s} {count / result['slots']:8.3f}  ({count})")
+    if "timing" in op:
+        print("\n".join(timing.report(op["timing"])))
     idle = results.get("idle")
     if idle:
         print(

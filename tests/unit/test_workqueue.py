@@ -254,3 +254,27 @@ async def test_rate_limited_adds_back_off_per_key_until_forgotten() -> None:
             await asyncio.wait_for(q.get(), 0.05)
     finally:
         q.close()
+
+
+async def test_queued_at_is_when_the_work_first_joined_the_line(queue: WorkQueue[str]) -> None:
+    before = time.monotonic()
+    queue.add("a")
+    queue.add("a")  # the same work: the first add's time stands
+    assert await get(queue) == "a"
+    first = queue.queued_at("a")
+    assert first is not None
+    assert before <= first <= time.monotonic()
+    queue.done("a")
+    assert queue.queued_at("a") is None
+
+
+async def test_queued_at_of_a_dirty_key_is_when_it_changed_under_its_worker(queue: WorkQueue[str]) -> None:
+    queue.add("a")
+    assert await get(queue) == "a"
+    changed = time.monotonic()
+    queue.add("a")  # dirty: the time of this change is kept while the key waits for done()
+    queue.add("a")
+    queue.done("a")
+    assert await get(queue) == "a"
+    assert (queue.queued_at("a") or 0.0) >= changed
+    queue.done("a")

@@ -104,6 +104,7 @@ class Controller:
                 config=self.config,
                 clock=self.clock,
                 wake=self.queue.add,
+                queued_at=self.queue.queued_at,
             )
         )
         for key, job in cache.owned_probe_jobs():

@@ -7,6 +7,8 @@
 - The queue owns retries (client-go's rate-limited queue): `add_rate_limited` adds a
   key after a delay that doubles with each retry of it (`num_requeues`), until
   `forget` says it succeeded; `discard` drops a key's pending wake-up (it is gone).
+- `queued_at(key)`, while a worker has the key: when the work it was handed for first arrived
+  (the earliest add since it was last handed out, a dirty add included), for per-verdict timing.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class WorkQueue(Generic[K]):
         self._queued: set[K] = set()
         self._since: dict[K, float] = {}  # ready key -> when it joined the line (time.monotonic)
         self._processing: set[K] = set()
-        self._dirty: set[K] = set()
+        self._dirty: dict[K, float] = {}  # key changed while processed -> when it first changed
+        self._taken: dict[K, float] = {}  # key being processed -> when its work joined the line
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._wakeup = asyncio.Event()
 
@@ -46,13 +49,17 @@ class WorkQueue(Generic[K]):
 
     def add(self, key: K) -> None:
         if key in self._processing:
-            self._dirty.add(key)
+            if key not in self._dirty:
+                self._dirty[key] = time.monotonic()
             return
         if key not in self._queued:
-            self._queued.add(key)
-            self._since[key] = time.monotonic()
-            self._ready.append(key)
-            self._wakeup.set()
+            self._join(key, time.monotonic())
+
+    def _join(self, key: K, since: float) -> None:
+        self._queued.add(key)
+        self._since[key] = since
+        self._ready.append(key)
+        self._wakeup.set()
 
     def add_after(self, key: K, delay: float) -> None:
         """Add `key` after `delay` seconds, unless an earlier wake-up is already pending."""
@@ -100,9 +107,13 @@ class WorkQueue(Generic[K]):
             await self._wakeup.wait()
         key = self._ready.popleft()
         self._queued.discard(key)
-        self._since.pop(key, None)
+        self._taken[key] = self._since.pop(key)
         self._processing.add(key)
         return key
+
+    def queued_at(self, key: K) -> float | None:
+        """While a worker has `key`: when the work it was handed for joined the line (time.monotonic())."""
+        return self._taken.get(key)
 
     def oldest_wait(self, *, now: float) -> float:
         """Seconds the first ready key has waited for a worker (0 when none waits); `now` is time.monotonic()."""
@@ -110,9 +121,10 @@ class WorkQueue(Generic[K]):
 
     def done(self, key: K) -> None:
         self._processing.discard(key)
-        if key in self._dirty:
-            self._dirty.discard(key)
-            self.add(key)
+        self._taken.pop(key, None)
+        since = self._dirty.pop(key, None)
+        if since is not None and key not in self._queued:
+            self._join(key, since)
 
     def close(self) -> None:
         for timer in self._timers.values():
