@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import types
 
 import pytest
 
@@ -33,10 +34,15 @@ def test_breakdown_reads_verdict_and_gc_lines(tmp_path: pathlib.Path) -> None:
         "[...] slot_operator.timing [DEBUG] verdict slot=ns/b queued=20.010000 picked=20.011000 "
         "sent=20.012000 answered=20.030000\n"
     )
-    result = timing.breakdown({"a": 10.0, "b": 20.0}, {"a": 10.11, "b": 20.04}, log)
+    seen = types.SimpleNamespace(
+        probe_terminated={"a": 9.9, "b": 20.0}, terminated={"a": 10.0, "b": 20.0}, finished={"a": 10.11, "b": 20.04}
+    )
+    result = timing.breakdown(seen, log)
     assert result["verdicts"] == 2
     slowest = result["slowest"][0]
     assert slowest["slot"] == "a"
+    assert slowest["audit"] == pytest.approx(0.1)  # the probe container ended before the audit beside it
+    assert slowest["total"] == pytest.approx(0.11)
     assert slowest["queue_wait"] == pytest.approx(0.07)
     assert slowest["gc"] == pytest.approx(0.05)  # the collection paused the loop while it waited
     assert result["slowest"][1]["gc"] == 0
