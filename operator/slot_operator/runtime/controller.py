@@ -84,7 +84,7 @@ class Controller:
     def listener(self) -> Listener:
         return Listener(
             slot_changed=lambda key, old, new: self.queue.add(key),
-            probe_changed=self.queue.add,
+            probe_changed=self._probe_changed,
             claim_changed=self._claim_changed,
             claim_users_changed=self._claim_changed,
             impostor=self._impostor,
@@ -155,6 +155,10 @@ class Controller:
         return self.capacity.running
 
     # Feeds from the caches: each only enqueues
+    def _probe_changed(self, key: Key) -> None:
+        """A probe Job or pod of the Slot changed: perhaps its verdict, ahead of other work (workqueue.py)."""
+        self.queue.add(key, urgent=True)
+
     def _claim_changed(self, claim: Key) -> None:
         if self.cache is None:
             return  # the initial listing: start() reconciles every Slot anyway
