@@ -186,9 +186,10 @@ class Controller:
                 await self._failed(key, exc)
             else:
                 self.queue.forget(key)
-                if self.cache is not None and self.cache.slot(key) is None:
-                    self.queue.discard(key)
-                elif result.requeue_after is not None:
+                # The reconcile saw the whole Slot: its Result is when to look next, and a wake-up asked for
+                # earlier is stale (a finished probe's deadline would otherwise reconcile every Slot once more).
+                self.queue.discard(key)
+                if result.requeue_after is not None and (self.cache is None or self.cache.slot(key) is not None):
                     self.queue.add_after(key, result.requeue_after)
             finally:
                 self.busy.end(worker)
