@@ -2,7 +2,8 @@
 
 The least a client must do to give N Slots a verdict: for each new Slot, create the probe Job
 the operator would create, learn the probe container's exit code from a watch of the probe
-pods, and write one status patch. No conditions, no queue status, no retries, no adoption
+pods once the pod has terminated (the ownership audit beside the probe too: a verdict carries
+its report, docs/design.md §2.4), and write one status patch. No conditions, no queue status, no retries, no adoption
 after a restart, no events: it exists so that `make bench` can show what the operator's
 guarantees cost on top of the unavoidable work (one Job and one status write per probe).
 
@@ -23,6 +24,8 @@ from slot_operator.logic import jobs, names
 from slot_operator.logic.phases import phase_for_exit
 from slot_operator.logic.spec import parse_spec
 
+from bench.observe import pod_terminated
+
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
@@ -34,9 +37,11 @@ async def run(namespace: str, cap: int) -> None:
     seen: set[str] = set()
 
     def on_pod(old: Object | None, new: Object | None) -> None:
-        for status in ((new or {}).get("status") or {}).get("containerStatuses") or ():
+        if new is None or not pod_terminated(new):
+            return  # as the operator's verdict, wait for the audit beside the probe
+        for status in (new.get("status") or {}).get("containerStatuses") or ():
             terminated = (status.get("state") or {}).get("terminated")
-            if status.get("name") == "probe" and terminated:
+            if status.get("name") == names.PROBE_CONTAINER and terminated:
                 job = str(new["metadata"]["labels"][JOB_NAME_LABEL])  # type: ignore[index]
                 future = exits.setdefault(job, loop.create_future())
                 if not future.done():

@@ -1,7 +1,10 @@
-"""Timestamps as the API server publishes them: when each probe container terminated, when each verdict landed.
+"""Timestamps as the API server publishes them: when each probe pod terminated, when each verdict landed.
 
 Both come from watches in this one process, on one clock, so their difference is the time from
-"the probe's exit code is in the API" to "the Slot's status says so", whoever writes it.
+"the probe pod's outcome is in the API" to "the Slot's status says so", whoever writes it. The pod has
+terminated when every container in it has: the probe and the ownership audit beside it, whose report
+the verdict carries (docs/design.md §2.4). When the probe container alone terminated is kept too: the
+time between the two is the audit's, not the client's.
 """
 
 from __future__ import annotations
@@ -18,17 +21,26 @@ from slot_operator.logic import names
 SlotTest = Callable[[Mapping[str, Any]], bool]
 
 
-def _probe_terminated(pod: Mapping[str, Any]) -> bool:
-    return any(
-        status.get("name") == "probe" and (status.get("state") or {}).get("terminated")
+def _terminated(pod: Mapping[str, Any]) -> set[str]:
+    """The containers of the pod that have terminated."""
+    return {
+        str(status.get("name"))
         for status in (pod.get("status") or {}).get("containerStatuses") or ()
-    )
+        if (status.get("state") or {}).get("terminated")
+    }
+
+
+def pod_terminated(pod: Mapping[str, Any]) -> bool:
+    """The probe and every container beside it have terminated."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or ()
+    return names.PROBE_CONTAINER in _terminated(pod) and len(_terminated(pod)) == len(statuses)
 
 
 class Observer:
     def __init__(self, api: ApiClient, namespace: str, *, done: SlotTest) -> None:
         self._done = done
-        self.terminated: dict[str, float] = {}  # Slot name -> when its probe container was seen terminated
+        self.probe_terminated: dict[str, float] = {}  # Slot name -> when its probe container was seen terminated
+        self.terminated: dict[str, float] = {}  # Slot name -> when its probe pod was seen terminated (every container)
         self.finished: dict[str, float] = {}  # Slot name -> when its status was first seen `done`
         self.changed = asyncio.Event()
         self._informers = [
@@ -79,7 +91,10 @@ class Observer:
             self.changed.set()
 
     def _pod(self, old: Object | None, new: Object | None) -> None:
-        if new is None or not _probe_terminated(new):
+        if new is None or names.PROBE_CONTAINER not in _terminated(new):
             return
         name = str(((new.get("metadata") or {}).get("annotations") or {}).get(names.ANNOTATION_SLOT))
-        self.terminated.setdefault(name, time.monotonic())
+        now = time.monotonic()
+        self.probe_terminated.setdefault(name, now)
+        if pod_terminated(new):
+            self.terminated.setdefault(name, now)

@@ -14,6 +14,7 @@ from slot_operator import config as config_module
 from slot_operator import logs, standby
 from slot_operator.kube import leadership
 from slot_operator.metrics import Metrics
+from slot_operator.runtime import timing
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ def main(argv: Sequence[str]) -> int:
     logs.install()  # the probe's words reach log lines: mask credentials as in status and Events
     # kopf logs every successful low-level handler call at INFO: one line per watch event. Failures still show.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if os.environ.get("SLOT_OPERATOR_TIMING_LOG"):  # one line per verdict, where its time went (`make bench`)
+        timing.enable()
     import slot_operator.lifecycle  # noqa: F401 - registers the start-up, clean-up and health handlers with kopf
 
     # Metrics are served by every replica (a standby reports slot_operator_leader 0), like controller-runtime.

@@ -8,7 +8,9 @@ the Jobs of a Slot, the pods of a Job, the Slots of a claim, the running pods th
 Pods using claims (for ReadWriteOnce placement and ReadWriteOncePod in-use checks) come from a
 watch of every non-terminal pod in the watched namespaces, kept as a record of a few fields
 (name, node, phase, claim names): a few hundred bytes a pod, where listing the namespace's pods
-on every probe start cost a full decode of every pod each time. Volume attachments would only
+on every probe start cost a full decode of every pod each time. The pods with the operator's
+managed-by label are left to the watch of its own pods (which keeps the same fields): the two
+label selectors split the pods between them, so each pod event is decoded once. Volume attachments would only
 cover attachable (CSI) volumes and say nothing of ReadWriteOncePod use, so they are not used.
 
 Ownership is by identity, never by label (docs/security.md): a Job is a Slot's only when it is in the
@@ -79,10 +81,13 @@ def trim_job(obj: Mapping[str, Any]) -> Object:
 
 
 def trim_probe_pod(obj: Mapping[str, Any]) -> Object:
-    """A probe's or a migration's pod: its containers' states (the audit is the probe's second container)."""
+    """A probe's or a migration's pod: its containers' states (the audit is the probe's second container),
+    and, as for every pod using a claim, its node and the claims it mounts."""
     status = obj.get("status") or {}
+    spec = obj.get("spec") or {}
     return {
         "metadata": _with_controller(_meta(obj, "labels"), obj),
+        "spec": {"nodeName": spec.get("nodeName"), "volumes": _claim_volumes(spec)},
         "status": {
             "phase": status.get("phase"),
             "conditions": status.get("conditions") or [],
@@ -113,16 +118,31 @@ def trim_claim_user(obj: Mapping[str, Any]) -> Object:
     record_meta = _with_controller(
         {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta}, obj
     )
-    volumes = [
+    return {
+        "metadata": record_meta,
+        "spec": {"nodeName": spec.get("nodeName"), "volumes": _claim_volumes(spec)},
+        "status": {"phase": (obj.get("status") or {}).get("phase")},
+    }
+
+
+def _claim_volumes(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
         {"persistentVolumeClaim": {"claimName": str(volume["persistentVolumeClaim"].get("claimName"))}}
         for volume in spec.get("volumes") or ()
         if (volume.get("persistentVolumeClaim") or {}).get("claimName")
     ]
-    return {
-        "metadata": record_meta,
-        "spec": {"nodeName": spec.get("nodeName"), "volumes": volumes},
-        "status": {"phase": (obj.get("status") or {}).get("phase")},
-    }
+
+
+def _as_user(pod: Object | None) -> tuple[Any, ...] | None:
+    """What placement reads of a pod using claims (a probe pod's container states are not its business)."""
+    if pod is None:
+        return None
+    return (pod["spec"].get("nodeName"), pod["status"].get("phase"), tuple(claims_of(pod)))
+
+
+def _in_use(pod: Object | None) -> Object | None:
+    """The pod, while it may hold its claims (not Succeeded or Failed: the claim-users watch's field selector)."""
+    return pod if pod is not None and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed") else None
 
 
 def claims_of(pod: Mapping[str, Any]) -> list[str]:
@@ -217,7 +237,7 @@ class Cache:
         }
         self._probe_pods = {
             ns: self._informer(
-                api, "pods", "v1", ns, trim_probe_pod, self._on_probe_pod, {"labelSelector": names.OWN_SELECTOR}
+                api, "pods", "v1", ns, trim_probe_pod, self._on_probe_pod, {"labelSelector": names.OWN_PODS_SELECTOR}
             )
             for ns in scopes
         }
@@ -232,7 +252,10 @@ class Cache:
                 ns,
                 trim_claim_user,
                 self._on_claim_user,
-                {"fieldSelector": "status.phase!=Succeeded,status.phase!=Failed"},
+                {
+                    "fieldSelector": "status.phase!=Succeeded,status.phase!=Failed",
+                    "labelSelector": names.OTHER_PODS_SELECTOR,
+                },
             )
             for ns in scopes
         }
@@ -486,6 +509,9 @@ class Cache:
 
     def _on_probe_pod(self, old: Object | None, new: Object | None) -> None:
         self._pods_by_job.move(old, new)
+        used, using = _in_use(old), _in_use(new)  # the claim-users watch leaves the operator's pods to this one
+        if _as_user(used) != _as_user(using):
+            self._on_claim_user(used, using)
         pod = new or old or {}
         job = self._jobs_by_uid.get((key_of(pod)[0], job_owner_uid(pod) or ""))
         if job is None:

@@ -9,7 +9,8 @@ kopf's own watch stream cannot do this (it gives no end-of-listing signal to han
 object deleted while the stream was down would stay in a cache fed by it forever).
 
 Objects the operator writes itself are put in the cache from the API's answer
-(`apply_write`), so the watch's echo of that write carries no news and costs nothing.
+(`apply_write`), so the watch's echo of that write carries no news and costs nothing. Nor does
+an event whose object, once trimmed, differs from the cached one only in its resourceVersion.
 """
 
 from __future__ import annotations
@@ -57,6 +58,18 @@ def is_older(candidate: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
     return False
 
 
+def same_but_version(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """The two versions of one trimmed object differ in their resourceVersion at most."""
+    if old.keys() != new.keys():
+        return False
+    old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
+    if old_meta.keys() != new_meta.keys() or "resourceVersion" not in new_meta:
+        return False
+    return all(old_meta[f] == new_meta[f] for f in new_meta if f != "resourceVersion") and all(
+        old[k] == new[k] for k in new if k != "metadata"
+    )
+
+
 class _Gone(Exception):
     """The watch cannot resume from this resourceVersion: list again."""
 
@@ -102,6 +115,11 @@ class Store:
             return
         if old is not None and is_older(new, old):
             return  # the echo of the operator's own write (already cached), or older than it
+        if old is not None and same_but_version(old, new):
+            # Only what the trim drops changed (a Job's pod counts, a pod's IPs, finalizers, managedFields):
+            # no news. The cached object, wherever it is indexed, takes the new version.
+            old["metadata"]["resourceVersion"] = new["metadata"]["resourceVersion"]
+            return
         self.items[key] = new
         self._on_change(old, new)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -14,6 +15,8 @@ from slot_operator.kube.writer import KubeWriter
 from slot_operator.metrics import Metrics
 from slot_operator.runtime.controller import Controller
 
+# Allocations between collections of the youngest generation (Python's default: 700).
+GC_YOUNG_THRESHOLD = 10_000
 # Every watch must have listed within this long, or the operator stops (and its pod restarts) saying which.
 CACHE_SYNC_TIMEOUT = 120.0
 
@@ -37,6 +40,20 @@ async def start(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     metrics.checks.watch(cache.checks, cache.slot)
     await controller.start(cache)
     memo.controller = controller
+    _tune_gc()
+
+
+def _tune_gc() -> None:
+    """Keep the garbage collector's pauses of the event loop short; every verdict waits through them.
+
+    Everything alive once the caches are filled (modules, the first listing) lives as long as the process:
+    frozen, no full collection walks it again (one walked ~0.2-0.4 s at 1,000 Slots). Decoded watch events
+    die young: with a larger first generation they are gone before a collection, not promoted to be walked
+    again by the older ones (the default 700 allocations is a fraction of one decoded pod's objects).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 @kopf.on.cleanup()

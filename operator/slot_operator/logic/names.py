@@ -30,6 +30,10 @@ PROBE_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={COMPONENT_
 OWN_SELECTOR = (
     f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT} in ({COMPONENT_PROBE},{COMPONENT_MIGRATION},{COMPONENT_CHECK})"
 )
+# The operator's watch of pods takes every pod with its managed-by label (probes, migrations); the watch of the pods
+# that use claims every other one: each pod event is decoded once (kube/cache.py).
+OWN_PODS_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+OTHER_PODS_SELECTOR = f"{LABEL_MANAGED_BY}!={MANAGED_BY}"
 # The label the Job controller puts on a Job's pods.
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -60,6 +61,8 @@ class Collaborators:
     config: Config
     clock: Callable[[], datetime.datetime]
     wake: Callable[[ProbeKey], None]  # a place under the cap was handed to this key: reconcile its Slot or check
+    # When the work a reconcile of this Slot was handed for joined the queue (time.monotonic()), if known.
+    queued_at: Callable[[Key], float | None] = lambda key: None
 
 
 class SlotContext:
@@ -73,6 +76,7 @@ class SlotContext:
         self.uid = str(meta["uid"])
         self.generation = int(meta.get("generation") or 1)
         self.now = using.clock()
+        self.picked = time.monotonic()  # for the per-verdict timing record (runtime/probes.py)
         self.status: dict[str, Any] = dict(slot.get("status") or {})
         self.wake_at: datetime.datetime | None = None
 

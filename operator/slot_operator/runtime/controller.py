@@ -99,7 +99,7 @@ class Controller:
     def listener(self) -> Listener:
         return Listener(
             slot_changed=self._slot_changed,
-            probe_changed=self.queue.add,
+            probe_changed=self._probe_changed,
             claim_changed=self._claim_changed,
             claim_users_changed=self._claim_changed,
             impostor=self._impostor,
@@ -120,6 +120,7 @@ class Controller:
                 config=self.config,
                 clock=self.clock,
                 wake=self._wake,
+                queued_at=self.queue.queued_at,
             )
         )
         self.checks = CheckReconciler(
@@ -150,7 +151,7 @@ class Controller:
             self.capacity.group_limit,
         )
         self._workers = [
-            asyncio.create_task(self._serve(f"worker-{i}", self.queue, self.reconciler.reconcile, cache.slot),
+            asyncio.create_task(self._serve(f"worker-{i}", self.queue, self._reconcile_slot, cache.slot),
                                 name=f"slot-worker-{i}")
             for i in range(self.config.workers)
         ]  # fmt: skip
@@ -214,6 +215,10 @@ class Controller:
         since = time.monotonic() - self._check_done.get(key, -CHECK_EVERY)
         self.check_queue.add_after(key, CHECK_EVERY - since)
 
+    def _probe_changed(self, key: Key) -> None:
+        """A probe Job or pod of the Slot changed: perhaps its verdict, ahead of other work (workqueue.py)."""
+        self.queue.add(key, urgent=True)
+
     def _claim_changed(self, claim: Key) -> None:
         if self.cache is None:
             return  # the initial listing: start() reconciles every Slot anyway
@@ -225,6 +230,10 @@ class Controller:
             self.queue.add(slot)  # its reconcile reports it on the Slot
 
     # Workers
+    async def _reconcile_slot(self, key: Key) -> Result:
+        assert self.reconciler is not None  # start() made it before any worker
+        return await self.reconciler.reconcile(key)
+
     async def _serve(
         self,
         worker: str,
@@ -248,8 +257,12 @@ class Controller:
                 await self._failed(queue, key, exc, kind="check" if done is not None else "slot")
             else:
                 queue.forget(key)
-                if exists(key) is None:
+                # The reconcile saw the whole Slot: its Result is when to look next, and a wake-up asked for
+                # earlier is stale (a finished probe's deadline would otherwise reconcile every Slot once more).
+                # A check's changes arrive as delayed adds (_check_changed), so only a gone check drops them.
+                if done is None or exists(key) is None:
                     queue.discard(key)
+                if exists(key) is None:
                     if done is not None:
                         done.pop(key, None)
                 elif result.requeue_after is not None:

@@ -20,6 +20,7 @@ from slot_operator.logic.identity import slot_owner_uid
 from slot_operator.logic.outcome import NoVerdict, Verdict
 from slot_operator.logic.spec import SlotSpec, verdict_fingerprint
 from slot_operator.logic.status import ProbeRef
+from slot_operator.runtime import timing
 from slot_operator.runtime.context import SlotContext
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,10 @@ class ProbeFlow:
             retry_max=config.retry_max,
         )
         recorded = probing.record(ctx.status, probe, outcome, given, trigger=trigger, started=started, now=ctx.now)
+        sent = time.monotonic()
         await ctx.write(recorded.status)
+        queued = ctx.using.queued_at(ctx.key) or ctx.picked
+        timing.verdict(ctx.key, queued=queued, picked=ctx.picked, sent=sent, answered=time.monotonic())
         ctx.using.metrics.probe_finished(
             *ctx.key, result=recorded.result, verdict=recorded.verdict, seconds=recorded.seconds
         )

@@ -6,6 +6,7 @@ to an API server here (the client is built, never called).
 
 from __future__ import annotations
 
+import copy
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -230,3 +231,58 @@ def test_a_claim_user_keeps_its_controller_not_its_labels() -> None:
     record = trim_claim_user(pod)
     assert "labels" not in record["metadata"]
     assert record["metadata"]["ownerReferences"] == owner("Job", "j", "batch/v1")
+
+
+async def test_a_change_the_trim_drops_is_no_news(cache_and_heard: tuple[Cache, Heard]) -> None:
+    """A Job's pod counts, a pod's IP: not what a decision reads. The cached object takes the new version only."""
+    cache, heard = cache_and_heard
+    _store(cache, "slots").replace([slot("s1", "home-1")])
+    _store(cache, "jobs").apply("ADDED", probe_job("s1-probe-a", "s1"))
+    counted = probe_job("s1-probe-a", "s1")
+    counted["metadata"]["resourceVersion"] = "2"
+    counted["status"]["ready"] = 1
+    _store(cache, "jobs").apply("MODIFIED", counted)
+    assert heard.probes == [(NS, "s1")]  # the ADDED only
+    (job,) = cache.slot_jobs(NS, "uid-s1")
+    assert job["metadata"]["resourceVersion"] == "2"
+    _store(cache, "jobs").apply("MODIFIED", counted)  # the same version again: older than the cache's
+    done = probe_job("s1-probe-a", "s1")
+    done["metadata"]["resourceVersion"] = "3"
+    done["status"]["conditions"] = [{"type": "Complete", "status": "True"}]
+    _store(cache, "jobs").apply("MODIFIED", done)
+    assert heard.probes == [(NS, "s1"), (NS, "s1")]
+
+    _store(cache, "claim-users").apply("ADDED", worker("w1", "home-1"))
+    moved_ip = worker("w1", "home-1", rv="2")
+    moved_ip["status"]["podIP"] = "10.0.0.2"
+    _store(cache, "claim-users").apply("MODIFIED", moved_ip)
+    assert heard.users == [(NS, "home-1")]
+    _store(cache, "claim-users").apply("MODIFIED", worker("w1", "home-1", node="n2", rv="3"))
+    assert heard.users == [(NS, "home-1"), (NS, "home-1")]
+
+
+async def test_the_operators_own_pods_are_claim_users_from_its_own_watch(cache_and_heard: tuple[Cache, Heard]) -> None:
+    """The claim-users watch leaves pods with the operator's managed-by label to the watch of its pods: each once."""
+    cache, heard = cache_and_heard
+    _store(cache, "slots").replace([slot("s1", "home-1")])
+    _store(cache, "jobs").apply("ADDED", probe_job("s1-probe-a", "s1"))
+    pod = probe_pod("s1-probe-a-x", "s1-probe-a", "s1")
+    pod["spec"] = {"nodeName": "n1", "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "home-1"}}]}
+    _store(cache, "probe-pods").apply("ADDED", pod)
+    assert [p["spec"]["nodeName"] for p in cache.claim_users(NS, "home-1")] == ["n1"]
+    assert heard.users == [(NS, "home-1")]
+    audited = copy.deepcopy(pod)
+    audited["metadata"]["resourceVersion"] = "2"
+    audited["status"]["containerStatuses"][0]["state"] = {"terminated": {"exitCode": 0}}
+    _store(cache, "probe-pods").apply("MODIFIED", audited)
+    assert heard.users == [(NS, "home-1")]  # its containers are the probe's news, not the claim's
+    done = copy.deepcopy(audited)
+    done["metadata"]["resourceVersion"] = "3"
+    done["status"]["phase"] = "Succeeded"
+    _store(cache, "probe-pods").apply("MODIFIED", done)
+    assert cache.claim_users(NS, "home-1") == []
+    assert heard.users == [(NS, "home-1"), (NS, "home-1")]
+
+
+def test_the_two_pod_watches_split_the_pods_by_the_operators_label() -> None:
+    assert names.OTHER_PODS_SELECTOR.replace("!=", "=") == names.OWN_PODS_SELECTOR

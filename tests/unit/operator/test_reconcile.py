@@ -8,6 +8,7 @@ states into the cache; what the reconcile wrote, created, deleted and posted is 
 from __future__ import annotations
 
 import datetime
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from slot_operator.logic import jobs, names
 from slot_operator.logic.phases import PHASES, Phase
 from slot_operator.logic.spec import parse_spec, verdict_fingerprint
 
+from bench import timing
 from tests.operator_harness import AUDIT_OK, AUDIT_OLD, NS, T0, Harness, condition, exited, waiting
 
 
@@ -145,6 +147,21 @@ async def test_a_verdict_exit_code_is_the_verdict(h: Harness, phase: Phase) -> N
     assert h.recorder.events == [(kind, phase.value, f"Pending -> {phase.value}: {facts.default_message}")]
     assert result.requeue_after is not None  # the next interval
     assert h.writer.writes("delete-job") == []  # the Job finishes by itself
+
+
+async def test_a_verdict_logs_where_its_time_went_in_the_line_the_bench_reads(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = await probing(h)
+    h.pod(job, probe=exited(0), audit=AUDIT_OK)
+    with caplog.at_level(logging.DEBUG, logger="slot_operator.timing"):
+        await h.reconcile("s")
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "slot_operator.timing"]
+    match = timing.LINE.search(line)
+    assert match is not None
+    assert (match["ns"], match["name"]) == (NS, "s")
+    stamps = [float(match[part]) for part in ("queued", "picked", "sent", "answered")]
+    assert stamps == sorted(stamps)
 
 
 async def test_a_crash_is_no_verdict_retried_with_backoff(h: Harness) -> None:

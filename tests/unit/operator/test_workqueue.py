@@ -254,3 +254,66 @@ async def test_rate_limited_adds_back_off_per_key_until_forgotten() -> None:
             await asyncio.wait_for(q.get(), 0.05)
     finally:
         q.close()
+
+
+async def test_queued_at_is_when_the_work_first_joined_the_line(queue: WorkQueue[str]) -> None:
+    before = time.monotonic()
+    queue.add("a")
+    queue.add("a")  # the same work: the first add's time stands
+    assert await get(queue) == "a"
+    first = queue.queued_at("a")
+    assert first is not None
+    assert before <= first <= time.monotonic()
+    queue.done("a")
+    assert queue.queued_at("a") is None
+
+
+async def test_queued_at_of_a_dirty_key_is_when_it_changed_under_its_worker(queue: WorkQueue[str]) -> None:
+    queue.add("a")
+    assert await get(queue) == "a"
+    changed = time.monotonic()
+    queue.add("a")  # dirty: the time of this change is kept while the key waits for done()
+    queue.add("a")
+    queue.done("a")
+    assert await get(queue) == "a"
+    assert (queue.queued_at("a") or 0.0) >= changed
+    queue.done("a")
+
+
+async def test_urgent_keys_are_handed_out_before_the_line(queue: WorkQueue[str]) -> None:
+    for key in ("a", "b", "c"):
+        queue.add(key)
+    queue.add("d", urgent=True)
+    queue.add("e", urgent=True)
+    assert len(queue) == 5
+    assert [await get(queue) for _ in range(5)] == ["d", "e", "a", "b", "c"]
+
+
+async def test_an_urgent_add_moves_a_queued_key_ahead_once(queue: WorkQueue[str]) -> None:
+    queue.add("a")
+    queue.add("b")
+    queue.add("b", urgent=True)
+    queue.add("b")  # a later ordinary add does not send it back
+    assert len(queue) == 2
+    assert [await get(queue), await get(queue)] == ["b", "a"]
+    await assert_empty(queue)
+
+
+async def test_an_urgent_change_while_processing_comes_back_urgent(queue: WorkQueue[str]) -> None:
+    queue.add("a")
+    assert await get(queue) == "a"
+    queue.add("a", urgent=True)  # dirty, and urgent
+    queue.add("b")
+    queue.done("a")
+    assert [await get(queue), await get(queue)] == ["a", "b"]
+
+
+async def test_oldest_wait_counts_both_lines(queue: WorkQueue[str]) -> None:
+    queue.add("a")
+    queue.add("b", urgent=True)
+    now = time.monotonic() + 5
+    assert queue.oldest_wait(now=now) >= 5
+    assert await get(queue) == "b"
+    assert queue.oldest_wait(now=now) >= 5  # "a" still waits
+    assert await get(queue) == "a"
+    assert queue.oldest_wait(now=now) == 0
