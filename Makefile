@@ -4,6 +4,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# Exact pins with hashes (hack/lock-requirements.py, `make lock`): the runtime closure the image ships, what the
+# tests and linters add to it, and the wheel-building backend.
+LOCKS := requirements.lock requirements-dev.lock requirements-build.lock
+LOCKED := $(VENV)/.locked
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # The local cluster's containers switch uid and mount volumes, and claims hold files of other uids: as root
@@ -13,17 +17,33 @@ PYTEST_ARGS ?=
 # .cluster/ is joined in its namespace, so tests may look at its containers' processes.
 ISOLATED := $(PYTHON) -m devcluster.isolation run --join-cluster .cluster --
 
-.PHONY: all venv binaries image image-if-buildable isolation cluster-up cluster-down cluster-env lint test test-unit test-integration demo dev bench clean
+.PHONY: all venv lock binaries image image-if-buildable isolation cluster-up cluster-down cluster-env lint test test-unit test-integration demo dev bench clean
 
 all: test
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+# The virtualenv holds exactly the locked files, checked against their hashes (binary wheels only: nothing is
+# compiled), so the tests run what the image ships. A changed lock makes it anew: nothing stale survives.
+$(LOCKED): $(LOCKS)
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	@echo "$(PY) -m pip install --require-hashes --only-binary=:all: $(addprefix -r ,$(LOCKS))"
+	@$(PY) -m pip install --quiet --require-hashes --only-binary=:all: $(addprefix -r ,$(LOCKS)) || { \
+	  echo "make: pip could not install the locks with $$($(PY) -V) on $$(uname -m); they cover" \
+	    "$$(sed -n 's/^# Hashes cover //p' requirements.lock)" >&2; exit 1; }
+	@touch $@
+
+# The package itself, editable, built by the locked backend: no index, no dependency resolution.
+$(STAMP): $(LOCKED) pyproject.toml
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --no-index -e .
 	@touch $@
 
 venv: $(STAMP)
+
+# Re-resolve the locks from pyproject.toml's ranges, keeping locked versions they still allow
+# (LOCK_ARGS=--upgrade: the newest allowed); the next target then makes the virtualenv from them.
+LOCK_ARGS ?=
+lock: $(STAMP)
+	$(PY) hack/lock-requirements.py $(LOCK_ARGS)
 
 binaries: $(STAMP)
 	$(PY) -m devcluster.build
@@ -38,7 +58,8 @@ image: $(STAMP)
 image-if-buildable: $(STAMP)
 	$(PY) -m tools.image --if-buildable
 
-# As root, the suite also needs what its rootless test uses (a temporary account's user namespace).
+# As root it installs what is missing (util-linux; for the tests also uidmap and passwd: the suite's rootless
+# test runs a cluster as a temporary account in a user namespace); otherwise it names what to install.
 isolation:
 	@$(PYTHON) -m devcluster.isolation check $(if $(filter all test test-integration,$(or $(MAKECMDGOALS),all)),--for-tests)
 
