@@ -10,6 +10,13 @@ LOCKS := requirements.lock requirements-dev.lock requirements-build.lock
 LOCKED := $(VENV)/.locked
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The Go-built binaries (devcluster/build.py) each target needs, in the order it needs them.
+CLUSTER_BINARIES := etcd kube-apiserver kube-controller-manager
+TEST_BINARIES := $(CLUSTER_BINARIES) helm promtool gitopscheck
+BUILD := $(PY) -m devcluster.build
+# The first line of `make demo` and `make test`: what a first run costs on a fresh machine, and what this one will
+# (devcluster/build.py). Standard library only, so it runs before the virtualenv exists.
+NOTICE := $(PYTHON) -m devcluster.build $(if $(wildcard $(STAMP)),,--venv-missing) --notice
 # The local cluster's containers switch uid and mount volumes, and claims hold files of other uids: as root
 # this runs the command directly, otherwise as root of a user namespace on the invoking user's subordinate
 # ids (devcluster/isolation.py). `isolation` is the preflight: it stops at once, before anything is built,
@@ -17,7 +24,7 @@ PYTEST_ARGS ?=
 # .cluster/ is joined in its namespace, so tests may look at its containers' processes.
 ISOLATED := $(PYTHON) -m devcluster.isolation run --join-cluster .cluster --
 
-.PHONY: all venv lock binaries image image-if-buildable isolation cluster-up cluster-down cluster-env lint test test-unit test-integration demo dev bench clean
+.PHONY: all demo-notice test-notice venv lock binaries image image-if-buildable isolation cluster-up cluster-down cluster-env lint test test-unit test-integration demo dev bench clean
 
 all: test
 
@@ -46,7 +53,7 @@ lock: $(STAMP)
 	$(PY) hack/lock-requirements.py $(LOCK_ARGS)
 
 binaries: $(STAMP)
-	$(PY) -m devcluster.build
+	$(BUILD) $(TEST_BINARIES)
 
 # The operator image: localhost/slot-operator:dev in the local store and dist/slot-operator_dev.oci.tar
 # (docker build with a Docker engine, else buildah; see tools/image.py).
@@ -63,7 +70,8 @@ image-if-buildable: $(STAMP)
 isolation:
 	@$(PYTHON) -m devcluster.isolation check $(if $(filter all test test-integration,$(or $(MAKECMDGOALS),all)),--for-tests)
 
-cluster-up: isolation binaries
+cluster-up: isolation $(STAMP)
+	$(BUILD) $(CLUSTER_BINARIES)
 	$(ISOLATED) $(PY) -m devcluster.cluster up
 
 cluster-down: $(STAMP)
@@ -80,29 +88,43 @@ lint: $(STAMP)
 	$(PY) hack/check-code-shape.py --short-functions operator/slot_operator operator/slot_operator tests bench tools devcluster hack
 	$(VENV)/bin/hadolint Dockerfile
 
+# The unit tests render the chart (helm) and check its alert rules (promtool).
 test-unit: $(STAMP)
+	$(BUILD) helm promtool
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: isolation binaries image-if-buildable
+test-integration: isolation $(STAMP) image-if-buildable
+	$(BUILD) $(TEST_BINARIES)
 	$(ISOLATED) $(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
+test-notice:
+	@$(NOTICE) "make test" --then 720 $(TEST_BINARIES)
+
 # Lint, build the image, then every test (unit and integration) in one pytest run; the control plane starts inside it.
-test: isolation lint binaries image-if-buildable
+test: test-notice isolation lint image-if-buildable
+	$(BUILD) $(TEST_BINARIES)
 	$(ISOLATED) $(PY) -m pytest tests $(PYTEST_ARGS)
 
 # OPERATOR=pod runs the operator as the chart's Deployment from the built image (default: a host process).
 OPERATOR ?= process
 DEMO_IMAGE := $(if $(filter pod,$(OPERATOR)),image)
+DEMO_BINARIES := $(CLUSTER_BINARIES) $(if $(filter pod,$(OPERATOR)),helm)
 
-demo: isolation binaries $(DEMO_IMAGE)
+demo-notice:
+	@$(NOTICE) "make $(or $(filter dev,$(MAKECMDGOALS)),demo)" --then 45 $(DEMO_BINARIES)
+
+demo: demo-notice isolation $(STAMP) $(DEMO_IMAGE)
+	$(BUILD) $(DEMO_BINARIES)
 	$(ISOLATED) $(PY) -m tools.demo --operator=$(OPERATOR)
 
-dev: isolation binaries $(DEMO_IMAGE)
+dev: demo-notice isolation $(STAMP) $(DEMO_IMAGE)
+	$(BUILD) $(DEMO_BINARIES)
 	$(ISOLATED) $(PY) -m tools.demo --keep-running --operator=$(OPERATOR)
 
 # BENCH_ARGS: e.g. --slots 200 --cap 20 --idle-slots 0 --json (see python -m bench --help)
 BENCH_ARGS ?=
-bench: isolation binaries
+bench: isolation $(STAMP)
+	$(BUILD) $(CLUSTER_BINARIES)
 	$(ISOLATED) $(PY) -m bench $(BENCH_ARGS)
 
 # Claims may hold files of subordinate ids, which only the user namespace can remove.

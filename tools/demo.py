@@ -169,7 +169,7 @@ class _ChartOperator:
         if not image.ARCHIVE.is_file():
             raise SystemExit(f"{image.ARCHIVE} is missing: run `make image` first (make demo OPERATOR=pod does)")
         self.kubeconfig = running.kubeconfig
-        self.helm = str(build.ensure(["helm"]) / "helm")
+        self.helm = str(build.tool("helm"))
         repository, tag = image.IMAGE.rsplit(":", 1)
         # Pods share the host's network in the simulator: free ports, so several clusters can run side by side.
         sets = [f"image.repository={repository}", f"image.tag={tag}", "image.pullPolicy=Never",
