@@ -47,8 +47,8 @@ PROMETHEUS_VERSION = "v0.316.0"
 # What `make venv` takes on a fresh machine (the locked wheels downloaded and installed), for the notice.
 VENV_SECONDS = 40
 # Cold builds on 2 cores, module downloads included (measured: see the README), for the estimates.
-COLD_ETCD = 60
-COLD_APISERVER = 240
+COLD_ETCD = 50
+COLD_APISERVER = 210
 COLD_CONTROLLER_MANAGER = 60
 COLD_HELM = 80
 COLD_PROMTOOL = 110
