@@ -13,7 +13,8 @@ PYTEST_ARGS ?=
 # The Go-built binaries (devcluster/build.py) each target needs, in the order it needs them.
 CLUSTER_BINARIES := etcd kube-apiserver kube-controller-manager
 TEST_BINARIES := $(CLUSTER_BINARIES) helm promtool gitopscheck
-BUILD := $(PY) -m devcluster.build
+# Standard library only: it needs no virtualenv, so a first `make demo` makes both at once.
+BUILD := $(PYTHON) -m devcluster.build
 # The first line of `make demo` and `make test`: what a first run costs on a fresh machine, and what this one will
 # (devcluster/build.py). Standard library only, so it runs before the virtualenv exists.
 NOTICE := $(PYTHON) -m devcluster.build $(if $(wildcard $(STAMP)),,--venv-missing) --notice
@@ -24,7 +25,7 @@ NOTICE := $(PYTHON) -m devcluster.build $(if $(wildcard $(STAMP)),,--venv-missin
 # .cluster/ is joined in its namespace, so tests may look at its containers' processes.
 ISOLATED := $(PYTHON) -m devcluster.isolation run --join-cluster .cluster --
 
-.PHONY: all demo-notice test-notice venv lock binaries image image-if-buildable isolation cluster-up cluster-down cluster-env lint test test-unit test-integration demo dev bench clean
+.PHONY: all demo-notice test-notice venv lock binaries built image image-if-buildable isolation cluster-up cluster-down cluster-env lint test test-unit test-integration demo dev bench clean
 
 all: test
 
@@ -34,14 +35,14 @@ $(LOCKED): $(LOCKS)
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	@echo "$(PY) -m pip install --require-hashes --only-binary=:all: $(addprefix -r ,$(LOCKS))"
-	@$(PY) -m pip install --quiet --require-hashes --only-binary=:all: $(addprefix -r ,$(LOCKS)) || { \
+	@$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --only-binary=:all: $(addprefix -r ,$(LOCKS)) || { \
 	  echo "make: pip could not install the locks with $$($(PY) -V) on $$(uname -m); they cover" \
 	    "$$(sed -n 's/^# Hashes cover //p' requirements.lock)" >&2; exit 1; }
 	@touch $@
 
 # The package itself, editable, built by the locked backend: no index, no dependency resolution.
 $(STAMP): $(LOCKED) pyproject.toml
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation --no-index -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --no-index -e .
 	@touch $@
 
 venv: $(STAMP)
@@ -52,8 +53,13 @@ LOCK_ARGS ?=
 lock: $(STAMP)
 	$(PY) hack/lock-requirements.py $(LOCK_ARGS)
 
-binaries: $(STAMP)
+binaries:
 	$(BUILD) $(TEST_BINARIES)
+
+# `make built BINARIES="etcd helm"`: build (or reuse) just those.
+BINARIES ?=
+built:
+	$(BUILD) $(BINARIES)
 
 # The operator image: localhost/slot-operator:dev in the local store and dist/slot-operator_dev.oci.tar
 # (docker build with a Docker engine, else buildah; see tools/image.py).
@@ -113,12 +119,13 @@ DEMO_BINARIES := $(CLUSTER_BINARIES) $(if $(filter pod,$(OPERATOR)),helm)
 demo-notice:
 	@$(NOTICE) "make $(or $(filter dev,$(MAKECMDGOALS)),demo)" --then 45 $(DEMO_BINARIES)
 
-demo: demo-notice isolation $(STAMP) $(DEMO_IMAGE)
-	$(BUILD) $(DEMO_BINARIES)
+# The virtualenv (mostly downloads) and the Go build (compiles) at once: a first run is shorter by the former.
+demo: demo-notice isolation $(DEMO_IMAGE)
+	@$(MAKE) --no-print-directory -j2 venv built BINARIES="$(DEMO_BINARIES)"
 	$(ISOLATED) $(PY) -m tools.demo --operator=$(OPERATOR)
 
-dev: demo-notice isolation $(STAMP) $(DEMO_IMAGE)
-	$(BUILD) $(DEMO_BINARIES)
+dev: demo-notice isolation $(DEMO_IMAGE)
+	@$(MAKE) --no-print-directory -j2 venv built BINARIES="$(DEMO_BINARIES)"
 	$(ISOLATED) $(PY) -m tools.demo --keep-running --operator=$(OPERATOR)
 
 # BENCH_ARGS: e.g. --slots 200 --cap 20 --idle-slots 0 --json (see python -m bench --help)

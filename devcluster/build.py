@@ -354,8 +354,8 @@ def _build(missing: list[Component]) -> None:
     steps = build_steps(missing)
     estimates = [sum(c.cold_seconds for c in step) for step in steps]
     _log(
-        f"first run: building {_names(missing)} from source in {len(steps)} step(s), about "
-        f"{duration(sum(estimates))} on 2 cores (once: cached in {cache_root()})"
+        f"first run: building {_names(missing)} from source in {len(steps)} step{'s' if len(steps) > 1 else ''}, "
+        f"about {duration(sum(estimates))} on 2 cores (once: cached in {cache_root()})"
     )
     if shutil.which("go") is None:
         raise BuildError(f"building {_names(missing)} needs the Go toolchain: `go` is not on PATH")
