@@ -14,6 +14,7 @@ one into the rest of the checkout is replaced by a copy of its target; one to th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import shutil
@@ -49,39 +50,56 @@ def _inside(path: pathlib.Path, root: pathlib.Path) -> bool:
     return path == root or root in path.parents
 
 
-def _copy(source: pathlib.Path, target: pathlib.Path, *, repo: pathlib.Path, trees: list[pathlib.Path]) -> None:
-    """Copy `source` to `target` by the rules of the module docstring, with modes every uid can read."""
-    if source.is_symlink():
-        link, resolved = os.readlink(source), source.resolve()
-        if any(_inside(resolved, tree) for tree in trees) and not os.path.isabs(link):
-            target.symlink_to(link)
+@dataclasses.dataclass(frozen=True)
+class _Copier:
+    """Copies by the rules of the module docstring, with modes every uid can read."""
+
+    source: pathlib.Path
+    trees: list[pathlib.Path]
+    # Hard-link files whose own mode already lets every uid read (and, for programs, run) them: no bytes copied.
+    link: bool
+
+    def copy(self, path: pathlib.Path, target: pathlib.Path) -> None:
+        if path.is_symlink():
+            link, resolved = os.readlink(path), path.resolve()
+            within = any(_inside(resolved, tree) for tree in self.trees) and not os.path.isabs(link)
+            if within or not _inside(resolved, self.source):
+                target.symlink_to(link)
+                return
+            path = resolved
+        if path.is_dir():
+            target.mkdir()
+            for entry in sorted(path.iterdir()):
+                if entry.name != "__pycache__":
+                    self.copy(entry, target / entry.name)
+            target.chmod(0o755)
             return
-        if not _inside(resolved, repo):
-            target.symlink_to(link)
-            return
-        source = resolved
-    if source.is_dir():
-        target.mkdir()
-        for entry in sorted(source.iterdir()):
-            if entry.name == "__pycache__":
-                continue
-            _copy(entry, target / entry.name, repo=repo, trees=trees)
-        target.chmod(0o755)
-    else:
-        shutil.copyfile(source, target)
-        target.chmod(0o755 if source.stat().st_mode & stat.S_IXUSR else 0o644)
+        current = stat.S_IMODE(path.stat().st_mode)
+        mode = 0o755 if current & stat.S_IXUSR else 0o644
+        if self.link and current & mode == mode:
+            try:
+                os.link(path, target)
+                return
+            except OSError:
+                pass  # another file system: copied below
+        shutil.copyfile(path, target)
+        target.chmod(mode)
 
 
-def copy_trees(source: pathlib.Path, into: pathlib.Path, *, trees: tuple[str, ...]) -> None:
-    """Copy `trees` (paths relative to `source`) into the existing directory `into`, at the same relative paths."""
+def copy_trees(source: pathlib.Path, into: pathlib.Path, *, trees: tuple[str, ...], link: bool = False) -> None:
+    """Copy `trees` (paths relative to `source`) into the existing directory `into`, at the same relative paths.
+
+    `link`: hard-link the files every uid may already read (for trees nobody writes while the copy is used).
+    """
     absolute = [(source / tree).resolve() for tree in trees]
+    copier = _Copier(source=source.resolve(), trees=absolute, link=link)
     for relative, tree in zip(trees, absolute, strict=True):
         target = into / relative
         for directory in reversed(target.parents):
             if _inside(directory, into) and not directory.exists():
                 directory.mkdir()
                 directory.chmod(0o755)
-        _copy(tree, target, repo=source.resolve(), trees=absolute)
+        copier.copy(tree, target)
 
 
 def stage(repo: pathlib.Path, *, trees: tuple[str, ...] = TREES) -> pathlib.Path:

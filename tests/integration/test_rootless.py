@@ -146,7 +146,7 @@ def _python_for(account: Account, *, isolated: bool) -> Account:
     ):
         into = account.home / f"packages-{index}"
         into.mkdir()
-        reachable.copy_trees(path.parent, into, trees=(path.name,))
+        reachable.copy_trees(path.parent, into, trees=(path.name,), link=True)
         copies.append(str(into / path.name))
     env = {**account.env, "PYTHONPATH": os.pathsep.join([str(account.repo), *copies])}
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"

@@ -95,3 +95,20 @@ def test_remove_touches_only_what_stage_made(tmp_path: pathlib.Path, staged: pat
     assert other.exists()
     reachable.remove(staged)
     assert not staged.exists()
+
+
+def test_linking_shares_only_files_every_uid_may_already_read(tmp_path: pathlib.Path) -> None:
+    source = tmp_path / "packages"
+    source.mkdir()
+    (source / "public.py").write_text("public\n")
+    (source / "public.py").chmod(0o644)
+    (source / "private.py").write_text("private\n")
+    (source / "private.py").chmod(0o600)
+    into = tmp_path / "into"
+    into.mkdir()
+    reachable.copy_trees(tmp_path, into, trees=("packages",), link=True)
+    assert (into / "packages" / "public.py").stat().st_ino == (source / "public.py").stat().st_ino
+    private = into / "packages" / "private.py"
+    assert private.stat().st_ino != (source / "private.py").stat().st_ino
+    assert (private.read_text(), stat.S_IMODE(private.stat().st_mode)) == ("private\n", 0o644)
+    assert stat.S_IMODE((source / "private.py").stat().st_mode) == 0o600
