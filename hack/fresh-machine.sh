@@ -144,11 +144,20 @@ phase() {
   local log=$logs/$name.log started rc
   say "$name: started (load $(load))"
   started=$(now)
+  # The CPU time of the phase's processes (the cluster's daemons, in their own sessions, aside): on a busy machine,
+  # what it would at least take alone on its cores is that divided by the core count. `times` counts this shell's
+  # waited-for children, so it runs here, not in a subshell.
+  times >"$logs/.cpu-before"
   ( cd "$clone" && as_new_user "$@" ) >"$log" 2>&1
   rc=$?
-  local took; took=$(since "$started")
-  results+=("$(printf '%-14s %6ss  exit %s' "$name" "$took" "$rc")")
-  say "$name: exit $rc after ${took}s (load $(load)); log $log"
+  times >"$logs/.cpu-after"
+  local took cpu; took=$(since "$started")
+  cpu=$(cat "$logs/.cpu-before" "$logs/.cpu-after" | awk '
+    function s(t) { split(t, p, /[ms]/); return p[1] * 60 + p[2] }
+    NR == 2 || NR == 4 { total[NR] = s($1) + s($2) }
+    END { printf "%.0f", total[4] - total[2] }')
+  results+=("$(printf '%-14s %6ss  cpu %6ss  exit %s' "$name" "$took" "${cpu:-?}" "$rc")")
+  say "$name: exit $rc after ${took}s, ${cpu:-?}s of CPU (load $(load)); log $log"
   grep -hE '\[devcluster.build\] .*built .*in |a first run on a fresh|^\[host-tools\] installed' "$log" |
     sed 's/^/    /' | tee -a "$logs/summary.txt"
   grep -hE '^=+ .*(passed|failed|error).* =+$' "$log" | tail -1 | sed 's/^/    /' | tee -a "$logs/summary.txt"
