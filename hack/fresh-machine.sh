@@ -52,7 +52,10 @@ mkdir -p "$logs"
 if [ -z "${FRESH_MACHINE_LAYERS:-}" ]; then
   # Outside: make the overlays' upper layers, run this script again in a new mount namespace, then drop them.
   layers=$(mktemp -d /tmp/fresh-machine-layers.XXXXXX) || exit 1
-  FRESH_MACHINE_LAYERS=$layers unshare --mount --propagation private -- "$0" "$@" --logs "$logs"
+  # bash reads a script as it runs it: the run uses a copy, so editing or checking out this file cannot break it.
+  cp "$0" "$layers/fresh-machine.sh"
+  FRESH_MACHINE_LAYERS=$layers unshare --mount --propagation private -- bash "$layers/fresh-machine.sh" "$@" \
+    --source "$source_repo" --logs "$logs"
   status=$?
   rm -rf "$layers"
   exit "$status"
