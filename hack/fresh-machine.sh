@@ -18,6 +18,7 @@
 # passed.
 set -uo pipefail
 
+args=("$@")
 source_repo=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
 ref=HEAD
 as_user=0
@@ -54,7 +55,7 @@ if [ -z "${FRESH_MACHINE_LAYERS:-}" ]; then
   layers=$(mktemp -d /tmp/fresh-machine-layers.XXXXXX) || exit 1
   # bash reads a script as it runs it: the run uses a copy, so editing or checking out this file cannot break it.
   cp "$0" "$layers/fresh-machine.sh"
-  FRESH_MACHINE_LAYERS=$layers unshare --mount --propagation private -- bash "$layers/fresh-machine.sh" "$@" \
+  FRESH_MACHINE_LAYERS=$layers unshare --mount --propagation private -- bash "$layers/fresh-machine.sh" "${args[@]}" \
     --source "$source_repo" --logs "$logs"
   status=$?
   rm -rf "$layers"
@@ -117,8 +118,11 @@ clone=$home/slot-operator
 say "home $home (mode $(stat -c %a "$home")), clone $clone, logs $logs"
 
 cleanup() {
-  if [ -d "$clone" ]; then
-    as_new_user make -C "$clone" clean >"$logs/clean.log" 2>&1 || say "make clean failed: see $logs/clean.log"
+  # A cluster a failed phase left running: its processes stop (root may signal the account's too); root then
+  # removes the whole home, the claims' files of other uids included.
+  if [ -f "$clone/.cluster/state.json" ] && [ -x "$clone/.venv/bin/python" ]; then
+    ( cd "$clone" && .venv/bin/python -m devcluster.cluster down ) >"$logs/cluster-down.log" 2>&1 ||
+      say "stopping the cluster failed: see $logs/cluster-down.log"
   fi
   if [ "$keep" = 1 ]; then
     say "kept $home"
