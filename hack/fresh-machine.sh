@@ -68,6 +68,12 @@ done
 # Container storage on a plain directory (overlay storage cannot sit on an overlay), as on a fresh machine.
 mkdir -p "$FRESH_MACHINE_LAYERS/containers" /var/lib/containers
 mount --bind "$FRESH_MACHINE_LAYERS/containers" /var/lib/containers || exit 1
+# Accounts made in here (--user's, the suite's rootless test's) exist only in here: their uids, gids and
+# subordinate ranges come from ranges the host never hands out, so nothing outside takes them for its own (a
+# test elsewhere that kills every process of "its" temporary uid, say), and they touch nothing outside.
+sed -i -E 's/^(UID_MIN|GID_MIN)\s.*/\1 61000/; s/^(UID_MAX|GID_MAX)\s.*/\1 64999/;
+  s/^(SUB_UID_MIN|SUB_GID_MIN)\s.*/\1 700000000/; s/^(SUB_UID_MAX|SUB_GID_MAX)\s.*/\1 800000000/' /etc/login.defs
+printf 'SYS_UID_MIN 65000\nSYS_UID_MAX 65499\nSYS_GID_MIN 65000\nSYS_GID_MAX 65499\n' >>/etc/login.defs
 
 say() { printf '[fresh-machine] %s\n' "$*" | tee -a "$logs/summary.txt"; }
 now() { date +%s.%N; }
@@ -91,17 +97,10 @@ if [ "$as_user" = 1 ]; then
   account=fresh$$
   home=/home/$account
   useradd --create-home --home-dir "$home" --shell /bin/bash "$account" || exit 1
-  touch /etc/subuid /etc/subgid
-  # A range of 65536 no other account has, after the highest one in use.
-  start=200000
-  for file in /etc/subuid /etc/subgid; do
-    [ -f "$file" ] || continue
-    while IFS=: read -r _ first count; do
-      [ -n "$count" ] && [ $((first + count)) -gt "$start" ] && start=$((first + count))
-    done <"$file"
-  done
-  grep -q "^$account:" /etc/subuid 2>/dev/null || usermod --add-subuids "$start-$((start + 65535))" "$account"
-  grep -q "^$account:" /etc/subgid 2>/dev/null || usermod --add-subgids "$start-$((start + 65535))" "$account"
+  grep -q "^$account:" /etc/subuid && grep -q "^$account:" /etc/subgid || {
+    say "useradd gave $account no subordinate id range"
+    exit 1
+  }
   say "account $account (uid $(id -u "$account")), subordinate ids: $(grep "^$account:" /etc/subuid)"
   say "installing uidmap buildah mmdebstrap for $account (what the README has an ordinary user install)"
   { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq uidmap buildah mmdebstrap ||
