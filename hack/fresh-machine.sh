@@ -52,11 +52,19 @@ mkdir -p "$logs"
 
 if [ -z "${FRESH_MACHINE_LAYERS:-}" ]; then
   # Outside: make the overlays' upper layers, run this script again in a new mount namespace, then drop them.
+  # Runs at the same time (root and --user, say) each hold a slice of the id ranges below, by a lock.
+  for slice in 1 2 3; do
+    exec {slice_lock}>"/tmp/fresh-machine-slice-$slice.lock"
+    flock --nonblock "$slice_lock" && break
+    exec {slice_lock}>&-
+    slice=
+  done
+  [ -n "$slice" ] || { echo "fresh-machine: three runs are going already" >&2; exit 2; }
   layers=$(mktemp -d /tmp/fresh-machine-layers.XXXXXX) || exit 1
   # bash reads a script as it runs it: the run uses a copy, so editing or checking out this file cannot break it.
   cp "$0" "$layers/fresh-machine.sh"
-  FRESH_MACHINE_LAYERS=$layers unshare --mount --propagation private -- bash "$layers/fresh-machine.sh" "${args[@]}" \
-    --source "$source_repo" --logs "$logs"
+  FRESH_MACHINE_SLICE=$slice FRESH_MACHINE_LAYERS=$layers unshare --mount --propagation private -- \
+    bash "$layers/fresh-machine.sh" "${args[@]}" --source "$source_repo" --logs "$logs"
   status=$?
   rm -rf "$layers"
   exit "$status"
@@ -71,9 +79,13 @@ mount --bind "$FRESH_MACHINE_LAYERS/containers" /var/lib/containers || exit 1
 # Accounts made in here (--user's, the suite's rootless test's) exist only in here: their uids, gids and
 # subordinate ranges come from ranges the host never hands out, so nothing outside takes them for its own (a
 # test elsewhere that kills every process of "its" temporary uid, say), and they touch nothing outside.
-sed -i -E 's/^(UID_MIN|GID_MIN)\s.*/\1 61000/; s/^(UID_MAX|GID_MAX)\s.*/\1 64999/;
-  s/^(SUB_UID_MIN|SUB_GID_MIN)\s.*/\1 700000000/; s/^(SUB_UID_MAX|SUB_GID_MAX)\s.*/\1 800000000/' /etc/login.defs
-printf 'SYS_UID_MIN 65000\nSYS_UID_MAX 65499\nSYS_GID_MIN 65000\nSYS_GID_MAX 65499\n' >>/etc/login.defs
+slice=$FRESH_MACHINE_SLICE
+uid_min=$(( 61000 + slice * 1000 )) sys_min=$(( 65000 + slice * 100 )) sub_min=$(( 700000000 + slice * 50000000 ))
+sed -i -E "s/^(UID_MIN|GID_MIN)\s.*/\1 $uid_min/; s/^(UID_MAX|GID_MAX)\s.*/\1 $(( uid_min + 999 ))/;
+  s/^(SUB_UID_MIN|SUB_GID_MIN)\s.*/\1 $sub_min/; s/^(SUB_UID_MAX|SUB_GID_MAX)\s.*/\1 $(( sub_min + 49999999 ))/" \
+  /etc/login.defs
+printf 'SYS_UID_MIN %s\nSYS_UID_MAX %s\nSYS_GID_MIN %s\nSYS_GID_MAX %s\n' "$sys_min" "$(( sys_min + 99 ))" \
+  "$sys_min" "$(( sys_min + 99 ))" >>/etc/login.defs
 
 say() { printf '[fresh-machine] %s\n' "$*" | tee -a "$logs/summary.txt"; }
 now() { date +%s.%N; }
