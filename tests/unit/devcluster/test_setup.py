@@ -73,3 +73,12 @@ def test_ci_runs_make_test_and_nothing_else() -> None:
 def test_a_missing_command_names_its_package_once() -> None:
     advice = host_tools.advice({"newuidmap": "uidmap", "newgidmap": "uidmap"}, why="mapping ids")
     assert advice == ("newgidmap, newuidmap not found (mapping ids): install uidmap (sudo apt-get install uidmap)")
+
+
+def test_every_test_module_has_its_own_basename() -> None:
+    """`make test` runs `pytest tests` in pytest's default import mode, where two test files of one name (and no
+    __init__.py) stop the whole run at collection: one `tests/unit/...` and one `tests/integration/...` did."""
+    names: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        names.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in names.items() if len(paths) > 1} == {}
