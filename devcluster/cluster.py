@@ -5,6 +5,9 @@ repository root. Processes run in their own sessions so `make cluster-up` can
 return while they keep running; their pids are recorded in `.cluster/state.json`
 and `down()` (or the next `up()` after a crash) stops exactly those processes.
 
+Containers run the repository's images from a copy every uid can reach (devcluster/reachable.py),
+made by `up` and removed by `down`: the checkout itself may be in a private directory.
+
 Without root, `up` must run inside `python -m devcluster.isolation run` (the make targets
 do that): every process it starts, the node simulator included, inherits that user namespace.
 
@@ -30,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 
-from devcluster import build, isolation, pki
+from devcluster import build, isolation, pki, reachable
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_ROOT = REPO / ".cluster"
@@ -66,6 +69,9 @@ class ClusterError(RuntimeError):
 class Cluster:
     root: pathlib.Path
     api_url: str
+    # The image store the node simulator runs images from: a copy of devcluster/images every uid can reach
+    # (devcluster/reachable.py). Tests add images here, not in the checkout.
+    images_dir: pathlib.Path
     nodes: tuple[str, ...] = NODES
 
     @property
@@ -206,10 +212,10 @@ def status(root: pathlib.Path = DEFAULT_ROOT) -> Cluster | None:
     pids = state.get("pids")
     if not isinstance(pids, dict) or not all(_alive(int(pid), name) for name, pid in pids.items()):
         return None
-    api_url = str(state["api_url"])
-    if _get(root, api_url, "/readyz")[0] != 200:
+    api_url, stage = str(state["api_url"]), state.get("stage")
+    if not isinstance(stage, str) or _get(root, api_url, "/readyz")[0] != 200:
         return None
-    return Cluster(root=root, api_url=api_url)
+    return Cluster(root=root, api_url=api_url, images_dir=_images_dir(pathlib.Path(stage)))
 
 
 def down(root: pathlib.Path = DEFAULT_ROOT) -> None:
@@ -228,6 +234,9 @@ def down(root: pathlib.Path = DEFAULT_ROOT) -> None:
         if _alive(int(pid), name):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(pid), signal.SIGKILL)
+    stage = state.get("stage")
+    if isinstance(stage, str):
+        reachable.remove(pathlib.Path(stage))
     with contextlib.suppress(FileNotFoundError):
         _state_path(root).unlink()
 
@@ -246,6 +255,10 @@ def _write_audit_policy(root: pathlib.Path) -> pathlib.Path:
     path = root / "audit-policy.json"
     path.write_text(json.dumps(policy))
     return path
+
+
+def _images_dir(stage: pathlib.Path) -> pathlib.Path:
+    return stage / "devcluster" / "images"
 
 
 def _binary(name: str) -> str:
@@ -278,10 +291,15 @@ def up(root: pathlib.Path = DEFAULT_ROOT) -> Cluster:
     started = time.monotonic()
     pki.generate(root / "pki")
     pids: dict[str, int] = {}
+    try:
+        stage = reachable.stage(REPO)
+    except reachable.Unreachable as exc:
+        raise ClusterError(str(exc)) from None
 
     def record(api_url: str = "") -> None:
-        _state_path(root).write_text(json.dumps({"pids": pids, "api_url": api_url}))
+        _state_path(root).write_text(json.dumps({"pids": pids, "api_url": api_url, "stage": str(stage)}))
 
+    record()
     try:
         etcd_port, etcd_peer, api_port = _free_port(), _free_port(), _free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -373,7 +391,7 @@ def up(root: pathlib.Path = DEFAULT_ROOT) -> Cluster:
                 "devcluster.nodesim",
                 f"--kubeconfig={root / 'kubeconfig'}",
                 f"--volumes-dir={root / 'volumes'}",
-                f"--images-dir={REPO / 'devcluster' / 'images'}",
+                f"--images-dir={_images_dir(stage)}",
                 f"--oci-dir={REPO / 'dist'}",
                 f"--registry-faults={root / 'registry-faults.json'}",
                 f"--nodes={','.join(NODES)}",
@@ -404,7 +422,7 @@ def up(root: pathlib.Path = DEFAULT_ROOT) -> Cluster:
         down(root)
         raise
     _log(f"control plane ready in {time.monotonic() - started:.1f}s at {api_url} (containers isolated as {how})")
-    return Cluster(root=root, api_url=api_url)
+    return Cluster(root=root, api_url=api_url, images_dir=_images_dir(stage))
 
 
 def env_lines(root: pathlib.Path = DEFAULT_ROOT) -> str:

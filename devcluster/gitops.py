@@ -50,9 +50,7 @@ class Reading:
 
 
 def read(objects: Sequence[Mapping[str, Any]], *, health_lua: pathlib.Path = HEALTH_LUA) -> list[Reading]:
-    binary = build.binary_path(build.COMPONENTS["gitopscheck"])
-    if not binary.exists():
-        build.ensure(["gitopscheck"])
+    binary = build.tool("gitopscheck")
     proc = subprocess.run(
         [str(binary), "-health-lua", str(health_lua)],
         input=json.dumps(list(objects), default=str),

@@ -12,7 +12,8 @@ uid N > 0 inside belongs to subordinate id start + N - 1 on disk. Each container
 own mount namespace from the node simulator, owned by this user namespace.
 
 Nothing degrades silently: `check` (the Makefile's preflight, before anything is built) and
-`run` stop with a message naming what is missing and how to get it.
+`run` stop with a message naming what is missing and how to get it; as root, `check` installs
+the missing host packages itself (devcluster/host_tools.py).
 
 Usage: python -m devcluster.isolation check [--for-tests]
        python -m devcluster.isolation run [--join-cluster .cluster] -- COMMAND [ARG...]
@@ -34,12 +35,19 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from devcluster import host_tools
+
 # Ids 0..65535 must exist inside: any uid/gid a pod may ask for below 65536 (10001, 1000, nobody).
 REQUIRED_IDS = 65536
 CLONE_NEWUSER = 0x10000000
 SUBUID = pathlib.Path("/etc/subuid")
 SUBGID = pathlib.Path("/etc/subgid")
 THROUGH_RUN = "python -m devcluster.isolation run -- COMMAND"
+# Commands -> the Debian packages that have them: every container's mount namespace and identity switch,
+# a user namespace on subordinate ids, and the temporary account of the suite's rootless test (as root).
+CONTAINER_TOOLS = {"unshare": "util-linux", "setpriv": "util-linux"}
+USER_NAMESPACE_TOOLS = {"newuidmap": "uidmap", "newgidmap": "uidmap"}
+ACCOUNT_TOOLS = {"useradd": "passwd", "userdel": "passwd"}
 
 
 class IsolationUnavailable(RuntimeError):
@@ -107,19 +115,15 @@ def _ranges(path: pathlib.Path) -> list[IdRange]:
     return parse_subordinate(_read(path) or "", user=_user(), uid=os.getuid())
 
 
-def _uidmap_problems() -> list[str]:
-    missing = [tool for tool in ("newuidmap", "newgidmap") if shutil.which(tool) is None]
-    if missing:
-        return [
-            f"{' and '.join(missing)} not found: install the uidmap package "
-            "(Debian/Ubuntu: sudo apt-get install uidmap; Fedora: shadow-utils)"
-        ]
-    return []
+def _missing(tools: dict[str, str], *, why: str) -> list[str]:
+    """The commands of `tools` (command -> Debian package) not on PATH, as a line saying how to install them."""
+    absent = host_tools.missing(tools)
+    return [host_tools.advice(absent, why=why)] if absent else []
 
 
 def _rootless_problems() -> list[str]:
     """What stops a user namespace on this user's subordinate ids, as lines saying how to fix each."""
-    user, problems = _user(), _uidmap_problems()
+    user, problems = _user(), _missing(USER_NAMESPACE_TOOLS, why="they map the subordinate ids")
     short = [
         f"{path} ({have} ids)" if have else str(path)
         for path in (SUBUID, SUBGID)
@@ -153,12 +157,7 @@ def _rootless_problems() -> list[str]:
 
 
 def _tool_problems() -> list[str]:
-    missing = [tool for tool in ("unshare", "setpriv") if shutil.which(tool) is None]
-    if missing:
-        return [
-            f"{' and '.join(missing)} not found: install util-linux (Debian/Ubuntu: sudo apt-get install util-linux)"
-        ]
-    return []
+    return _missing(CONTAINER_TOOLS, why="every container gets a mount namespace and the pod's identity")
 
 
 def _refuse(problems: list[str], *, intro: str) -> NoReturn:
@@ -207,19 +206,18 @@ def require() -> str:
 
 
 def check(*, for_tests: bool = False) -> str:
-    """The preflight: what `run` would do, or IsolationUnavailable naming what is missing; cheap, builds nothing."""
+    """The preflight: what `run` would do, or IsolationUnavailable naming what is missing; builds nothing.
+
+    As root, what is missing from the host's packages is installed with apt-get first.
+    """
     if os.geteuid() == 0:
-        problems = _tool_problems()
-        if for_tests:
-            # As root the suite also runs the cluster as a temporary unprivileged account (tests/integration).
-            problems += _uidmap_problems()
-            problems += [
-                f"{tool} not found: install the passwd package"
-                for tool in ("useradd", "userdel")
-                if not shutil.which(tool)
-            ]
-        if problems:
-            _refuse(problems, intro="root, but missing:")
+        # Root sets itself up (a fresh machine, CI); as root the suite also runs the cluster as a temporary
+        # unprivileged account in a user namespace (tests/integration/test_rootless.py).
+        tools = CONTAINER_TOOLS | (USER_NAMESPACE_TOOLS | ACCOUNT_TOOLS if for_tests else {})
+        try:
+            host_tools.ensure(tools, why="the local cluster" + (" and its rootless test" if for_tests else ""))
+        except host_tools.MissingTools as exc:
+            _refuse([str(exc)], intro="root, but missing:")
         return "root: containers are isolated directly"
     problems = _tool_problems() + _rootless_problems()
     if problems:

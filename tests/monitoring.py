@@ -7,10 +7,8 @@ tests/integration/test_monitoring_live.py (a live operator serves every metric t
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
-import shutil
 import subprocess
 from typing import Any
 
@@ -30,17 +28,13 @@ SCRAPE_SERIES = frozenset({"up"})
 GRAFANA_VARIABLES = {"$__rate_interval": "2m", "$__interval": "1m", "$job": ".+", "$namespace": ".+"}
 
 
-def find_tool(name: str) -> str | None:
-    """The pinned build first (`make binaries`), then $NAME in upper case, then PATH."""
-    for candidate in (str(build.bin_dir() / name), os.environ.get(name.upper()), shutil.which(name)):
-        if candidate and pathlib.Path(candidate).is_file():
-            return candidate
-    return None
+def tool(name: str) -> str:
+    """The pinned build of `name` (devcluster/build.py builds it on first use; never one from PATH)."""
+    return str(build.tool(name))
 
 
 def render(values: dict[str, Any], *, tmp: pathlib.Path) -> list[dict[str, Any]]:
-    helm = find_tool("helm")
-    assert helm is not None, "helm not found: run `make binaries`"
+    helm = tool("helm")
     path = tmp / "values.yaml"
     path.write_text(yaml.safe_dump(values))
     result = subprocess.run(

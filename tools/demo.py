@@ -57,6 +57,10 @@ EXPECTED = {
     "codex-missing-tag": ("ImageBroken", "True"),
     "codex-crashing-probe": ("Pending", "False"),
 }
+# Why a Slot above may have no verdict (ProbeSucceeded False); for any other Slot, or another reason, no verdict
+# will come: the demo stops at once and says why instead of waiting for its deadline.
+NO_VERDICT_BECAUSE = {"codex-crashing-probe": "ProbeCrashed"}
+LOG_LINES = 5
 
 
 def _write(home: pathlib.Path, relative: str, content: str, *, uid: int) -> None:
@@ -98,20 +102,39 @@ def _kubectl(kubeconfig: pathlib.Path, *args: str, capture: bool = True) -> str:
     return proc.stdout or ""
 
 
-def _outcomes(kubeconfig: pathlib.Path) -> dict[str, tuple[str, str]]:
-    """Slot -> (phase, ProbeSucceeded); for MIGRATED also whether the audit has diagnosed the uid."""
+def _outcomes(kubeconfig: pathlib.Path) -> tuple[dict[str, tuple[str, str]], dict[str, tuple[str, str]]]:
+    """Slot -> (phase, ProbeSucceeded), for MIGRATED also whether the audit has diagnosed the uid; and
+    Slot -> (why, probe Job) when it has no verdict and will get none (a probe failed where none should)."""
     data = json.loads(_kubectl(kubeconfig, "get", "slots", "-n", NAMESPACE, "-o", "json"))
-    seen = {}
+    seen, stuck = {}, {}
     for item in data["items"]:
         status = item.get("status") or {}
         conditions = {c["type"]: c for c in status.get("conditions") or ()}
-        probe = (conditions.get("ProbeSucceeded") or {}).get("status", "")
+        probe = conditions.get("ProbeSucceeded") or {}
         name = item["metadata"]["name"]
         diagnosed = (conditions.get("OwnershipMatches") or {}).get("reason") == "OwnedByOtherUser"
+        seen[name] = (status.get("phase", ""), probe.get("status", ""))
         if name == MIGRATED and status.get("phase") == "NeedsInit" and not diagnosed:
-            probe = "(not yet diagnosed)"
-        seen[name] = (status.get("phase", ""), probe)
-    return seen
+            seen[name] = (status.get("phase", ""), "(not yet diagnosed)")
+        if probe.get("status") == "False" and probe.get("reason") != NO_VERDICT_BECAUSE.get(name):
+            stuck[name] = (
+                f"{probe.get('reason')}: {probe.get('message')}",
+                (status.get("lastProbe") or {}).get("jobName", ""),
+            )
+    return seen, stuck
+
+
+def _log_tails(kubeconfig: pathlib.Path, job: str) -> list[str]:
+    """The last lines of every container log of the newest pod of `job` (the cluster keeps them next to its
+    admin kubeconfig, in logs/pods/)."""
+    logs = kubeconfig.parent / "logs" / "pods"
+    pods = sorted(logs.glob(f"{NAMESPACE}_{job}-*.log"), key=lambda p: p.stat().st_mtime) if job else []
+    newest = pods[-1].name.rsplit("_", 1)[0] if pods else None
+    lines = []
+    for log in (p for p in pods if p.name.rsplit("_", 1)[0] == newest):
+        tail = log.read_text(errors="replace").strip().splitlines()[-LOG_LINES:]
+        lines += [f"  {log.name}:", *(f"    {line}" for line in tail or ["(empty)"])]
+    return lines
 
 
 class _HostOperator:
@@ -146,7 +169,7 @@ class _ChartOperator:
         if not image.ARCHIVE.is_file():
             raise SystemExit(f"{image.ARCHIVE} is missing: run `make image` first (make demo OPERATOR=pod does)")
         self.kubeconfig = running.kubeconfig
-        self.helm = str(build.ensure(["helm"]) / "helm")
+        self.helm = str(build.tool("helm"))
         repository, tag = image.IMAGE.rsplit(":", 1)
         # Pods share the host's network in the simulator: free ports, so several clusters can run side by side.
         sets = [f"image.repository={repository}", f"image.tag={tag}", "image.pullPolicy=Never",
@@ -175,18 +198,27 @@ class _ChartOperator:
 def _reach(
     kubeconfig: pathlib.Path, expected: dict[str, tuple[str, str]], *, deadline: float, alive: Callable[[], bool]
 ) -> bool:
-    """Wait until every Slot shows its expected outcome; print `kubectl get slots -o wide` either way."""
+    """Wait until every Slot shows its expected outcome, or one shows it will get none (then say why at once);
+    print `kubectl get slots -o wide` either way."""
     seen: dict[str, tuple[str, str]] = {}
+    stuck: dict[str, tuple[str, str]] = {}
     reached = False
     while time.monotonic() < deadline and alive():
-        seen = _outcomes(kubeconfig)
+        seen, stuck = _outcomes(kubeconfig)
+        stuck = {name: why for name, why in stuck.items() if name in expected}
+        if stuck:
+            break
         if all(seen.get(name) == want for name, want in expected.items()):
             reached = True
             break
         time.sleep(1)
     print(_kubectl(kubeconfig, "get", "slots", "-n", NAMESPACE, "-o", "wide"), flush=True)
+    for name, (why, job) in stuck.items():
+        _say(f"{name}: no verdict will come: {why}" + (f"; its probe pod's logs (Job {job}):" if job else ""))
+        for line in _log_tails(kubeconfig, job):
+            print(line, flush=True)
     for name, want in expected.items():
-        if seen.get(name) != want:
+        if seen.get(name) != want and name not in stuck:
             _say(f"{name}: expected phase/ProbeSucceeded {want}, got {seen.get(name)}")
     return reached
 

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 
-from devcluster import build, oci
+from devcluster import build, host_tools, oci
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 IMAGE = "localhost/slot-operator:dev"
@@ -181,20 +181,10 @@ def docker_engine() -> bool:
 
 def ensure_tools(tools: dict[str, str]) -> None:
     """Each tool (command -> Debian package) on PATH; installed with apt-get when root, else named."""
-    missing = {command: package for command, package in tools.items() if shutil.which(command) is None}
-    if not missing:
-        return
-    packages = sorted(set(missing.values()))
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise ImageError(
-            f"{', '.join(sorted(missing))} not found: install the Debian packages {' '.join(packages)} "
-            f"(sudo apt-get install {' '.join(packages)}), or run with a Docker engine"
-        )
-    _log(f"installing {' '.join(packages)} (running as root)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if subprocess.run(["apt-get", "install", "-y", "-q", *packages], env=env, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, check=False)
-        _run(["apt-get", "install", "-y", "-q", *packages], what="apt-get install")
+    try:
+        host_tools.ensure(tools, why="building the image")
+    except host_tools.MissingTools as exc:
+        raise ImageError(f"{exc}, or run with a Docker engine") from None
 
 
 def standin_archive() -> pathlib.Path:

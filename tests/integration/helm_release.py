@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -27,14 +26,6 @@ from tests.integration.kubewait import NotYet, wait_for
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "slot-operator"
-
-
-def find_helm() -> str | None:
-    for candidate in (os.environ.get("HELM"), shutil.which("helm")):
-        if candidate and pathlib.Path(candidate).is_file():
-            return candidate
-    cached = pathlib.Path.home() / ".cache" / "slot-operator" / "bin" / "helm"
-    return str(cached) if cached.is_file() else None
 
 
 class CommandError(RuntimeError):

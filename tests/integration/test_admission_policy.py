@@ -27,11 +27,11 @@ from kubernetes.client.exceptions import ApiException
 from slot_operator.logic import jobs, names
 from slot_operator.logic.spec import SlotSpec, parse_spec
 
+from devcluster import build
 from tests.integration.helm_release import (
     Helm,
     Release,
     ensure_chart_crds,
-    find_helm,
     installed_chart,
     policy_refusal,
     wait_policy_in_force,
@@ -41,10 +41,6 @@ from tests.integration.sa_kubeconfig import write_sa_kubeconfig
 from tests.integration.slots import CODEX_IMAGE, create_slot
 
 pytestmark = pytest.mark.integration
-
-HELM_BINARY = find_helm()
-if HELM_BINARY is None:
-    pytest.skip("helm binary not found (PATH, $HELM or ~/.cache/slot-operator/bin/helm)", allow_module_level=True)
 
 TTL = datetime.timedelta(minutes=5)
 CHECK_IMAGE = "ghcr.io/example/agent-shell:sha-4d5e6f-codex"  # a SlotImageCheck's candidate
@@ -161,11 +157,10 @@ def installed_policy(
     values: dict[str, Any],
 ) -> Iterator[Installed]:
     """`helm install` a cluster-wide release in `namespace`; yield once its policy judges the stolen token."""
-    assert HELM_BINARY is not None
     kubeconfig = pathlib.Path(kube_cluster.kubeconfig)
     ensure_chart_crds(kubeconfig)
     (tmp / "helm-home").mkdir()
-    helm = Helm(binary=HELM_BINARY, kubeconfig=kubeconfig, home=tmp / "helm-home")
+    helm = Helm(binary=str(build.tool("helm")), kubeconfig=kubeconfig, home=tmp / "helm-home")
     with installed_chart(helm, f"vap-{uuid.uuid4().hex[:6]}", namespace, values) as release:
         assert release.admission_policy is not None, "the chart rendered no ValidatingAdmissionPolicy"
         sa_config = write_sa_kubeconfig(kubeconfig, namespace, release.service_account, tmp / "sa.kubeconfig")

@@ -21,12 +21,12 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from devcluster import build
 from tests.integration.helm_release import (
     CommandError,
     Helm,
     Release,
     ensure_chart_crds,
-    find_helm,
     installed_chart,
     kubectl,
     server_version,
@@ -38,10 +38,6 @@ from tests.integration.sa_kubeconfig import write_sa_kubeconfig
 from tests.integration.slots import VALID_CODEX, condition, create_slot, slot_events, wait_slot, write_file
 
 pytestmark = pytest.mark.integration
-
-HELM_BINARY = find_helm()
-if HELM_BINARY is None:
-    pytest.skip("helm binary not found (PATH, $HELM or ~/.cache/slot-operator/bin/helm)", allow_module_level=True)
 
 
 def _ns_name(namespace: Any) -> str:
@@ -61,10 +57,9 @@ def kubeconfig(kube_cluster: Any) -> pathlib.Path:
 
 @pytest.fixture
 def helm(kubeconfig: pathlib.Path, tmp_path: pathlib.Path) -> Helm:
-    assert HELM_BINARY is not None
     home = tmp_path / "helm-home"
     home.mkdir()
-    return Helm(binary=HELM_BINARY, kubeconfig=kubeconfig, home=home)
+    return Helm(binary=str(build.tool("helm")), kubeconfig=kubeconfig, home=home)
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from devcluster import build
 from tests.integration import slots
-from tests.integration.helm_release import CHART, Helm, ensure_chart_crds, find_helm, kubectl
+from tests.integration.helm_release import CHART, Helm, ensure_chart_crds, kubectl
 from tests.integration.kubewait import NotYet, read_or_none, wait_for
 from tests.integration.slots import (
     VALID_CODEX,
@@ -36,9 +37,6 @@ from tools import image as image_tool
 
 pytestmark = pytest.mark.integration
 
-HELM_BINARY = find_helm()
-if HELM_BINARY is None:
-    pytest.skip("helm binary not found (PATH, $HELM or ~/.cache/slot-operator/bin/helm)", allow_module_level=True)
 
 REPOSITORY, TAG = image_tool.IMAGE.rsplit(":", 1)
 
@@ -51,11 +49,10 @@ def _free_port() -> int:
 
 @pytest.fixture
 def helm(kube_cluster: Any, tmp_path: pathlib.Path) -> Helm:
-    assert HELM_BINARY is not None
     ensure_chart_crds(kube_cluster.kubeconfig)
     home = tmp_path / "helm-home"
     home.mkdir()
-    return Helm(binary=HELM_BINARY, kubeconfig=kube_cluster.kubeconfig, home=home)
+    return Helm(binary=str(build.tool("helm")), kubeconfig=kube_cluster.kubeconfig, home=home)
 
 
 def _values(namespace: str, **extra: Any) -> dict[str, Any]:

@@ -36,10 +36,8 @@ from tests.integration.slots import (
 
 pytestmark = pytest.mark.integration
 
-ROOTFS = cluster.REPO / "devcluster" / "images" / "local" / "agent-shell" / "rootfs"
-# A file in the image (the simulator has no chroot: image files are host paths): mounting the claim onto
-# it fails in the runtime, the way `/entrypoint.sh` would in a real image.
-IMAGE_FILE = str(ROOTFS / "bin" / "entrypoint")
+# The fake agent's files, in the store the simulator runs images from.
+ROOTFS = pathlib.Path("local", "agent-shell", "rootfs")
 SLOW = [{"name": "SMOKE_TEST_SLEEP", "value": "300"}]
 PROBE_REQUEST = "woved.dev/probe-requested-at"
 LONG_CLAIM = "codex-agent-home-for-the-platform-team-number-1"
@@ -69,7 +67,7 @@ class MutableImage:
         path = self.store / self.repository / tag / "image.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         config = {
-            "rootfs": str(ROOTFS),
+            "rootfs": str(self.store / ROOTFS),
             "entrypoint": ["entrypoint"],
             "env": {"WOVED_TASK_AGENT": "codex", "HOME": "/home/codex", **env},
             "user": "10001:10001",
@@ -80,8 +78,8 @@ class MutableImage:
 
 
 @pytest.fixture
-def mutable_image() -> Iterator[MutableImage]:
-    image = MutableImage(cluster.REPO / "devcluster" / "images")
+def mutable_image(kube_cluster: cluster.Cluster) -> Iterator[MutableImage]:
+    image = MutableImage(kube_cluster.images_dir)
     yield image
     shutil.rmtree(image.root, ignore_errors=True)
 
@@ -104,8 +102,15 @@ def test_not_yet_seen_by_the_operator(api_client: client.ApiClient, namespace: s
 
 
 def test_verdicts_failures_and_spec_faults(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    kube_cluster: cluster.Cluster,
+    api_client: client.ApiClient,
+    namespace: str,
+    claim: Callable[..., pathlib.Path],
+    operator: Any,
 ) -> None:
+    # A file in the image (the simulator has no chroot: image files are host paths): mounting the claim onto
+    # it fails in the runtime, the way `/entrypoint.sh` would in a real image.
+    image_file = str(kube_cluster.images_dir / ROOTFS / "bin" / "entrypoint")
     _valid(claim, "valid")
     claim("empty")
     write_file(claim("blank"), ".codex/auth.json", "")
@@ -122,7 +127,7 @@ def test_verdicts_failures_and_spec_faults(
     # Kubernetes' own Job validation refuses this (a value with operator Exists); the Slot schema does not.
     create_slot(api_client, namespace, "tolerations", claim="tolerations", tolerations=[
         {"key": "k", "operator": "Exists", "value": "v"}])  # fmt: skip
-    create_slot(api_client, namespace, "mount", claim="mount", mountPath=IMAGE_FILE)
+    create_slot(api_client, namespace, "mount", claim="mount", mountPath=image_file)
 
     for name, phase in (("ready", "Ready"), ("needs-init", "NeedsInit"), ("needs-reauth", "NeedsReauth")):
         wait_verdict(api_client, namespace, name, phase)

@@ -25,20 +25,20 @@ from tests.integration.slots import get_slot, write_file
 pytestmark = pytest.mark.integration
 
 EXAMPLE = cluster.REPO / "examples" / "gitops" / "flux" / "slots"
-STORE = cluster.REPO / "devcluster" / "images"
-LOCAL = STORE / "local" / "agent-shell"
+LOCAL = pathlib.Path("local", "agent-shell")
 GOOD, BAD = "sha-1a2b3c-codex", "sha-4d5e6f-codex"
 
 
 @pytest.fixture
-def example_images() -> Iterator[None]:
+def example_images(kube_cluster: cluster.Cluster) -> Iterator[None]:
     """The example's registry tags in the local image store: GOOD is the agent image, BAD lost its CLI."""
-    top = STORE / "ghcr.io"
+    store = kube_cluster.images_dir
+    top = store / "ghcr.io"
     created = not top.exists()
     repository = top / "example" / "agent-shell"
     for tag, source in ((GOOD, "codex"), (BAD, "broken-cli")):
-        config = json.loads((LOCAL / source / "image.json").read_text())
-        config["rootfs"] = str(LOCAL / "rootfs")
+        config = json.loads((store / LOCAL / source / "image.json").read_text())
+        config["rootfs"] = str(store / LOCAL / "rootfs")
         (repository / tag).mkdir(parents=True, exist_ok=True)
         (repository / tag / "image.json").write_text(json.dumps(config))
     yield

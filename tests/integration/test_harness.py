@@ -347,7 +347,7 @@ def test_unknown_image_is_err_image_pull(core: client.CoreV1Api, namespace: str)
 
 def test_image_added_later_is_pulled(kube_cluster: cluster.Cluster, core: client.CoreV1Api, namespace: str) -> None:
     repo = f"local/nodesim-test-{uuid.uuid4().hex[:8]}"
-    store = cluster.REPO / "devcluster" / "images"
+    store = kube_cluster.images_dir
     create_pod(core, namespace, "p", pod_spec(probe_container(image=f"{repo}:v1", with_claim=False)))
     wait_waiting(core, namespace, "p", {"ErrImagePull", "ImagePullBackOff"})
     image_dir = store / repo / "v1"
@@ -513,12 +513,12 @@ def test_mount_over_the_simulators_own_directories(core: client.CoreV1Api, names
 
 
 def test_a_mount_the_runtime_cannot_make_is_a_start_error(
-    core: client.CoreV1Api, namespace: str, claim: ClaimFactory
+    kube_cluster: cluster.Cluster, core: client.CoreV1Api, namespace: str, claim: ClaimFactory
 ) -> None:
     """Like containerd with runc: a claim mounted onto a file never starts the container (StartError, exit 128)
     and the message names the mount; the container's own exit codes stay its own."""
     claim("slot")
-    target = str(cluster.REPO / "devcluster" / "images" / "local" / "agent-shell" / "rootfs" / "bin" / "entrypoint")
+    target = str(kube_cluster.images_dir / "local" / "agent-shell" / "rootfs" / "bin" / "entrypoint")
     container = probe_container()
     container["volumeMounts"][0]["mountPath"] = target
     create_pod(core, namespace, "onto-a-file", pod_spec(container, claim="slot"))
@@ -780,7 +780,7 @@ def test_simulator_shutdown_kills_its_containers(
                     "devcluster.nodesim",
                     f"--kubeconfig={kube_cluster.kubeconfig}",
                     f"--volumes-dir={tmp}/volumes",
-                    f"--images-dir={cluster.REPO / 'devcluster' / 'images'}",
+                    f"--images-dir={kube_cluster.images_dir}",
                     f"--nodes={node}",
                     f"--log-dir={tmp}/logs",
                     f"--scheduler-name={scheduler}",

@@ -30,8 +30,6 @@ def test_live_metrics_serve_what_the_rules_and_dashboard_use(
     operator: Callable[..., Any],
     tmp_path: pathlib.Path,
 ) -> None:
-    if monitoring.find_tool("helm") is None:
-        pytest.skip("helm not found (run `make binaries`)")
     used = monitoring.used_metric_names(monitoring.render(monitoring.monitoring_values(), tmp=tmp_path))
     claim("home", prepare=lambda home: write_file(home, ".codex/auth.json", VALID_CODEX))
     instance = operator()

@@ -12,7 +12,9 @@ test already is this proof, and these are skipped.
 
 The account reuses root's binaries read-only (hard links into its own cache, a copy across
 file systems) instead of a 7-minute build, and runs the suite's interpreter when it can
-reach it, else the system Python of the same version with the suite's site-packages.
+reach it, else the system Python of the same version with the suite's site-packages. It runs
+a copy of the repository's code and of those site-packages in its own home
+(devcluster/reachable.py): the checkout and its virtualenv may be in a private directory.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from devcluster import build, cluster, isolation
+from devcluster import build, cluster, isolation, reachable
 from tests.integration import slots, test_operator_verdicts
 from tests.integration.kubewait import NotYet, read_or_none, wait_for
 from tests.integration.operator_process import OperatorProcess
@@ -50,6 +52,9 @@ pytestmark = [
 ]
 
 SETPRIV = shutil.which("setpriv") or "setpriv"
+# What the account runs of the checkout: the cluster (with the CRDs and the images it stages), and the claim
+# preparations of the root suite.
+CHECKOUT = ("devcluster", "operator", "tests", "tools", "crds")
 CASES = ["codex-valid", "claude-valid", "codex-missing", "codex-corrupt", "codex-uid-1000-home", "codex-uid-1000-file"]
 NAMESPACE = "rootless"
 OLD_UID = 1000
@@ -106,13 +111,18 @@ class Account:
     python: str
     env: dict[str, str]
 
+    @property
+    def repo(self) -> pathlib.Path:
+        """The account's copy of the checkout (CHECKOUT)."""
+        return self.home / "repo"
+
     def run(self, *argv: str, isolated: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run as the account; `isolated`: inside its user namespace, as the make targets do."""
         prefix = [self.python, "-m", "devcluster.isolation", "run", "--"] if isolated else []
         return subprocess.run(
             [SETPRIV, f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--", *prefix, *argv],
             env=self.env,
-            cwd=cluster.REPO,
+            cwd=self.repo,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -130,8 +140,15 @@ def _command(*argv: str) -> None:
 
 def _python_for(account: Account, *, isolated: bool) -> Account:
     """The suite's interpreter if the account can run it (where it will), else the system one of the same version."""
-    paths = sysconfig.get_paths()
-    env = {**account.env, "PYTHONPATH": os.pathsep.join([str(cluster.REPO), paths["purelib"], paths["platlib"]])}
+    copies = []
+    for index, path in enumerate(
+        dict.fromkeys(map(pathlib.Path, [sysconfig.get_paths()[k] for k in ("purelib", "platlib")]))
+    ):
+        into = account.home / f"packages-{index}"
+        into.mkdir()
+        reachable.copy_trees(path.parent, into, trees=(path.name,), link=True)
+        copies.append(str(into / path.name))
+    env = {**account.env, "PYTHONPATH": os.pathsep.join([str(account.repo), *copies])}
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     tried = []
     for candidate in (sys.executable, shutil.which(version, path="/usr/local/bin:/usr/bin:/bin")):
@@ -142,10 +159,7 @@ def _python_for(account: Account, *, isolated: bool) -> Account:
         if proc.returncode == 0:
             return found
         tried.append(f"{candidate}: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
-    pytest.fail(
-        f"account {account.name} cannot run a {version} with the suite's packages ({'; '.join(tried)}): the "
-        f"repository ({cluster.REPO}) and the interpreter must be readable by other users"
-    )
+    pytest.fail(f"account {account.name} cannot run a {version} with the suite's packages ({'; '.join(tried)})")
 
 
 def _share_binaries(account: Account) -> None:
@@ -188,6 +202,8 @@ def temporary_account(*, with_range: bool) -> Iterator[Account]:
         account = Account(name=name, uid=uid, gid=gid, home=home, python=sys.executable, env=env)
         if with_range and not account.ranges():
             pytest.fail(f"useradd gave {name} no subordinate id range (is {isolation.SUBUID} missing?)")
+        account.repo.mkdir()
+        reachable.copy_trees(cluster.REPO, account.repo, trees=CHECKOUT)
         yield _python_for(account, isolated=with_range)
     finally:
         _kill_processes_of(name)

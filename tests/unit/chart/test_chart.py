@@ -1,16 +1,13 @@
 """The Helm chart, checked without a cluster: lint, render, least-privilege RBAC,
 restricted pod security, values wiring, and the CRD single-source rule.
 
-Needs the `helm` binary (PATH, $HELM, or ~/.cache/slot-operator/bin/helm where the
-dev tooling builds it); the tests that need it are skipped with a reason otherwise.
+Runs the pinned `helm` (devcluster/build.py builds it on first use; never one from PATH).
 The CRD drift check and schema checks run without helm.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from devcluster import build
 from tests import repo
 
 ROOT = repo.ROOT
@@ -35,23 +33,8 @@ WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*"}
 DANGEROUS_VERBS = {"escalate", "bind", "impersonate", "*"}
 
 
-def find_helm() -> str | None:
-    for candidate in (os.environ.get("HELM"), shutil.which("helm")):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    cached = Path.home() / ".cache" / "slot-operator" / "bin" / "helm"
-    return str(cached) if cached.is_file() else None
-
-
-HELM = find_helm()
-needs_helm = pytest.mark.skipif(
-    HELM is None, reason="helm binary not found (PATH, $HELM or ~/.cache/slot-operator/bin/helm)"
-)
-
-
 def helm(*args: str, values: dict[str, Any] | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess[str]:
-    assert HELM is not None
-    cmd = [HELM, *args]
+    cmd = [str(build.tool("helm")), *args]
     if values is not None:
         assert tmp is not None
         path = tmp / "values.yaml"
@@ -106,8 +89,6 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    if HELM is None:
-        pytest.skip("helm binary not found (PATH, $HELM or ~/.cache/slot-operator/bin/helm)")
     return {name: render(tmp_path_factory.mktemp(name), values) for name, values in SCENARIOS.items()}
 
 
@@ -272,7 +253,6 @@ def test_values_schema_declares_every_value() -> None:
 # --- helm ------------------------------------------------------------------------------------
 
 
-@needs_helm
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_helm_lint_strict(scenario: str, tmp_path: Path) -> None:
     result = helm("lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION, values=SCENARIOS[scenario],
@@ -282,7 +262,6 @@ def test_helm_lint_strict(scenario: str, tmp_path: Path) -> None:
     assert "[ERROR]" not in result.stdout, result.stdout
 
 
-@needs_helm
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -717,7 +696,6 @@ def test_root_jobs_follow_the_migration_key(rendered: dict[str, list[dict[str, A
     assert "--audit-image=registry.example/audit:1" in container["args"]
 
 
-@needs_helm
 @pytest.mark.parametrize(
     ("values", "api_versions", "policy", "cluster_wide"),
     [
@@ -740,7 +718,6 @@ def test_cluster_wide_rights_come_with_the_policy_or_an_explicit_yes(
         assert can(grants, "create", "batch", "jobs", "anywhere")
 
 
-@needs_helm
 @pytest.mark.parametrize(
     ("values", "api_versions", "why"),
     [

@@ -23,25 +23,19 @@ from slot_operator.metrics import Metrics
 
 from tests import monitoring
 
-PROMTOOL = monitoring.find_tool("promtool")
-needs_tools = pytest.mark.skipif(
-    PROMTOOL is None or monitoring.find_tool("helm") is None,
-    reason="promtool or helm not found (run `make binaries`: they are built into ~/.cache/slot-operator/bin)",
-)
 RUNBOOK = monitoring.REPO / "docs" / "runbook.md"
 README = monitoring.REPO / "README.md"
 
 
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
-    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=120)
+    return subprocess.run(
+        [monitoring.tool("promtool"), *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """The chart rendered with its monitoring on and every other value at its default."""
-    if PROMTOOL is None or monitoring.find_tool("helm") is None:
-        pytest.skip("promtool or helm not found (run `make binaries`)")
     return monitoring.render(monitoring.monitoring_values(), tmp=tmp_path_factory.mktemp("shipped"))
 
 
@@ -109,7 +103,6 @@ def test_grafana_variables_are_replaced() -> None:
 # --- alert rules -------------------------------------------------------------------------------
 
 
-@needs_tools
 def test_shipped_rules_pass_promtool_check_and_unit_tests(shipped: list[dict[str, Any]], tmp_path: Path) -> None:
     write_rules(monitoring.rule_groups(shipped), tmp_path)
     checked = promtool("check", "rules", "rules.yaml", cwd=tmp_path)
@@ -120,7 +113,6 @@ def test_shipped_rules_pass_promtool_check_and_unit_tests(shipped: list[dict[str
     assert "SUCCESS" in tested.stdout
 
 
-@needs_tools
 def test_rule_tests_fail_on_a_changed_rule(shipped: list[dict[str, Any]], tmp_path: Path) -> None:
     """The unit tests pin timing and labels: a shorter `for` or another severity makes them fail."""
     values = monitoring.monitoring_values()
@@ -167,13 +159,10 @@ def test_every_alert_names_its_subject_and_runbook(shipped: list[dict[str, Any]]
 
 
 def test_monitoring_is_off_by_default(tmp_path: Path) -> None:
-    if monitoring.find_tool("helm") is None:
-        pytest.skip("helm not found (run `make binaries`)")
     kinds = {d["kind"] for d in monitoring.render({}, tmp=tmp_path)}
     assert not kinds & {"PrometheusRule", "ServiceMonitor", "ConfigMap"}
 
 
-@needs_tools
 def test_alert_values_are_wired(tmp_path: Path) -> None:
     values = monitoring.monitoring_values()
     values["prometheusRule"].update(
@@ -220,9 +209,7 @@ def test_alert_values_are_wired(tmp_path: Path) -> None:
     ],
 )
 def test_invalid_monitoring_values_are_rejected(values: dict[str, Any], message: str, tmp_path: Path) -> None:
-    helm = monitoring.find_tool("helm")
-    if helm is None:
-        pytest.skip("helm not found (run `make binaries`)")
+    helm = monitoring.tool("helm")
     path = tmp_path / "values.yaml"
     path.write_text(yaml.safe_dump(values))
     result = subprocess.run(
@@ -250,7 +237,6 @@ def test_service_monitor_keeps_the_slot_namespace_label(shipped: list[dict[str, 
     )
 
 
-@needs_tools
 def test_service_monitor_options_are_wired(tmp_path: Path) -> None:
     tls = {"ca": {"configMap": {"name": "ca", "key": "ca.crt"}}, "serverName": "slot-operator"}
     relabel = [{"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}]
@@ -267,7 +253,6 @@ def test_service_monitor_options_are_wired(tmp_path: Path) -> None:
 # --- dashboard ---------------------------------------------------------------------------------
 
 
-@needs_tools
 def test_every_dashboard_query_parses(shipped: list[dict[str, Any]], tmp_path: Path) -> None:
     queries = monitoring.dashboard_queries(monitoring.dashboard(shipped))
     assert len(queries) > 20

@@ -4,10 +4,13 @@ The entrypoint runs as a subprocess with the image's PATH against temporary home
 directories holding each credential case. Cases that need another uid (files
 written by uid 1000, read as 10001) switch uid with `setpriv` and are skipped when
 not running as root (`make test` runs the suite as root, or as root of a user namespace).
+The image runs from a copy every uid can reach (devcluster/reachable.py), as in the cluster: the
+checkout may be in a private directory.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pathlib
@@ -22,13 +25,16 @@ from typing import Any
 
 import pytest
 
+from devcluster import reachable
 from devcluster.nodesim.images import ImageStore
 from tests import repo
 from tests.claimdirs import snapshot
 
 REPO = repo.ROOT
 
-IMAGE = REPO / "devcluster" / "images" / "local" / "agent-shell"
+STAGE = reachable.stage(REPO, trees=("devcluster/images",))
+atexit.register(reachable.remove, STAGE)
+IMAGE = STAGE / "devcluster" / "images" / "local" / "agent-shell"
 ROOTFS = IMAGE / "rootfs"
 ENTRYPOINT = ROOTFS / "bin" / "entrypoint"
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
