@@ -91,7 +91,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(PY) hack/check-code-shape.py --short-functions operator/slot_operator operator/slot_operator tests bench tools devcluster hack
+	$(PY) hack/check-code-shape.py --short-functions operator/slot_operator tests bench tools devcluster hack
 	$(VENV)/bin/hadolint Dockerfile
 
 # The unit tests render the chart (helm) and check its alert rules (promtool).
