@@ -128,7 +128,7 @@ dev: demo-notice isolation $(DEMO_IMAGE)
 	@$(MAKE) --no-print-directory -j2 venv built BINARIES="$(DEMO_BINARIES)"
 	$(ISOLATED) $(PY) -m tools.demo --keep-running --operator=$(OPERATOR)
 
-# BENCH_ARGS: e.g. --slots 200 --cap 20 --idle-slots 0 --json (see python -m bench --help)
+# BENCH_ARGS: e.g. --slots 200 --cap 20 --idle-slots 0 --check-beside --json (see python -m bench --help)
 BENCH_ARGS ?=
 bench: isolation $(STAMP)
 	$(BUILD) $(CLUSTER_BINARIES)

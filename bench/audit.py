@@ -29,23 +29,43 @@ def calls(log: pathlib.Path, *, since: int, user: str) -> collections.Counter[st
             resource = ref.get("resource") or event.get("requestURI", "?")
             if ref.get("subresource"):
                 resource += "/" + ref["subresource"]
+            if resource == "jobs" and CHECK_JOB in str(ref.get("name") or ""):
+                resource = CHECK_JOBS
             counts[f"{event.get('verb')} {resource}"] += 1
     return counts
 
 
+# A SlotImageCheck's probe Jobs are named `<slot>-check-<hash>` (logic/jobs.py job_name): their calls are the
+# check's, counted apart from the Slots' own.
+CHECK_JOB = "-check-"
+CHECK_JOBS = "jobs(image-check)"
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 READ_VERBS = frozenset({"get", "list"})
 
 
 def split(counts: collections.Counter[str]) -> dict[str, dict[str, int]]:
-    """Writes (Events apart), Event writes, reads and watches, each as {call: count}."""
-    groups: dict[str, dict[str, int]] = {"writes": {}, "event_writes": {}, "reads": {}, "watches": {}}
+    """Writes (Events and a SlotImageCheck's apart), Event writes, check writes, reads and watches: {call: count}."""
+    groups: dict[str, dict[str, int]] = {
+        "writes": {},
+        "event_writes": {},
+        "check_writes": {},
+        "reads": {},
+        "watches": {},
+    }
     for call, count in sorted(counts.items()):
         verb, resource = call.split(" ", 1)
         if verb in WRITE_VERBS:
-            groups["event_writes" if resource.startswith("events") else "writes"][call] = count
+            groups[_write_group(resource)][call] = count
         elif verb in READ_VERBS:
             groups["reads"][call] = count
         else:
             groups["watches"][call] = count
     return groups
+
+
+def _write_group(resource: str) -> str:
+    if resource.startswith("events"):
+        return "event_writes"
+    if resource.startswith("slotimagechecks") or resource == CHECK_JOBS:
+        return "check_writes"
+    return "writes"

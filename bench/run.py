@@ -150,6 +150,7 @@ async def probe_run(
     deadline: float,
     idle_sample: float,
     python: str,
+    check_beside: bool = False,
 ) -> dict[str, Any]:
     names = [f"slot-{index:05d}" for index in range(slots)]
     namespace = await _namespace_with_claims(api, running, f"bench-{label}", names)
@@ -174,9 +175,15 @@ async def probe_run(
             since = await _settled(running.audit_log, workload.username(identity))
             cpu0, started = _cpu_seconds(proc.pid), time.monotonic()
             await workload.create_all(api, (workload.slot(namespace, name) for name in names))
+            if check_beside:  # over the Slots just made: its probes queue behind theirs for the same cap
+                await workload.create_all(api, [workload.image_check(namespace, CHECK_NAME)])
+                check_created = time.monotonic() - started
             await observer.wait(slots, within=deadline)
             wall = time.monotonic() - started
             cpu = _cpu_seconds(proc.pid) - cpu0
+            check = (
+                await _check_answered(api, namespace, created=check_created, within=deadline) if check_beside else None
+            )
             idle = await _idle_cpu(proc.pid, idle_sample)
             rss = _peak_rss_mb(proc.pid)
             calls = audit.calls(running.audit_log, since=since, user=workload.username(identity))
@@ -196,6 +203,7 @@ async def probe_run(
         "latency_p99_s": round(_percentile(latencies, 0.99), 3) if latencies else None,
         "from_probe_p99_s": round(_percentile(from_probe, 0.99), 3) if from_probe else None,
         "writes_per_probe": round(sum(groups["writes"].values()) / slots, 3),
+        "check_writes_per_slot": round(sum(groups["check_writes"].values()) / slots, 3),
         "event_writes_per_probe": round(sum(groups["event_writes"].values()) / slots, 3),
         "reads_per_probe": round(sum(groups["reads"].values()) / slots, 3),
         "calls": groups,
@@ -203,7 +211,28 @@ async def probe_run(
         "peak_rss_mb": round(rss, 1),
         "idle_cpu_percent": round(idle, 2),
         **({"timing": waited} if waited is not None else {}),
+        **({"check": {**check, "wall_s": round(wall, 2)}} if check is not None else {}),
     }
+
+
+CHECK_NAME = "bench-candidate"
+
+
+async def _check_answered(api: ApiClient, namespace: str, *, created: float, within: float) -> dict[str, Any]:
+    """Wait for the check beside the Slots to answer for every one of them (polled: a bench, not a test)."""
+    path = f"/apis/woved.dev/v1alpha1/namespaces/{namespace}/slotimagechecks/{CHECK_NAME}"
+    waiting, deadline = time.monotonic(), time.monotonic() + within
+    while time.monotonic() < deadline:
+        status = (await api.request("get", path, resource="slotimagecheck")).get("status") or {}
+        if status.get("phase") in ("Succeeded", "Failed", "Error"):
+            return {
+                "created_s": round(created, 2),
+                "after_last_slot_s": round(time.monotonic() - waiting, 2),
+                "phase": status["phase"],
+                "summary": status.get("summary") or {},
+            }
+        await asyncio.sleep(1)
+    raise RuntimeError(f"SlotImageCheck {namespace}/{CHECK_NAME}: no answer within {within:.0f}s")
 
 
 async def idle_run(
@@ -289,6 +318,7 @@ def _print_report(results: dict[str, Any], targets: Targets) -> None:
         ("pod terminated → status written, p99 (s)", "latency_p99_s"),
         ("probe container terminated → status, p99 (s)", "from_probe_p99_s"),
         ("API writes per probe (Events apart)", "writes_per_probe"),
+        ("a SlotImageCheck's API writes per Slot", "check_writes_per_slot"),
         ("API Event writes per probe", "event_writes_per_probe"),
         ("API reads per probe", "reads_per_probe"),
         ("CPU per verdict (ms)", "cpu_ms_per_verdict"),
@@ -300,11 +330,18 @@ def _print_report(results: dict[str, Any], targets: Targets) -> None:
         print(f"{title:46s} {op[key]!s:>10s} {raw[key]!s:>11s}")
     for who, result in (("operator", op), ("raw client", raw)):
         print(f"\nAPI calls by {who}, per probe:")
-        for group in ("writes", "event_writes", "reads", "watches"):
+        for group in ("writes", "event_writes", "check_writes", "reads", "watches"):
             for call, count in result["calls"][group].items():
                 print(f"  {group:13s} {call:40s} {count / result['slots']:8.3f}  ({count})")
     if "timing" in op:
         print("\n".join(timing.report(op["timing"])))
+    if "check" in op:
+        check = op["check"]
+        print(
+            f"\nbeside: a SlotImageCheck over the {op['slots']} Slots, created {check['created_s']} s after the first "
+            f"Slot; the Slots' last verdict came {check['wall_s']} s after it, the check's answer ({check['phase']}, "
+            f"{check['summary']}) {check['after_last_slot_s']} s later"
+        )
     idle = results.get("idle")
     if idle:
         print(
@@ -347,8 +384,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         }
         results: dict[str, Any] = {}
         results["operator"] = await probe_run(
-            label="operator", kubeconfig=operator_kc, identity=workload.OPERATOR_IDENTITY, python=python, **common
-        )
+            label="operator", kubeconfig=operator_kc, identity=workload.OPERATOR_IDENTITY, python=python,
+            check_beside=args.check_beside, **common,
+        )  # fmt: skip
         _progress("operator", results["operator"])
         results["baseline"] = await probe_run(
             label="baseline", kubeconfig=baseline_kc, identity=workload.BASELINE_IDENTITY, python=sys.executable,
@@ -384,6 +422,11 @@ def main() -> int:
     )
     parser.add_argument("--cluster-root", default=str(cluster.DEFAULT_ROOT), help="the local cluster's state directory")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a report")
+    parser.add_argument(
+        "--check-beside",
+        action="store_true",
+        help="with the operator's Slots, a SlotImageCheck over all of them (its probes share the cap, Slots first)",
+    )
     parser.add_argument("--operator-repo", help="run the operator from this checkout's .venv (to compare two versions)")
     args = parser.parse_args()
     args.cluster_root = pathlib.Path(args.cluster_root).resolve()

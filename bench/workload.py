@@ -92,10 +92,20 @@ def slot(namespace: str, name: str, *, suspend: bool = False) -> dict[str, Any]:
     }
 
 
+def image_check(namespace: str, name: str) -> dict[str, Any]:
+    """A SlotImageCheck of the Slots' own image over every Slot of the namespace (each would stay Ready)."""
+    return {
+        "apiVersion": "woved.dev/v1alpha1",
+        "kind": "SlotImageCheck",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"image": IMAGE},
+    }
+
+
 def path(obj: dict[str, Any]) -> str:
     namespace = obj["metadata"]["namespace"]
-    if obj["kind"] == "Slot":
-        return f"/apis/woved.dev/v1alpha1/namespaces/{namespace}/slots"
+    if obj["kind"] in ("Slot", "SlotImageCheck"):
+        return f"/apis/woved.dev/v1alpha1/namespaces/{namespace}/{obj['kind'].lower()}s"
     return f"/api/v1/namespaces/{namespace}/persistentvolumeclaims"
 
 
