@@ -125,6 +125,19 @@ def source_digest(source: pathlib.Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def _kubernetes(command: str, *, cold_seconds: int) -> Component:
+    """One of k8s.io/kubernetes's commands, in the control plane's group."""
+    return Component(
+        name=command,
+        module="k8s.io/kubernetes",
+        version=KUBERNETES_VERSION,
+        package=f"k8s.io/kubernetes/cmd/{command}",
+        ldflags=_kube_ldflags(KUBERNETES_VERSION),
+        group="control-plane",
+        cold_seconds=cold_seconds,
+    )
+
+
 COMPONENTS: dict[str, Component] = {
     c.name: c
     for c in (
@@ -139,24 +152,8 @@ COMPONENTS: dict[str, Component] = {
             revision=2,
             cold_seconds=COLD_ETCD,
         ),
-        Component(
-            name="kube-apiserver",
-            module="k8s.io/kubernetes",
-            version=KUBERNETES_VERSION,
-            package="k8s.io/kubernetes/cmd/kube-apiserver",
-            ldflags=_kube_ldflags(KUBERNETES_VERSION),
-            group="control-plane",
-            cold_seconds=COLD_APISERVER,
-        ),
-        Component(
-            name="kube-controller-manager",
-            module="k8s.io/kubernetes",
-            version=KUBERNETES_VERSION,
-            package="k8s.io/kubernetes/cmd/kube-controller-manager",
-            ldflags=_kube_ldflags(KUBERNETES_VERSION),
-            group="control-plane",
-            cold_seconds=COLD_CONTROLLER_MANAGER,
-        ),
+        _kubernetes("kube-apiserver", cold_seconds=COLD_APISERVER),
+        _kubernetes("kube-controller-manager", cold_seconds=COLD_CONTROLLER_MANAGER),
         Component(
             name="helm",
             module="helm.sh/helm/v3",
