@@ -13,8 +13,9 @@ alert rules and dashboard use only these (tests/unit/chart/test_monitoring.py ch
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import prometheus_client
@@ -235,6 +236,22 @@ def _image(slot: Mapping[str, Any]) -> object:
     return (slot.get("spec") or {}).get("image")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Metrics:
+    """Makes the operator's own metrics in one registry, each named slot_operator_<name>."""
+
+    registry: prometheus_client.CollectorRegistry
+
+    def counter(self, name: str, doc: str, *labels: str) -> prometheus_client.Counter:
+        return prometheus_client.Counter(f"{_PREFIX}_{name}", doc, labels, registry=self.registry)
+
+    def histogram(self, name: str, doc: str, label: str, buckets: Sequence[float]) -> prometheus_client.Histogram:
+        return prometheus_client.Histogram(f"{_PREFIX}_{name}", doc, [label], buckets=buckets, registry=self.registry)
+
+    def gauge(self, name: str, doc: str) -> prometheus_client.Gauge:
+        return prometheus_client.Gauge(f"{_PREFIX}_{name}", doc, registry=self.registry)
+
+
 class Metrics:
     def __init__(self, registry: prometheus_client.CollectorRegistry | None = None) -> None:
         self.registry = registry or prometheus_client.CollectorRegistry()
@@ -260,72 +277,55 @@ class Metrics:
 
     def _events(self, r: prometheus_client.CollectorRegistry) -> None:
         """What is counted as it happens: probes, reconciles, API calls, migrations, impostors."""
-        self.duration = prometheus_client.Histogram(
-            f"{_PREFIX}_probe_duration_seconds",
-            "Probe wall time from Job creation to its outcome.",
-            ["outcome"],
-            buckets=_DURATION_BUCKETS,
-            registry=r,
+        metric = _Metrics(r)
+        self.duration = metric.histogram(
+            "probe_duration_seconds", "Probe wall time from Job creation to its outcome.", "outcome", _DURATION_BUCKETS
         )
-        self.reconcile_errors = prometheus_client.Counter(
-            f"{_PREFIX}_reconcile_errors_total",
+        self.reconcile_errors = metric.counter(
+            "reconcile_errors_total",
             "Reconciles that failed and were retried, by reason (an API StatusReason, ConnectionError, Unexpected).",
-            ["reason"],
-            registry=r,
+            "reason",
         )
-        self.reconcile_duration = prometheus_client.Histogram(
-            f"{_PREFIX}_reconcile_duration_seconds",
+        self.reconcile_duration = metric.histogram(
+            "reconcile_duration_seconds",
             "Time one reconcile of one Slot took, by outcome (success, conflict, error).",
-            ["outcome"],
-            buckets=_RECONCILE_BUCKETS,
-            registry=r,
+            "outcome",
+            _RECONCILE_BUCKETS,
         )
-        self.retries = prometheus_client.Counter(
-            f"{_PREFIX}_reconcile_retries_total",
-            "Reconciles the work queue retried after a failure (with a per-Slot backoff).",
-            registry=r,
+        self.retries = metric.counter(
+            "reconcile_retries_total", "Reconciles the work queue retried after a failure (with a per-Slot backoff)."
         )
-        self.api_requests = prometheus_client.Counter(
-            f"{_PREFIX}_api_requests_total",
+        self.api_requests = metric.counter(
+            "api_requests_total",
             "Requests to the Kubernetes API by verb, resource and HTTP status (0: no answer).",
-            ["verb", "resource", "code"],
-            registry=r,
-        )
-        self.migrations = prometheus_client.Counter(
-            f"{_PREFIX}_ownership_migrations_total",
+            "verb", "resource", "code",
+        )  # fmt: skip
+        self.migrations = metric.counter(
+            "ownership_migrations_total",
             "Answered ownership migration requests by outcome (Migrated, DryRun, MigrationFailed, or why refused).",
-            ["result"],
-            registry=r,
+            "result",
         )
-        self.impostors = prometheus_client.Counter(
-            f"{_PREFIX}_impostors_total",
+        self.impostors = metric.counter(
+            "impostors_total",
             "Objects that carry the operator's labels and name a Slot, but are not that Slot's (ignored), by kind.",
-            ["kind"],
-            registry=r,
+            "kind",
         )
 
     def _state(self, r: prometheus_client.CollectorRegistry) -> None:
         """What is read when scraped: the queues, the cap, the leadership."""
-        self.queue_depth = prometheus_client.Gauge(
-            f"{_PREFIX}_probe_queue_depth", "Slots due for a probe and waiting for the concurrency cap.", registry=r
-        )
-        self.queue_oldest = prometheus_client.Gauge(
-            f"{_PREFIX}_probe_queue_oldest_wait_seconds",
+        gauge = _Metrics(r).gauge
+        self.queue_depth = gauge("probe_queue_depth", "Slots due for a probe and waiting for the concurrency cap.")
+        self.queue_oldest = gauge(
+            "probe_queue_oldest_wait_seconds",
             "How long the Slot first in line for the concurrency cap has waited (0 when none waits).",
-            registry=r,
         )
-        self.running = prometheus_client.Gauge(f"{_PREFIX}_probes_running", "Probe Jobs currently running.", registry=r)
-        self.workqueue_depth = prometheus_client.Gauge(
-            f"{_PREFIX}_workqueue_depth", "Slots waiting for a reconcile worker.", registry=r
-        )
-        self.workqueue_oldest = prometheus_client.Gauge(
-            f"{_PREFIX}_workqueue_oldest_wait_seconds",
+        self.running = gauge("probes_running", "Probe Jobs currently running.")
+        self.workqueue_depth = gauge("workqueue_depth", "Slots waiting for a reconcile worker.")
+        self.workqueue_oldest = gauge(
+            "workqueue_oldest_wait_seconds",
             "How long the Slot first in line for a reconcile worker has waited (0 when none waits).",
-            registry=r,
         )
-        self.leader = prometheus_client.Gauge(
-            f"{_PREFIX}_leader", "1 when this replica runs the operator (holds the Lease, or runs alone).", registry=r
-        )
+        self.leader = gauge("leader", "1 when this replica runs the operator (holds the Lease, or runs alone).")
 
     def reconcile_failed(self, *, status: int | None, reason: str) -> None:
         self.reconcile_errors.labels(reconcile_error_reason(status=status, reason=reason)).inc()
