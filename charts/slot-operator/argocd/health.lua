@@ -62,6 +62,13 @@ local function describe(condition)
   return reason
 end
 
+-- The health `state`, told by `condition`'s reason and message.
+local function answer(state, condition)
+  hs.status = state
+  hs.message = describe(condition)
+  return hs
+end
+
 local ready = find_condition("Ready")
 local stalled = find_condition("Stalled")
 local reconciling = find_condition("Reconciling")
@@ -77,25 +84,18 @@ if generation ~= nil and status.observedGeneration ~= generation then
 end
 
 if is_true_now(stalled) then
-  hs.status = "Degraded"
-  hs.message = describe(stalled)
-  return hs
+  return answer("Degraded", stalled)
 end
 
 if reconciling ~= nil and reconciling.status == "True" then
   if reconciling.reason == "Suspended" then
-    hs.status = "Suspended"
-  else
-    hs.status = "Progressing"
+    return answer("Suspended", reconciling)
   end
-  hs.message = describe(reconciling)
-  return hs
+  return answer("Progressing", reconciling)
 end
 
 if is_true_now(ready) then
-  hs.status = "Healthy"
-  hs.message = describe(ready)
-  return hs
+  return answer("Healthy", ready)
 end
 
 hs.status = "Progressing"

@@ -57,6 +57,13 @@ local function describe(condition)
   return reason
 end
 
+-- The health `state`, told by `condition`'s reason and message.
+local function answer(state, condition)
+  hs.status = state
+  hs.message = describe(condition)
+  return hs
+end
+
 if generation ~= nil and status.observedGeneration ~= generation then
   hs.status = "Progressing"
   hs.message = "Waiting for the operator to start the check"
@@ -65,23 +72,18 @@ end
 
 local stalled = find_condition("Stalled")
 if is_true_now(stalled) then
-  hs.status = "Degraded"
-  hs.message = describe(stalled)
-  return hs
+  return answer("Degraded", stalled)
 end
 
 local ready = find_condition("Ready")
 if is_true_now(ready) then
-  hs.status = "Healthy"
-  hs.message = describe(ready)
-  return hs
+  return answer("Healthy", ready)
 end
 
-hs.status = "Progressing"
 local reconciling = find_condition("Reconciling")
 if reconciling ~= nil and reconciling.status == "True" then
-  hs.message = describe(reconciling)
-else
-  hs.message = "Waiting for the check to finish"
+  return answer("Progressing", reconciling)
 end
+hs.status = "Progressing"
+hs.message = "Waiting for the check to finish"
 return hs
