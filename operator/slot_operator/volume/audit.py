@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from slot_operator.logic import ownership
+from slot_operator.volume import tree
 
 # Entries lstat'ed under ~/.claude before the walk stops (a runaway tree must not stall the probe).
 MAX_WALK = 5000
@@ -63,21 +64,6 @@ def _entry(path: str, st: os.stat_result, *, credential: bool = False) -> Entry:
     )
 
 
-def open_dir(name: str | pathlib.Path, *, dir_fd: int | None = None, listing: bool) -> int:
-    """A directory's fd; O_NOFOLLOW refuses a symlink, so nothing below it can lead off the volume.
-
-    O_PATH (no read permission needed) where only lookups below it follow; O_RDONLY to list it.
-    """
-    flags = os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_RDONLY if listing else os.O_PATH)
-    return os.open(name, flags, dir_fd=dir_fd)
-
-
-def same_inode(fd: int, st: os.stat_result) -> bool:
-    """The directory opened is the one lstat'ed (not swapped meanwhile)."""
-    opened = os.fstat(fd)
-    return (opened.st_dev, opened.st_ino) == (st.st_dev, st.st_ino)
-
-
 class _Walk:
     def __init__(self, device: int) -> None:
         self.device = device
@@ -107,63 +93,38 @@ class _Walk:
         if not stat.S_ISDIR(st.st_mode) or st.st_dev != self.device:
             return None
         try:
-            fd = open_dir(name, dir_fd=dir_fd, listing=listing)
+            fd = tree.open_dir(name, dir_fd=dir_fd, listing=listing)
         except OSError as exc:  # EACCES: cannot be listed as this uid (the uid mismatch itself)
             self.problem(label, exc)
             return None
-        if not same_inode(fd, st):
+        if not tree.same_inode(fd, st):
             os.close(fd)
             return None
         return fd
 
     def claude_tree(self, top: int) -> None:
         """Every directory and credential file under ~/.claude (`top`, closed here), by listing only."""
-        stack: list[tuple[int, str]] = [(top, "~/.claude")]
-        try:
-            while stack:
-                fd, label = stack.pop()
-                try:
-                    self._list(fd, label, stack)
-                finally:
-                    os.close(fd)
-        finally:
-            for fd, _ in stack:  # left over when the walk stopped early
-                os.close(fd)
+        tree.walk(top, "~/.claude", visit=self._claude_entry, problem=self.problem)
 
-    def _list(self, fd: int, label: str, stack: list[tuple[int, str]]) -> None:
-        try:
-            with os.scandir(fd) as listing:
-                children = sorted(listing, key=lambda child: child.name)
-        except OSError as exc:
-            self.problem(label, exc)
-            return
-        for child in children:
-            if self.visited >= MAX_WALK:
-                self.truncated = True
-                return
-            self.visited += 1
-            path = f"{label}/{child.name}"
-            try:
-                st = child.stat(follow_symlinks=False)
-            except OSError as exc:
-                self.problem(path, exc)
-                continue
-            if st.st_dev != self.device:
-                continue  # a mount inside the volume: not the slot's files
-            if stat.S_ISDIR(st.st_mode):
-                self.entries.append(_entry(path, st))
-                sub = self.subdirectory(child.name, path, st, dir_fd=fd, listing=True)
-                if sub is not None:
-                    stack.append((sub, path))
-            elif stat.S_ISREG(st.st_mode) and not (label == "~/.claude" and child.name in ownership.CLAUDE_BASELINE):
-                self.entries.append(_entry(path, st, credential=True))
+    def _claude_entry(self, child: tree.Child) -> bool:
+        if self.visited >= MAX_WALK:
+            self.truncated = True
+            raise tree.Stop
+        self.visited += 1
+        if stat.S_ISDIR(child.st.st_mode):
+            self.entries.append(_entry(child.path, child.st))
+            return True
+        baseline = child.path == f"~/.claude/{child.name}" and child.name in ownership.CLAUDE_BASELINE
+        if stat.S_ISREG(child.st.st_mode) and not baseline:
+            self.entries.append(_entry(child.path, child.st, credential=True))
+        return False
 
 
 def audit(home: pathlib.Path, *, agent: str) -> dict[str, object]:
     """The report of docs/design.md §2.4 for `home` (the slot's mount point)."""
     runs_as = ownership.owner(os.getuid(), os.getgid())
     try:
-        home_fd = open_dir(home, listing=False)
+        home_fd = tree.open_dir(home, listing=False)
     except OSError as exc:
         return {"v": ownership.REPORT_VERSION, "agent": agent, "runAs": runs_as, "error": f"~: {exc.strerror}"}
     try:

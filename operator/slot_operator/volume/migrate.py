@@ -16,11 +16,11 @@ import argparse
 import dataclasses
 import os
 import pathlib
-import stat
 from collections.abc import Sequence
 
 from slot_operator.logic import ownership
-from slot_operator.volume.audit import emit, open_dir, same_inode
+from slot_operator.volume import tree
+from slot_operator.volume.audit import emit
 
 SAMPLE_LIMIT = 5
 
@@ -42,8 +42,7 @@ class Counts:
 def migrate(root: pathlib.Path, *, old: tuple[int, int], new: tuple[int, int], dry_run: bool) -> Counts:
     """Re-own every entry under `root` (itself included) owned by `old` to `new`."""
     counts = Counts()
-    root_fd = open_dir(root, listing=True)
-    device = os.fstat(root_fd).st_dev
+    root_fd = tree.open_dir(root, listing=True)
 
     def visit(name: str, path: str, st: os.stat_result, dir_fd: int) -> None:
         if (st.st_uid, st.st_gid) != old:
@@ -57,47 +56,17 @@ def migrate(root: pathlib.Path, *, old: tuple[int, int], new: tuple[int, int], d
                 return
         counts.changed += 1
 
+    def enter(child: tree.Child) -> bool:
+        visit(child.name, child.path, child.st, child.parent)
+        return True  # below an entry of anyone else too
+
+    def elsewhere(path: str) -> None:
+        del path
+        counts.other_filesystems += 1
+
     # The root's own entry, through its fd ("." below it).
     visit(".", "~", os.fstat(root_fd), root_fd)
-    stack: list[tuple[int, str]] = [(root_fd, "~")]
-    try:
-        while stack:
-            fd, label = stack.pop()
-            try:
-                with os.scandir(fd) as listing:
-                    children = list(listing)
-            except OSError as exc:
-                counts.error(label, exc)
-                os.close(fd)
-                continue
-            try:
-                for child in children:
-                    path = f"{label}/{child.name}"
-                    try:
-                        st = child.stat(follow_symlinks=False)
-                    except OSError as exc:
-                        counts.error(path, exc)
-                        continue
-                    if st.st_dev != device:
-                        counts.other_filesystems += 1
-                        continue
-                    visit(child.name, path, st, fd)
-                    if stat.S_ISDIR(st.st_mode):
-                        try:
-                            sub = open_dir(child.name, dir_fd=fd, listing=True)
-                        except OSError as exc:
-                            counts.error(path, exc)
-                            continue
-                        if same_inode(sub, st):
-                            stack.append((sub, path))
-                        else:  # swapped between lstat and open: not the directory we decided on
-                            os.close(sub)
-                            counts.error(path, OSError(0, "changed while walking"))
-            finally:
-                os.close(fd)
-    finally:
-        for fd, _ in stack:
-            os.close(fd)
+    tree.walk(root_fd, "~", visit=enter, problem=counts.error, elsewhere=elsewhere)
     return counts
 
 
