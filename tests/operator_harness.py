@@ -64,6 +64,7 @@ class FakeWriter:
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.reject: ApiError | None = None  # the next Job create answers this
         self.failed_create: str | None = None  # the Job controller's FailedCreate message, if any
+        self.unseen_slots: list[dict[str, Any]] = []  # Slots the API server has and the cache has not seen yet
 
     def writes(self, verb: str | None = None) -> list[Call]:
         return [call for call in self.calls if verb is None or call.verb == verb]
@@ -96,6 +97,11 @@ class FakeWriter:
 
     async def delete_check(self, namespace: str, name: str, *, uid: str) -> None:
         self.calls.append(Call("delete-check", f"{namespace}/{name}", uid))
+
+    async def list_slots(self, namespace: str) -> list[dict[str, Any]]:
+        self.calls.append(Call("list-slots", namespace))
+        listed = [*self.harness.cache.slots_in(namespace), *self.unseen_slots]
+        return copy.deepcopy([slot for slot in listed if slot["metadata"]["namespace"] == namespace])
 
     async def get_check(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.calls.append(Call("get-check", f"{namespace}/{name}"))

@@ -128,6 +128,19 @@ class KubeWriter:
                 raise
             logger.info("%s is no longer %s: not deleted", path, uid)
 
+    async def list_slots(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's Slots as the API server has them now (a consistent read, by pages of 500)."""
+        path = SLOTS.format(namespace=namespace, name="").rstrip("/")
+        items: list[dict[str, Any]] = []
+        params = {"limit": "500"}
+        while True:
+            page = await self.api.request("list", path, resource="slots", params=params)
+            items.extend(page.get("items") or ())
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            params = {"limit": "500", "continue": str(token)}
+
     async def pod_creation_failure(self, namespace: str, job_name: str) -> str | None:
         """Why the Job controller could not create a Job's pod (its latest FailedCreate Event), if it said so.
 

@@ -93,6 +93,23 @@ def candidate(spec: SlotSpec, check: CheckSpec) -> SlotSpec:
     )
 
 
+# How long a check's selection waits for the operator's cache to hold every Slot the API server lists (Slots
+# created just before the check); then it is made from the cache as it is, and the log names what it missed.
+SELECT_PATIENCE = datetime.timedelta(seconds=30)
+SELECT_RETRY = datetime.timedelta(seconds=1)
+
+
+def unseen(listed: Iterable[Mapping[str, Any]], cached: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The Slots a fresh LIST returned that the cache has not seen yet (by uid), by name."""
+    seen = {str((slot.get("metadata") or {}).get("uid")) for slot in cached}
+    return sorted(str(slot["metadata"]["name"]) for slot in listed if str(slot["metadata"]["uid"]) not in seen)
+
+
+def select_now(behind: Sequence[str], *, created: datetime.datetime | None, now: datetime.datetime) -> bool:
+    """Freeze the selection now: the cache holds every Slot listed, or the check has waited SELECT_PATIENCE."""
+    return not behind or created is None or now - created >= SELECT_PATIENCE
+
+
 def select(slots: Iterable[Mapping[str, Any]], check: CheckSpec) -> list[Result]:
     """A Pending result for every Slot the selector selects, by name: the check's frozen selection."""
     chosen = [

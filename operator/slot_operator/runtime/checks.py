@@ -19,7 +19,7 @@ from slot_operator.config import Config
 from slot_operator.kube.cache import Cache
 from slot_operator.kube.informer import Key, Object
 from slot_operator.kube.writer import JobRejected
-from slot_operator.logic import checking, jobs, names, probing, schedule
+from slot_operator.logic import checking, jobs, names, probing, schedule, timestamps
 from slot_operator.logic import status as status_logic
 from slot_operator.logic.identity import check_owner_uid
 from slot_operator.logic.outcome import NoVerdict
@@ -43,6 +43,8 @@ class Writer(Protocol):
     async def create_job(self, manifest: Mapping[str, Any]) -> tuple[bool, dict[str, Any] | None]: ...
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def list_slots(self, namespace: str) -> list[dict[str, Any]]: ...
 
     async def delete_job(self, namespace: str, name: str, *, uid: str) -> None: ...
 
@@ -105,7 +107,10 @@ class CheckReconciler:
             return await self._finished(check, spec, now=now)
         work = _Pass(check=check, spec=spec, given=self._given(check, spec), now=now, results=[])
         if not status.get("results") and not int(status.get("observedGeneration") or 0):
-            check = await self._select(work)
+            selected = await self._select(work)
+            if selected is None:
+                return Result(requeue_after=checking.SELECT_RETRY.total_seconds())
+            check = selected
         work.results = list((check.get("status") or {}).get("results") or ())
         work.jobs = {str(job["metadata"]["name"]): job for job in self.using.cache.check_jobs(key[0], work.uid)}
         for index, result in enumerate(work.results):
@@ -156,9 +161,21 @@ class CheckReconciler:
         await self.using.writer.delete_check(str(meta["namespace"]), str(meta["name"]), uid=str(meta["uid"]))
         return Result()
 
-    async def _select(self, work: _Pass) -> Object:
-        """Freeze the selection: a Pending result for each Slot the selector selects now, written before any probe."""
-        selected = checking.select(self.using.cache.slots_in(work.key[0]), work.spec)
+    async def _select(self, work: _Pass) -> Object | None:
+        """Freeze the selection: a Pending result for each Slot the selector selects now, written before any probe.
+
+        Every Slot the API server has when the check is first seen is in it: the selection waits (None) while the
+        cache lags behind a fresh LIST (Slots created just before the check), up to SELECT_PATIENCE.
+        """
+        cached = self.using.cache.slots_in(work.key[0])
+        behind = checking.unseen(await self.using.writer.list_slots(work.key[0]), cached)
+        created = timestamps.parse_time(work.check["metadata"].get("creationTimestamp"))
+        if not checking.select_now(behind, created=created, now=work.now):
+            return None
+        if behind:
+            logger.warning("check %s/%s: selected without %d Slot(s) the cache has not seen: %s",
+                           *work.key, len(behind), ", ".join(behind[:5]))  # fmt: skip
+        selected = checking.select(cached, work.spec)
         logger.info("check %s/%s: %d Slot(s) selected for %s", *work.key, len(selected), work.spec.image)
         work.results = selected
         await self._write(work)

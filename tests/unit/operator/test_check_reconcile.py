@@ -14,6 +14,7 @@ from slot_operator.config import Config
 from slot_operator.logic import checking, names
 from slot_operator.runtime.capacity import Capacity, CheckProbe, ProbeKey, is_check_probe
 from slot_operator.runtime.checks import CheckCollaborators, CheckReconciler
+from slot_operator.runtime.reconciler import Result
 
 from tests import image_check_contract
 from tests.operator_harness import AUDIT_OK, AUDIT_OLD, NS, Harness, condition, exited
@@ -62,9 +63,9 @@ async def test_the_selection_is_written_first_then_each_selected_slot_is_probed(
     fleet(h, "other", pool="claude")
     h.put_check("c", image=CANDIDATE, selector={"matchLabels": {"pool": "codex"}})
     await h.reconcile_check("c")
-    verbs = [call.verb for call in h.writer.calls]
-    assert verbs[0] == "patch-check-status"  # the frozen selection, before any probe
-    assert [result["slot"] for result in h.writer.calls[0].body["results"]] == ["a", "b"]
+    calls = [call for call in h.writer.calls if call.verb != "list-slots"]
+    assert calls[0].verb == "patch-check-status"  # the frozen selection, before any probe
+    assert [result["slot"] for result in calls[0].body["results"]] == ["a", "b"]
     assert sorted(check_jobs(h)) == [job_of(h, "a"), job_of(h, "b")]
     status = kept(h)
     assert status["phase"] == "Running"
@@ -74,6 +75,35 @@ async def test_the_selection_is_written_first_then_each_selected_slot_is_probed(
     assert job["metadata"]["ownerReferences"][0]["uid"] == "check-uid-c"
     assert job["metadata"]["labels"][names.LABEL_COMPONENT] == names.COMPONENT_CHECK
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == CANDIDATE
+
+
+def unseen(h: Harness, name: str) -> None:
+    """A Slot the API server has and the operator's cache has not seen yet (created just before the check)."""
+    h.writer.unseen_slots.append({"metadata": {"name": name, "namespace": NS, "uid": f"slot-uid-{name}"}})
+
+
+async def test_the_selection_waits_for_the_cache_to_hold_every_slot_the_api_server_lists(h: Harness) -> None:
+    fleet(h, "a")
+    unseen(h, "just-made")
+    h.put_check("c", image=CANDIDATE)
+    assert await h.reconcile_check("c") == Result(requeue_after=checking.SELECT_RETRY.total_seconds())
+    assert [call.verb for call in h.writer.calls] == ["list-slots"]  # nothing frozen, nothing started
+    h.writer.unseen_slots.clear()
+    fleet(h, "just-made")  # its watch event arrives
+    h.later(seconds=1)
+    await h.reconcile_check("c")
+    assert set(h.results("c")) == {"a", "just-made"}
+
+
+async def test_the_selection_waits_no_longer_than_its_patience(h: Harness) -> None:
+    fleet(h, "a")
+    unseen(h, "never-seen")  # deleted before its watch event came, say
+    h.put_check("c", image=CANDIDATE)
+    await h.reconcile_check("c")
+    assert not h.results("c")
+    h.later(seconds=checking.SELECT_PATIENCE.total_seconds())
+    await h.reconcile_check("c")
+    assert set(h.results("c")) == {"a"}
 
 
 async def test_slots_created_later_are_not_added(h: Harness) -> None:
