@@ -204,6 +204,7 @@ async def probe_run(
         "from_probe_p99_s": round(_percentile(from_probe, 0.99), 3) if from_probe else None,
         "writes_per_probe": round(sum(groups["writes"].values()) / slots, 3),
         "check_writes_per_slot": round(sum(groups["check_writes"].values()) / slots, 3),
+        "check_reads": sum(groups["check_reads"].values()),
         "event_writes_per_probe": round(sum(groups["event_writes"].values()) / slots, 3),
         "reads_per_probe": round(sum(groups["reads"].values()) / slots, 3),
         "calls": groups,
@@ -319,6 +320,7 @@ def _print_report(results: dict[str, Any], targets: Targets) -> None:
         ("probe container terminated → status, p99 (s)", "from_probe_p99_s"),
         ("API writes per probe (Events apart)", "writes_per_probe"),
         ("a SlotImageCheck's API writes per Slot", "check_writes_per_slot"),
+        ("a SlotImageCheck's API reads (its selection)", "check_reads"),
         ("API Event writes per probe", "event_writes_per_probe"),
         ("API reads per probe", "reads_per_probe"),
         ("CPU per verdict (ms)", "cpu_ms_per_verdict"),
@@ -330,7 +332,7 @@ def _print_report(results: dict[str, Any], targets: Targets) -> None:
         print(f"{title:46s} {op[key]!s:>10s} {raw[key]!s:>11s}")
     for who, result in (("operator", op), ("raw client", raw)):
         print(f"\nAPI calls by {who}, per probe:")
-        for group in ("writes", "event_writes", "check_writes", "reads", "watches"):
+        for group in ("writes", "event_writes", "check_writes", "check_reads", "reads", "watches"):
             for call, count in result["calls"][group].items():
                 print(f"  {group:13s} {call:40s} {count / result['slots']:8.3f}  ({count})")
     if "timing" in op:

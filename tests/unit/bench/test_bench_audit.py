@@ -23,6 +23,7 @@ def test_a_checks_jobs_and_status_writes_are_not_the_slots(tmp_path: pathlib.Pat
         event("create", "jobs", "slot-00001-check-0a1b2c3d4e"),
         event("patch", "slotimagechecks", "bench-candidate", subresource="status"),
         event("create", "events"),
+        event("list", "slots"),
         event("watch", "pods"),
         event("create", "jobs", "slot-00002-probe-1111111111", user="someone-else"),
     ]
@@ -32,4 +33,5 @@ def test_a_checks_jobs_and_status_writes_are_not_the_slots(tmp_path: pathlib.Pat
     assert groups["check_writes"] == {"create jobs(image-check)": 1, "patch slotimagechecks/status": 1}
     assert groups["event_writes"] == {"create events": 1}
     assert groups["watches"] == {"watch pods": 1}
+    assert groups["check_reads"] == {"list slots": 1}
     assert groups["reads"] == {}
