@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from typing import NamedTuple
 
 import pytest
 from slot_operator.config import Config, ConfigError, parse
@@ -10,24 +11,54 @@ from slot_operator.config import Config, ConfigError, parse
 td = datetime.timedelta
 
 
+class Setting(NamedTuple):
+    """One setting of Config: its default, a value from the environment, flags, and what each parses to."""
+
+    field: str
+    default: object
+    env: tuple[str, str]
+    from_env: object
+    flags: tuple[str, ...]
+    from_flags: object
+
+
+# fmt: off
+SETTINGS = (
+    Setting("namespaces", (), ("SLOT_OPERATOR_NAMESPACES", "agents, team-b,,agents "), ("agents", "team-b"),
+            ("--namespace=ns-b", "--namespace", "ns-a"), ("ns-a", "ns-b")),
+    Setting("default_interval", td(hours=6), ("SLOT_OPERATOR_DEFAULT_INTERVAL", "30m"), td(minutes=30),
+            ("--default-interval=2h",), td(hours=2)),
+    Setting("default_timeout", td(minutes=2), ("SLOT_OPERATOR_DEFAULT_TIMEOUT", "90s"), td(seconds=90),
+            ("--default-timeout=45s",), td(seconds=45)),
+    Setting("max_concurrent_probes", 10, ("SLOT_OPERATOR_MAX_CONCURRENT_PROBES", "3"), 3,
+            ("--max-concurrent-probes=7",), 7),
+    Setting("job_ttl", td(hours=1), ("SLOT_OPERATOR_JOB_TTL", "10m"), td(minutes=10), ("--job-ttl=2m",), td(minutes=2)),
+    Setting("retry_base", td(seconds=10), ("SLOT_OPERATOR_RETRY_BASE", "5s"), td(seconds=5),
+            ("--retry-base=1s",), td(seconds=1)),
+    Setting("retry_max", td(minutes=10), ("SLOT_OPERATOR_RETRY_MAX", "2m"), td(minutes=2),
+            ("--retry-max=1m",), td(minutes=1)),
+    Setting("metrics_port", 8080, ("SLOT_OPERATOR_METRICS_PORT", "9090"), 9090, ("--metrics-port=0",), 0),
+    Setting("health_port", 8081, ("SLOT_OPERATOR_HEALTH_PORT", "0"), 0, ("--health-port=18081",), 18081),
+    Setting("log_format", "text", ("SLOT_OPERATOR_LOG_FORMAT", "json"), "json", ("--log-format=text",), "text"),
+    Setting("leader_elect", False, ("SLOT_OPERATOR_LEADER_ELECT", "true"), True, ("--no-leader-elect",), False),
+    Setting("leader_elect_namespace", None, ("SLOT_OPERATOR_LEADER_ELECT_NAMESPACE", "ops"), "ops",
+            ("--leader-elect-namespace=other-ns",), "other-ns"),
+    Setting("leader_elect_lease", "slot-operator", ("SLOT_OPERATOR_LEADER_ELECT_LEASE", "slots-lease"), "slots-lease",
+            ("--leader-elect-lease=other",), "other"),
+    Setting("workers", 16, ("SLOT_OPERATOR_WORKERS", "16"), 16, ("--workers=1",), 1),
+)
+# fmt: on
+ENV = dict(setting.env for setting in SETTINGS)
+
+
+def expected(column: str) -> Config:
+    """The Config whose every setting is the table's `column` (default, from_env or from_flags)."""
+    return Config(**{setting.field: getattr(setting, column) for setting in SETTINGS})
+
+
 def test_defaults() -> None:
     config = parse([], {})
-    assert config == Config(
-        namespaces=(),
-        default_interval=td(hours=6),
-        default_timeout=td(minutes=2),
-        max_concurrent_probes=10,
-        job_ttl=td(hours=1),
-        retry_base=td(seconds=10),
-        retry_max=td(minutes=10),
-        metrics_port=8080,
-        health_port=8081,
-        log_format="text",
-        leader_elect=False,
-        leader_elect_namespace=None,
-        leader_elect_lease="slot-operator",
-        workers=16,
-    )
+    assert config == expected("default")
     assert config == Config()
 
 
@@ -35,78 +66,12 @@ def test_unrelated_environment_is_ignored() -> None:
     assert parse([], {"DEFAULT_INTERVAL": "1m", "PATH": "/usr/bin", "SLOT_OPERATOR": "x"}) == Config()
 
 
-ENV = {
-    "SLOT_OPERATOR_NAMESPACES": "agents, team-b,,agents ",
-    "SLOT_OPERATOR_DEFAULT_INTERVAL": "30m",
-    "SLOT_OPERATOR_DEFAULT_TIMEOUT": "90s",
-    "SLOT_OPERATOR_MAX_CONCURRENT_PROBES": "3",
-    "SLOT_OPERATOR_JOB_TTL": "10m",
-    "SLOT_OPERATOR_RETRY_BASE": "5s",
-    "SLOT_OPERATOR_RETRY_MAX": "2m",
-    "SLOT_OPERATOR_METRICS_PORT": "9090",
-    "SLOT_OPERATOR_HEALTH_PORT": "0",
-    "SLOT_OPERATOR_LOG_FORMAT": "json",
-    "SLOT_OPERATOR_LEADER_ELECT": "true",
-    "SLOT_OPERATOR_LEADER_ELECT_NAMESPACE": "ops",
-    "SLOT_OPERATOR_LEADER_ELECT_LEASE": "slots-lease",
-    "SLOT_OPERATOR_WORKERS": "16",
-}
-
-
 def test_environment_fallbacks() -> None:
-    assert parse([], ENV) == Config(
-        namespaces=("agents", "team-b"),
-        default_interval=td(minutes=30),
-        default_timeout=td(seconds=90),
-        max_concurrent_probes=3,
-        job_ttl=td(minutes=10),
-        retry_base=td(seconds=5),
-        retry_max=td(minutes=2),
-        metrics_port=9090,
-        health_port=0,
-        log_format="json",
-        leader_elect=True,
-        leader_elect_namespace="ops",
-        leader_elect_lease="slots-lease",
-        workers=16,
-    )
+    assert parse([], ENV) == expected("from_env")
 
 
 def test_flags_win_over_environment() -> None:
-    argv = [
-        "--namespace=ns-b",
-        "--namespace",
-        "ns-a",
-        "--default-interval=2h",
-        "--default-timeout=45s",
-        "--max-concurrent-probes=7",
-        "--job-ttl=2m",
-        "--retry-base=1s",
-        "--retry-max=1m",
-        "--metrics-port=0",
-        "--health-port=18081",
-        "--log-format=text",
-        "--no-leader-elect",
-        "--leader-elect-namespace=other-ns",
-        "--leader-elect-lease=other",
-        "--workers=1",
-    ]
-    assert parse(argv, ENV) == Config(
-        namespaces=("ns-a", "ns-b"),
-        default_interval=td(hours=2),
-        default_timeout=td(seconds=45),
-        max_concurrent_probes=7,
-        job_ttl=td(minutes=2),
-        retry_base=td(seconds=1),
-        retry_max=td(minutes=1),
-        metrics_port=0,
-        health_port=18081,
-        log_format="text",
-        leader_elect=False,
-        leader_elect_namespace="other-ns",
-        leader_elect_lease="other",
-        workers=1,
-    )
+    assert parse([flag for setting in SETTINGS for flag in setting.flags], ENV) == expected("from_flags")
 
 
 def test_one_flag_overrides_only_its_setting() -> None:
@@ -120,32 +85,33 @@ def test_lease_namespace_defaults_to_the_pods_namespace() -> None:
     assert parse([], {}).leader_elect_namespace is None
 
 
+# Values each flag refuses, on the command line...
+INVALID_FLAGS = {
+    "--default-interval": ("6 hours", "30s", "99999999999999h", "721h"),
+    "--default-timeout": ("1s", "two", "2h"),
+    "--max-concurrent-probes": ("0", "ten"),
+    "--job-ttl": ("-1h", "0s"),
+    "--retry-base": ("500ms",),
+    "--metrics-port": ("65536", "-1"),
+    "--workers": ("0", "257"),
+}
+# ...and through its environment variable, (variable, refused value, the flag the error names).
+INVALID_ENV = (
+    ("SLOT_OPERATOR_DEFAULT_INTERVAL", "forever", "--default-interval"),
+    ("SLOT_OPERATOR_MAX_CONCURRENT_PROBES", "1.5", "--max-concurrent-probes"),
+    ("SLOT_OPERATOR_RETRY_MAX", "1s", "--retry-max"),
+    ("SLOT_OPERATOR_HEALTH_PORT", "http", "--health-port"),
+    ("SLOT_OPERATOR_LOG_FORMAT", "xml", "--log-format"),
+    ("SLOT_OPERATOR_LEADER_ELECT", "maybe", "--leader-elect"),
+)
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "flag"),
     [
-        (["--default-interval=6 hours"], {}, "--default-interval"),
-        (["--default-interval=30s"], {}, "--default-interval"),
-        ([], {"SLOT_OPERATOR_DEFAULT_INTERVAL": "forever"}, "--default-interval"),
-        (["--default-interval=99999999999999h"], {}, "--default-interval"),
-        (["--default-timeout=1s"], {}, "--default-timeout"),
-        (["--default-timeout=two"], {}, "--default-timeout"),
-        (["--max-concurrent-probes=0"], {}, "--max-concurrent-probes"),
-        (["--max-concurrent-probes=ten"], {}, "--max-concurrent-probes"),
-        ([], {"SLOT_OPERATOR_MAX_CONCURRENT_PROBES": "1.5"}, "--max-concurrent-probes"),
-        (["--job-ttl=-1h"], {}, "--job-ttl"),
-        (["--job-ttl=0s"], {}, "--job-ttl"),
-        (["--default-timeout=2h"], {}, "--default-timeout"),
-        (["--default-interval=721h"], {}, "--default-interval"),
-        (["--retry-base=500ms"], {}, "--retry-base"),
-        (["--retry-base=10s", "--retry-max=5s"], {}, "--retry-max"),
-        ([], {"SLOT_OPERATOR_RETRY_MAX": "1s"}, "--retry-max"),
-        (["--metrics-port=65536"], {}, "--metrics-port"),
-        (["--metrics-port=-1"], {}, "--metrics-port"),
-        ([], {"SLOT_OPERATOR_HEALTH_PORT": "http"}, "--health-port"),
-        ([], {"SLOT_OPERATOR_LOG_FORMAT": "xml"}, "--log-format"),
-        ([], {"SLOT_OPERATOR_LEADER_ELECT": "maybe"}, "--leader-elect"),
-        (["--workers=0"], {}, "--workers"),
-        (["--workers=257"], {}, "--workers"),
+        *(([f"{flag}={value}"], {}, flag) for flag, values in INVALID_FLAGS.items() for value in values),
+        *(([], {variable: value}, flag) for variable, value, flag in INVALID_ENV),
+        (["--retry-base=10s", "--retry-max=5s"], {}, "--retry-max"),  # each valid alone: the pair is not
     ],
 )
 def test_invalid_values_name_the_flag(argv: list[str], env: dict[str, str], flag: str) -> None:
