@@ -73,26 +73,26 @@ class FakeWriter:
         self, namespace: str, name: str, patch: Mapping[str, Any], *, resource_version: str
     ) -> dict[str, Any]:
         self.calls.append(Call("patch-status", f"{namespace}/{name}", dict(patch)))
-        current = self.harness.slot_object(name)
-        if current["metadata"]["resourceVersion"] != resource_version:
-            raise ApiError(409, "the object has been modified", reason="Conflict")
-        updated = copy.deepcopy(current)
-        updated["status"] = _merge(current.get("status") or {}, patch)
-        updated["metadata"]["resourceVersion"] = str(next(_versions))
-        self.harness.slots[name] = updated
-        return copy.deepcopy(updated)
+        return self._patch_status(self.harness.slots, name, patch, resource_version)
 
     async def patch_check_status(
         self, namespace: str, name: str, patch: Mapping[str, Any], *, resource_version: str
     ) -> dict[str, Any]:
         self.calls.append(Call("patch-check-status", f"{namespace}/{name}", dict(patch)))
-        current = self.harness.checks[name]
+        return self._patch_status(self.harness.checks, name, patch, resource_version)
+
+    @staticmethod
+    def _patch_status(
+        objects: dict[str, dict[str, Any]], name: str, patch: Mapping[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        """The API server's status merge patch on `objects[name]`, conditional on its resourceVersion (409 if not)."""
+        current = objects[name]
         if current["metadata"]["resourceVersion"] != resource_version:
             raise ApiError(409, "the object has been modified", reason="Conflict")
         updated = copy.deepcopy(current)
         updated["status"] = _merge(current.get("status") or {}, patch)
         updated["metadata"]["resourceVersion"] = str(next(_versions))
-        self.harness.checks[name] = updated
+        objects[name] = updated
         return copy.deepcopy(updated)
 
     async def delete_check(self, namespace: str, name: str, *, uid: str) -> None:
@@ -210,9 +210,6 @@ class Harness:
         self.now += datetime.timedelta(**delta)
 
     # The Slot
-    def slot_object(self, name: str) -> dict[str, Any]:
-        return self.slots[name]
-
     def put_slot(self, name: str, *, generation: int = 1, annotations: Mapping[str, str] | None = None,
                  labels: Mapping[str, str] | None = None, **spec: Any) -> dict[str, Any]:  # fmt: skip
         """Create or change the Slot (a spec change: a new generation), as a user's apply would."""
