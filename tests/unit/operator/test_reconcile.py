@@ -587,8 +587,25 @@ def request(h: Harness, token: str | None, *, dry_run: bool = False) -> None:
     h.put_slot("s", annotations=annotations)
 
 
+def migration_jobs(h: Harness) -> list[str]:
+    return [n for n in h.job_names() if n.startswith("s-migrate-")]
+
+
 def migration_job(h: Harness) -> str:
-    (name,) = [n for n in h.job_names() if n.startswith("s-migrate-")]
+    (name,) = migration_jobs(h)
+    return name
+
+
+async def migration_verdict(h: Harness) -> tuple[str, str]:
+    """Reconcile the Slot: OwnershipMigrated's (status, reason) after."""
+    await h.reconcile("s")
+    return reason(h, "OwnershipMigrated")
+
+
+def last_deleted_job(h: Harness) -> str:
+    """The name of the Job the operator deleted last (in the Slot's namespace)."""
+    namespace, name = h.writer.writes("delete-job")[-1].what.split("/")
+    assert namespace == NS
     return name
 
 
@@ -612,8 +629,7 @@ async def test_an_approved_migration_runs_then_a_probe(migrating: Harness) -> No
     assert reason(h, "Reconciling")[1] == "MigratingOwnership"
     h.watch_job(job)
     h.migration_pod(job, {"terminated": {"exitCode": 0, "message": COUNTS, "finishedAt": "2026-11-01T07:00:00Z"}})
-    await h.reconcile("s")
-    assert reason(h, "OwnershipMigrated") == ("True", "Migrated")
+    assert await migration_verdict(h) == ("True", "Migrated")
     assert h.recorder.events[-1][1] == "OwnershipMigrated"
     # The owners changed: a probe at once, whose verdict speaks.
     assert h.status("s")["currentProbe"]["trigger"] == "ownership-migrated"
@@ -636,10 +652,9 @@ async def test_a_migration_is_refused_saying_why(migrating: Harness, setup: str,
             labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY} if setup.endswith("labels") else None
             h.put_worker("worker", "s-home", labels=labels)
         request(h, "1733400000" if setup == "another-token" else approval)
-        await h.reconcile("s")
-        assert reason(h, "OwnershipMigrated") == ("False", expected)
+        assert await migration_verdict(h) == ("False", expected)
         assert h.status("s")["lastOwnershipMigration"]["result"] == "Refused"
-        assert not [n for n in h.job_names() if n.startswith("s-migrate-")]
+        assert not migration_jobs(h)
         assert h.recorder.events[-1][1] == "OwnershipMigrationRefused"
     finally:
         if h is not migrating:
@@ -650,18 +665,16 @@ async def test_withdrawing_the_request_cancels_the_migration(migrating: Harness)
     h = migrating
     job = await migration_started(h)
     request(h, None)
-    await h.reconcile("s")
-    assert reason(h, "OwnershipMigrated") == ("False", "MigrationCancelled")
-    assert h.writer.writes("delete-job")[-1].what == f"{NS}/{job}"
+    assert await migration_verdict(h) == ("False", "MigrationCancelled")
+    assert last_deleted_job(h) == job
     assert h.status("s")["currentProbe"]["trigger"] == "ownership-migrated"  # it may have changed owners
 
 
 async def test_a_deleted_migration_job_is_cancelled_never_recreated(migrating: Harness) -> None:
     h = migrating
     h.job_gone(await migration_started(h))
-    await h.reconcile("s")
-    assert reason(h, "OwnershipMigrated") == ("False", "MigrationCancelled")
-    assert not [n for n in h.job_names() if n.startswith("s-migrate-")]
+    assert await migration_verdict(h) == ("False", "MigrationCancelled")
+    assert not migration_jobs(h)
 
 
 async def test_an_intent_without_its_job_is_created_only_after_every_check(migrating: Harness) -> None:
@@ -674,9 +687,8 @@ async def test_an_intent_without_its_job_is_created_only_after_every_check(migra
     h.slots["s"]["status"]["currentOwnershipMigration"] = current
     h.put_worker("worker", "s-home")  # meanwhile a worker took the claim
     h.put_slot("s", annotations=h.slots["s"]["metadata"]["annotations"])
-    await h.reconcile("s")
-    assert reason(h, "OwnershipMigrated") == ("False", "ClaimInUse")
-    assert not [n for n in h.job_names() if n.startswith("s-migrate-")]
+    assert await migration_verdict(h) == ("False", "ClaimInUse")
+    assert not migration_jobs(h)
 
 
 async def test_a_migration_pod_refused_by_pod_security_is_reported(migrating: Harness) -> None:
@@ -685,9 +697,8 @@ async def test_a_migration_pod_refused_by_pod_security_is_reported(migrating: Ha
     h.watch_job(job)
     h.later(seconds=3)  # no pod after the grace
     h.writer.failed_create = 'pods "x" is forbidden: violates PodSecurity "restricted:latest"'
-    await h.reconcile("s")
-    assert reason(h, "OwnershipMigrated") == ("False", "PodSecurityRejected")
-    assert h.writer.writes("delete-job")[-1].what == f"{NS}/{job}"
+    assert await migration_verdict(h) == ("False", "PodSecurityRejected")
+    assert last_deleted_job(h) == job
 
 
 # --- conflicts and time ---------------------------------------------------------------------------------
