@@ -35,6 +35,19 @@ async def assert_empty(q: WorkQueue[str], deadline: float = SHORT) -> None:
         await asyncio.wait_for(q.get(), deadline)
 
 
+async def processing(q: WorkQueue[str], key: str) -> None:
+    """`key` added and handed to a worker, which holds it (not done yet)."""
+    q.add(key)
+    assert await get(q) == key
+
+
+async def handed_out_once_more(q: WorkQueue[str], key: str) -> None:
+    """`key` is handed out again, and once it is done, nothing more."""
+    assert await get(q) == key
+    q.done(key)
+    await assert_empty(q)
+
+
 async def test_add_then_get(queue: WorkQueue[str]) -> None:
     queue.add("a")
     assert len(queue) == 1
@@ -72,41 +85,32 @@ async def test_waiting_getter_is_woken_by_add(queue: WorkQueue[str]) -> None:
 
 
 async def test_key_in_processing_is_not_handed_out_twice(queue: WorkQueue[str]) -> None:
-    queue.add("a")
-    assert await get(queue) == "a"
+    await processing(queue, "a")
     queue.add("a")  # changed while a worker has it: dirty, not queued
     assert len(queue) == 0
     await assert_empty(queue)
     queue.done("a")
-    assert await get(queue) == "a"
-    queue.done("a")
-    await assert_empty(queue)
+    await handed_out_once_more(queue, "a")
 
 
 async def test_dirty_key_is_requeued_once(queue: WorkQueue[str]) -> None:
-    queue.add("a")
-    await get(queue)
+    await processing(queue, "a")
     queue.add("a")
     queue.add("a")
     queue.done("a")
     assert len(queue) == 1
-    assert await get(queue) == "a"
-    queue.done("a")
-    await assert_empty(queue)
+    await handed_out_once_more(queue, "a")
 
 
 async def test_done_without_changes_does_not_requeue(queue: WorkQueue[str]) -> None:
-    queue.add("a")
-    await get(queue)
+    await processing(queue, "a")
     queue.done("a")
     await assert_empty(queue)
-    queue.add("a")
-    assert await get(queue) == "a"
+    await processing(queue, "a")
 
 
 async def test_other_keys_flow_while_one_is_processing(queue: WorkQueue[str]) -> None:
-    queue.add("a")
-    assert await get(queue) == "a"
+    await processing(queue, "a")
     queue.add("a")
     queue.add("b")
     assert await get(queue) == "b"
@@ -166,8 +170,7 @@ async def test_add_after_for_a_queued_key_still_fires_later(queue: WorkQueue[str
 
 
 async def test_delayed_add_while_processing_marks_dirty(queue: WorkQueue[str]) -> None:
-    queue.add("a")
-    assert await get(queue) == "a"
+    await processing(queue, "a")
     queue.add_after("a", SOON)
     await assert_empty(queue, SOON * 4)  # fired while processing: held back
     queue.done("a")
