@@ -263,48 +263,31 @@ def test_claude_readable_file_wins_over_unreadable_one(home: pathlib.Path) -> No
     assert (exit_code, result["status"]) == (0, "ok"), result
 
 
-def _read_stderr_line(proc: subprocess.Popen[str], *, timeout: float) -> str:
-    assert proc.stderr is not None
-    ready, _, _ = select.select([proc.stderr], [], [], timeout)
-    assert ready, "no stderr output in time"
-    return proc.stderr.readline()
+def _exit_on_sigterm(env: dict[str, str], announcement: str) -> int:
+    """Start the entrypoint; once its first stderr line says `announcement`, it must still run: SIGTERM it.
 
-
-def test_sleep_hook_keeps_probe_running_until_killed(home: pathlib.Path) -> None:
-    proc = subprocess.Popen(
-        [str(ENTRYPOINT)],
-        env=probe_env(home, "codex", SMOKE_TEST_SLEEP="600"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    Returns its exit status."""
+    proc = subprocess.Popen([str(ENTRYPOINT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert "sleeping 600s" in _read_stderr_line(proc, timeout=30)
+        assert proc.stderr is not None
+        ready, _, _ = select.select([proc.stderr], [], [], 30)
+        assert ready, "no stderr output in time"
+        assert announcement in proc.stderr.readline()
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == -signal.SIGTERM
+        return proc.wait(timeout=30)
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_sleep_hook_keeps_probe_running_until_killed(home: pathlib.Path) -> None:
+    assert _exit_on_sigterm(probe_env(home, "codex", SMOKE_TEST_SLEEP="600"), "sleeping 600s") == -signal.SIGTERM
 
 
 def test_idle_mode_holds_until_sigterm(home: pathlib.Path) -> None:
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [str(ENTRYPOINT)],
-        env={"PATH": IMAGE_PATH, "HOME": str(home), "AGENT_MODE": "idle"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert "idle" in _read_stderr_line(proc, timeout=30)
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        proc.kill()
-        proc.wait()
+    assert _exit_on_sigterm({"PATH": IMAGE_PATH, "HOME": str(home), "AGENT_MODE": "idle"}, "idle") == 0
     assert time.monotonic() - started < 30
 
 
