@@ -79,6 +79,15 @@ def _crash(status: Status, generation: int, image: str, minutes: int) -> Status:
     )
 
 
+def _new_image_probe() -> st.ProbeRef:
+    """The probe of generation 2, the new image, started at minute 10."""
+    return _probe(2, NEW_IMAGE, trigger="spec-changed", minutes=10)
+
+
+def _new_image_queued(status: Status, *, ahead: int) -> Status:
+    return st.queued(status, generation=2, probe=_new_image_probe(), ahead=ahead, now=_at(10))
+
+
 def _ready() -> Status:
     return _verdict({}, 1, OLD_IMAGE, _exit(0, "credentials present and parse"))
 
@@ -147,14 +156,7 @@ STATES: dict[str, Callable[[], tuple[int, str, bool, Status]]] = {
         ),
     ),
     "spec-not-yet-observed": lambda: (2, NEW_IMAGE, False, _ready()),
-    "ready-then-new-image-queued": lambda: (
-        2,
-        NEW_IMAGE,
-        False,
-        st.queued(
-            _ready(), generation=2, probe=_probe(2, NEW_IMAGE, trigger="spec-changed", minutes=10), ahead=2, now=_at(10)
-        ),
-    ),
+    "ready-then-new-image-queued": lambda: (2, NEW_IMAGE, False, _new_image_queued(_ready(), ahead=2)),
     "ready-then-new-image-crashed": lambda: (2, NEW_IMAGE, False, _crash(_ready(), 2, NEW_IMAGE, 11)),
     "ready-then-new-image-suspended": lambda: (
         2,
@@ -175,18 +177,7 @@ STATES: dict[str, Callable[[], tuple[int, str, bool, Status]]] = {
         True,
         st.carried(_needs_reauth(), generation=2, suspended=True, next_probe=None, now=_at(10)),
     ),
-    "needs-reauth-then-new-image-queued": lambda: (
-        2,
-        NEW_IMAGE,
-        False,
-        st.queued(
-            _needs_reauth(),
-            generation=2,
-            probe=_probe(2, NEW_IMAGE, trigger="spec-changed", minutes=10),
-            ahead=4,
-            now=_at(10),
-        ),
-    ),
+    "needs-reauth-then-new-image-queued": lambda: (2, NEW_IMAGE, False, _new_image_queued(_needs_reauth(), ahead=4)),
     "invalid-spec": lambda: (
         2,
         NEW_IMAGE,
@@ -205,7 +196,7 @@ STATES: dict[str, Callable[[], tuple[int, str, bool, Status]]] = {
         st.no_verdict(
             _ready(),
             generation=2,
-            probe=_probe(2, NEW_IMAGE, trigger="spec-changed", minutes=10),
+            probe=_new_image_probe(),
             outcome=NoVerdict(
                 reason=FailureReason.INVALID_SPEC,
                 message='spec.mountPath: the container runtime could not mount the claim: error mounting "/var/lib/'
