@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from slot_operator.logic import jobs, names
 from slot_operator.logic.spec import (
     DEFAULT_RESOURCES,
@@ -21,7 +20,7 @@ from slot_operator.logic.spec import (
 )
 from slot_operator.logic.verdict import FailureReason
 
-from tests import repo
+from tests.slot_spec_fields import OTHER, SPEC_FIELDS
 
 UID = "6f1c2a8e-3b7d-4e59-9a1f-0c2d4e6f8a10"
 AUDIT_IMAGE = "ghcr.io/woved/slot-operator:0.2.0"
@@ -645,26 +644,10 @@ def test_a_check_probe_is_the_slot_probe_with_the_candidate_owned_by_the_check()
 
 # --- every Slot spec field is accounted for ----------------------------------------------------------
 
-SLOT_CRD = yaml.safe_load((repo.ROOT / "crds" / "slots.woved.dev.yaml").read_text())
-SLOT_SPEC_FIELDS = SLOT_CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
 # Read by the schedule, not by the Job: changing them changes when a probe runs, never what it runs.
 SCHEDULE_ONLY = {"interval", "suspend"}
-# A second value for each field the Job is built from (the base is make_spec()'s).
-CHANGED = {
-    "agent": "claude",
-    "claimName": "other-home",
-    "image": "ghcr.io/example/agent:sha-9f8e7d",
-    "mountPath": "/srv/home",
-    "runAsUser": 2000,
-    "runAsGroup": 2000,
-    "timeout": "7m",
-    "imagePullPolicy": "Always",
-    "imagePullSecrets": [{"name": "pull"}],
-    "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
-    "resources": {"limits": {"memory": "2Gi"}},
-    "nodeSelector": {"pool": "agents"},
-    "tolerations": [{"key": "agents", "operator": "Exists"}],
-}
+# A second value for each field the Job is built from.
+CHANGED = {field: value for field, value in OTHER.items() if field not in SCHEDULE_ONLY}
 
 
 def changed_paths(old: Any, new: Any, path: str = "") -> Iterator[str]:
@@ -683,7 +666,7 @@ def changed_paths(old: Any, new: Any, path: str = "") -> Iterator[str]:
 def test_every_slot_spec_field_is_either_in_the_job_or_schedule_only() -> None:
     """A new spec field fails here until it is given a place: built into the probe Job (and named back by
     slot_field, so that a refusal of the Job names the field the user wrote) or declared schedule-only."""
-    assert set(SLOT_SPEC_FIELDS) == set(CHANGED) | SCHEDULE_ONLY
+    assert set(SPEC_FIELDS) == set(CHANGED) | SCHEDULE_ONLY
 
 
 def test_every_verdict_field_reaches_the_job_and_what_does_not_is_a_schedule_field() -> None:

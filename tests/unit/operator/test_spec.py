@@ -8,7 +8,6 @@ import re
 from typing import Any
 
 import pytest
-import yaml
 from slot_operator.logic.spec import (
     SCHEDULE_FIELDS,
     SYSTEM_PATHS,
@@ -21,6 +20,7 @@ from slot_operator.logic.spec import (
 )
 
 from tests import repo
+from tests.slot_spec_fields import OTHER, SPEC_FIELDS
 from tests.spec_cases import ACCEPTED, REJECTED
 
 ROOT = repo.ROOT
@@ -189,29 +189,9 @@ def test_system_paths_are_those_of_the_crd() -> None:
 
 # --- what a verdict depends on ------------------------------------------------------------------------
 
-SLOT_CRD = yaml.safe_load((ROOT / "crds" / "slots.woved.dev.yaml").read_text())
-SPEC_FIELDS = SLOT_CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
 # The fingerprint of _parse()'s spec, written down once: a change of how fingerprints are computed re-probes
 # every Slot once after an upgrade, so it must be a decision, not an accident.
 FINGERPRINT_OF_THE_MINIMAL_SPEC = "8d6794603b0c11ef"
-# A second value for every field (the base is _parse()'s).
-OTHER = {
-    "agent": "claude",
-    "claimName": "other-home",
-    "image": "ghcr.io/example/agent:2",
-    "mountPath": "/srv/home",
-    "runAsUser": 1000,
-    "runAsGroup": 1000,
-    "imagePullPolicy": "Always",
-    "imagePullSecrets": [{"name": "pull"}],
-    "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
-    "resources": {"limits": {"memory": "1Gi"}},
-    "nodeSelector": {"pool": "agents"},
-    "tolerations": [{"key": "agents", "operator": "Exists"}],
-    "interval": "1h",
-    "timeout": "7m",
-    "suspend": True,
-}
 
 
 def test_every_spec_field_is_a_verdict_field_or_a_schedule_field() -> None:
