@@ -51,6 +51,11 @@ def row(status: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
+def before_any_verdict(reconciling: str) -> tuple[str, ...]:
+    """The row of a Slot no probe has judged (nor failed to judge) yet: only Reconciling differs."""
+    return ("Pending", "Unknown/AwaitingProbe", "False/AwaitingVerdict", reconciling, "Unknown/AwaitingProbe")
+
+
 def exit_verdict(code: int, *, detail: str | None = None, finished: datetime.datetime | None = T1) -> Verdict:
     phase = {0: Phase.READY, 64: Phase.IMAGE_BROKEN, 65: Phase.NEEDS_INIT, 66: Phase.NEEDS_REAUTH}[code]
     result = ProbeResult(status="x", agent="codex", detail=detail) if detail else None
@@ -106,13 +111,7 @@ def apply_merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str
 
 def test_queued_from_nothing_names_its_job_once() -> None:
     new = st.queued({}, generation=1, probe=probe(1), ahead=3, now=T0)
-    assert row(new) == (
-        "Pending",
-        "Unknown/AwaitingProbe",
-        "False/AwaitingVerdict",
-        "True/Queued",
-        "Unknown/AwaitingProbe",
-    )
+    assert row(new) == before_any_verdict("True/Queued")
     assert new["observedGeneration"] == 1
     assert new["currentProbe"]["jobName"] == "codex-1-probe-0000000001"
     assert cond(new, "Reconciling")["message"] == (
@@ -126,13 +125,7 @@ def test_queued_from_nothing_names_its_job_once() -> None:
 def test_probing_from_nothing() -> None:
     ref = probe(1, request="tok")
     new = st.probing({}, generation=1, probe=ref, now=T0)
-    assert row(new) == (
-        "Pending",
-        "Unknown/AwaitingProbe",
-        "False/AwaitingVerdict",
-        "True/Probing",
-        "Unknown/AwaitingProbe",
-    )
+    assert row(new) == before_any_verdict("True/Probing")
     assert new["currentProbe"] == {
         "jobName": "codex-1-probe-0000000001",
         "image": "img:1",
@@ -418,13 +411,7 @@ def test_idle_clears_current_probe_and_says_when_next() -> None:
 
 def test_idle_suspended_before_any_verdict_is_in_progress() -> None:
     new = st.idle({}, generation=2, suspended=True, now=T0)
-    assert row(new) == (
-        "Pending",
-        "Unknown/AwaitingProbe",
-        "False/AwaitingVerdict",
-        "True/Suspended",
-        "Unknown/AwaitingProbe",
-    )
+    assert row(new) == before_any_verdict("True/Suspended")
     assert new["observedGeneration"] == 2
 
 
