@@ -17,8 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
+from slot_operator.logic import names
 from slot_operator.logic import status as st
-from slot_operator.logic.outcome import NoVerdict, Verdict
+from slot_operator.logic.outcome import NoVerdict, Verdict, classify
 from slot_operator.logic.phases import Phase
 from slot_operator.logic.spec import parse_spec, verdict_fingerprint
 from slot_operator.logic.verdict import FailureReason
@@ -59,6 +60,15 @@ def _exit(code: int, message: str) -> Verdict:
     phase = {0: Phase.READY, 65: Phase.NEEDS_INIT, 66: Phase.NEEDS_REAUTH}[code]
     reason = "SmokeTestPassed" if code == 0 else phase.value
     return Verdict(phase=phase, exit_code=code, reason=reason, message=message, result=None, finished=None)
+
+
+def _pull_failed(message: str) -> Verdict:
+    """What the operator makes of a probe pod whose image the kubelet cannot pull (ErrImagePull: `message`)."""
+    waiting = {"waiting": {"reason": "ErrImagePull", "message": message}}
+    pod = {"status": {"containerStatuses": [{"name": names.PROBE_CONTAINER, "state": waiting}]}}
+    outcome = classify({}, [pod], now=T0)
+    assert isinstance(outcome, Verdict), outcome
+    return outcome
 
 
 def _verdict(status: Status, generation: int, image: str, outcome: Verdict, minutes: int = 1) -> Status:
@@ -137,24 +147,7 @@ STATES: dict[str, Callable[[], tuple[int, str, bool, Status]]] = {
         _verdict({}, 1, OLD_IMAGE, _exit(65, "credentials missing: initialise the slot")),
     ),
     "needs-reauth": lambda: (1, OLD_IMAGE, False, _needs_reauth()),
-    "image-broken": lambda: (
-        1,
-        OLD_IMAGE,
-        False,
-        _verdict(
-            {},
-            1,
-            OLD_IMAGE,
-            Verdict(
-                phase=Phase.IMAGE_BROKEN,
-                exit_code=None,
-                reason="ImageNotFound",
-                message="ErrImagePull: manifest unknown",
-                result=None,
-                finished=None,
-            ),
-        ),
-    ),
+    "image-broken": lambda: (1, OLD_IMAGE, False, _verdict({}, 1, OLD_IMAGE, _pull_failed("manifest unknown"))),
     "spec-not-yet-observed": lambda: (2, NEW_IMAGE, False, _ready()),
     "ready-then-new-image-queued": lambda: (2, NEW_IMAGE, False, _new_image_queued(_ready(), ahead=2)),
     "ready-then-new-image-crashed": lambda: (2, NEW_IMAGE, False, _crash(_ready(), 2, NEW_IMAGE, 11)),
