@@ -74,25 +74,36 @@ async def test_a_probe_records_the_fingerprint_of_the_spec_it_probes(h: Harness)
     assert h.status("t")["lastProbe"]["specHash"] == fingerprint(h, "t")
 
 
-async def test_a_full_cap_queues_once_and_a_freed_place_starts_the_next(h: Harness) -> None:
-    h = Harness(Config(namespaces=(NS,), max_concurrent_probes=1))
-    try:
-        first = await probing(h, "a")
-        h.put_claim("b-home")
-        h.put_slot("b")
-        await h.reconcile("b")
-        assert reason(h, "Reconciling", "b") == ("True", "Queued")
-        assert h.writer.writes("create-job")[-1].what.endswith(first)
-        writes = len(h.writer.calls)
-        await h.reconcile("b")
-        assert len(h.writer.calls) == writes  # written once, when it joined the queue
-        h.pod(first, probe=exited(0), audit=AUDIT_OK)
-        await h.reconcile("a")
-        assert h.woken == [(NS, "b")]  # the place went straight to the waiter
-        await h.reconcile("b")
-        assert any(n.startswith("b-probe-") for n in h.job_names())
-    finally:
-        await h.close()
+@pytest.fixture
+async def one_place() -> AsyncIterator[Harness]:
+    """A harness whose cap is one probe at a time."""
+    harness = Harness(Config(namespaces=(NS,), max_concurrent_probes=1))
+    yield harness
+    await harness.close()
+
+
+async def b_in_line_behind_a(h: Harness) -> str:
+    """Slot a probing in the only place, then Slot b reconciled: in line behind it. Returns a's Job."""
+    first = await probing(h, "a")
+    h.put_claim("b-home")
+    h.put_slot("b")
+    await h.reconcile("b")
+    return first
+
+
+async def test_a_full_cap_queues_once_and_a_freed_place_starts_the_next(one_place: Harness) -> None:
+    h = one_place
+    first = await b_in_line_behind_a(h)
+    assert reason(h, "Reconciling", "b") == ("True", "Queued")
+    assert h.writer.writes("create-job")[-1].what.endswith(first)
+    writes = len(h.writer.calls)
+    await h.reconcile("b")
+    assert len(h.writer.calls) == writes  # written once, when it joined the queue
+    h.pod(first, probe=exited(0), audit=AUDIT_OK)
+    await h.reconcile("a")
+    assert h.woken == [(NS, "b")]  # the place went straight to the waiter
+    await h.reconcile("b")
+    assert any(n.startswith("b-probe-") for n in h.job_names())
 
 
 async def test_a_missing_claim_waits_and_its_appearance_probes(h: Harness) -> None:
@@ -115,13 +126,9 @@ async def test_a_read_write_once_pod_claim_in_use_is_not_probed(h: Harness) -> N
 
 
 async def test_a_requested_probe_echoes_its_token(h: Harness) -> None:
-    job = await probing(h)
-    h.pod(job, probe=exited(0), audit=AUDIT_OK)
-    await h.reconcile("s")
-    h.put_slot("s", annotations={names.PROBE_REQUEST_ANNOTATION: "t-42"})
-    await h.reconcile("s")
+    await ready(h)
+    new = await requested(h, "t-42")
     assert h.status("s")["currentProbe"]["trigger"] == "manual"
-    (new,) = [n for n in h.job_names() if n != job]
     h.pod(new, probe=exited(0), audit=AUDIT_OK)
     await h.reconcile("s")
     assert h.status("s")["lastHandledProbeRequest"] == "t-42"
@@ -181,12 +188,8 @@ async def test_a_crash_is_no_verdict_retried_with_backoff(h: Harness) -> None:
 
 
 async def test_a_registry_blip_never_flips_a_verdict(h: Harness) -> None:
-    job = await probing(h)
-    h.pod(job, probe=exited(0), audit=AUDIT_OK)
-    await h.reconcile("s")
-    h.put_slot("s", annotations={names.PROBE_REQUEST_ANNOTATION: "again"})
-    await h.reconcile("s")
-    (again,) = [n for n in h.job_names() if n != job]
+    await ready(h)
+    again = await requested(h, "again")
     h.pod(again, probe=waiting("ErrImagePull", "unexpected status code: 429 Too Many Requests"))
     await h.reconcile("s")
     assert h.status("s")["phase"] == "Ready"
@@ -264,6 +267,15 @@ async def ready(h: Harness, name: str = "s", **spec: Any) -> str:
     h.recorder.events.clear()
     h.writer.calls.clear()
     return job
+
+
+async def requested(h: Harness, token: str, name: str = "s") -> str:
+    """A person asks for a probe of the Slot with `token`, and it is reconciled. Returns the new probe's Job."""
+    before = set(h.job_names())
+    h.put_slot(name, annotations={names.PROBE_REQUEST_ANNOTATION: token})
+    await h.reconcile(name)
+    (new,) = [n for n in h.job_names() if n not in before]
+    return new
 
 
 def generations(h: Harness, name: str = "s") -> dict[str, int]:
@@ -393,27 +405,21 @@ async def test_a_probe_in_flight_runs_on_when_the_slot_is_suspended(h: Harness) 
     assert h.job_names() == [job]
 
 
-async def test_a_queued_probe_keeps_its_place_through_a_schedule_only_change(h: Harness) -> None:
-    h = Harness(Config(namespaces=(NS,), max_concurrent_probes=1))
-    try:
-        first = await probing(h, "a")
-        h.put_claim("b-home")
-        h.put_slot("b")
-        await h.reconcile("b")
-        queued = h.status("b")["currentProbe"]["jobName"]
-        h.put_slot("b", generation=2, timeout="5m")
-        await h.reconcile("b")
-        assert h.status("b")["currentProbe"]["jobName"] == queued  # the same probe, still in line
-        assert (h.status("b")["observedGeneration"], reason(h, "Reconciling", "b")) == (2, ("True", "Queued"))
-        h.pod(first, probe=exited(0), audit=AUDIT_OK)
-        await h.reconcile("a")
-        await h.reconcile("b")
-        assert h.job_names() == sorted([first, queued])
-        h.pod(queued, probe=exited(0), audit=AUDIT_OK)
-        await h.reconcile("b")
-        assert h.condition("b", "Ready")["observedGeneration"] == 2
-    finally:
-        await h.close()
+async def test_a_queued_probe_keeps_its_place_through_a_schedule_only_change(one_place: Harness) -> None:
+    h = one_place
+    first = await b_in_line_behind_a(h)
+    queued = h.status("b")["currentProbe"]["jobName"]
+    h.put_slot("b", generation=2, timeout="5m")
+    await h.reconcile("b")
+    assert h.status("b")["currentProbe"]["jobName"] == queued  # the same probe, still in line
+    assert (h.status("b")["observedGeneration"], reason(h, "Reconciling", "b")) == (2, ("True", "Queued"))
+    h.pod(first, probe=exited(0), audit=AUDIT_OK)
+    await h.reconcile("a")
+    await h.reconcile("b")
+    assert h.job_names() == sorted([first, queued])
+    h.pod(queued, probe=exited(0), audit=AUDIT_OK)
+    await h.reconcile("b")
+    assert h.condition("b", "Ready")["observedGeneration"] == 2
 
 
 async def test_a_spec_changed_back_before_the_new_one_was_judged_keeps_its_verdict(h: Harness) -> None:
@@ -602,6 +608,14 @@ async def migration_verdict(h: Harness) -> tuple[str, str]:
     return reason(h, "OwnershipMigrated")
 
 
+async def ended_without_a_job(h: Harness) -> str:
+    """Reconcile: OwnershipMigrated False, and no migration Job (none made, or none left); its reason."""
+    status, why = await migration_verdict(h)
+    assert status == "False"
+    assert not migration_jobs(h)
+    return why
+
+
 def last_deleted_job(h: Harness) -> str:
     """The name of the Job the operator deleted last (in the Slot's namespace)."""
     namespace, name = h.writer.writes("delete-job")[-1].what.split("/")
@@ -652,9 +666,8 @@ async def test_a_migration_is_refused_saying_why(migrating: Harness, setup: str,
             labels = {names.LABEL_MANAGED_BY: names.MANAGED_BY} if setup.endswith("labels") else None
             h.put_worker("worker", "s-home", labels=labels)
         request(h, "1733400000" if setup == "another-token" else approval)
-        assert await migration_verdict(h) == ("False", expected)
+        assert await ended_without_a_job(h) == expected
         assert h.status("s")["lastOwnershipMigration"]["result"] == "Refused"
-        assert not migration_jobs(h)
         assert h.recorder.events[-1][1] == "OwnershipMigrationRefused"
     finally:
         if h is not migrating:
@@ -673,8 +686,7 @@ async def test_withdrawing_the_request_cancels_the_migration(migrating: Harness)
 async def test_a_deleted_migration_job_is_cancelled_never_recreated(migrating: Harness) -> None:
     h = migrating
     h.job_gone(await migration_started(h))
-    assert await migration_verdict(h) == ("False", "MigrationCancelled")
-    assert not migration_jobs(h)
+    assert await ended_without_a_job(h) == "MigrationCancelled"
 
 
 async def test_an_intent_without_its_job_is_created_only_after_every_check(migrating: Harness) -> None:
@@ -687,8 +699,7 @@ async def test_an_intent_without_its_job_is_created_only_after_every_check(migra
     h.slots["s"]["status"]["currentOwnershipMigration"] = current
     h.put_worker("worker", "s-home")  # meanwhile a worker took the claim
     h.put_slot("s", annotations=h.slots["s"]["metadata"]["annotations"])
-    assert await migration_verdict(h) == ("False", "ClaimInUse")
-    assert not migration_jobs(h)
+    assert await ended_without_a_job(h) == "ClaimInUse"
 
 
 async def test_a_migration_pod_refused_by_pod_security_is_reported(migrating: Harness) -> None:
