@@ -185,23 +185,17 @@ class Harness:
             background=is_check_probe,
         )
         self.metrics = metrics_module.Metrics()
-        self.reconciler = SlotReconciler(
-            Collaborators(
-                cache=self.cache,
-                writer=self.writer,
-                recorder=self.recorder,
-                capacity=self.capacity,
-                metrics=self.metrics,
-                config=self.config,
-                clock=lambda: self.now,
-                wake=self.woken.append,
-            )
-        )
-
-        self.checker = CheckReconciler(
-            CheckCollaborators(cache=self.cache, writer=self.writer, capacity=self.capacity, config=self.config,
-                               clock=lambda: self.now, wake=self.woken.append)
-        )  # fmt: skip
+        # What the Slot and the SlotImageCheck reconcilers share, as in the operator: one cache, one cap, one clock.
+        shared: dict[str, Any] = {
+            "cache": self.cache,
+            "writer": self.writer,
+            "capacity": self.capacity,
+            "config": self.config,
+            "clock": lambda: self.now,
+            "wake": self.woken.append,
+        }
+        self.reconciler = SlotReconciler(Collaborators(**shared, recorder=self.recorder, metrics=self.metrics))
+        self.checker = CheckReconciler(CheckCollaborators(**shared))
 
     async def close(self) -> None:
         await self.api.close()
