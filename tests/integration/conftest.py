@@ -8,6 +8,8 @@ a real directory the test fills with files before the probe runs.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import pathlib
 import re
@@ -15,6 +17,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -25,15 +28,20 @@ if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
 from devcluster import cluster, isolation  # noqa: E402
+from tests.integration import ownership, slots  # noqa: E402
+from tests.integration.factories import (  # noqa: E402
+    ClaimFactory,
+    OperatorFactory,
+    Tenant,
+    ValidSlotFactory,
+    WorkerFactory,
+)
 from tests.integration.kubewait import NotYet, read_or_none, wait_for  # noqa: E402
 from tests.integration.operator_process import OperatorProcess  # noqa: E402
-from tests.integration.slots import OPERATOR_IMAGE  # noqa: E402
 from tools import image as image_tool  # noqa: E402
 
 SLOT_UID = 10001  # the agent images' uid/gid (docs/design.md section 1)
 SLOT_GID = 10001
-
-ClaimFactory = Callable[..., pathlib.Path]  # claim(name, *, access_modes=...) -> its directory
 
 
 def cluster_root() -> pathlib.Path:
@@ -126,6 +134,20 @@ def claim(kube_cluster: cluster.Cluster, api_client: client.ApiClient, namespace
     `prepare(directory)` runs before the PVC exists: use it when a pod already waits
     for the claim, which starts the moment the claim is Bound (before `claim()` returns).
     """
+    with _claims(kube_cluster, api_client, namespace) as make:
+        yield make
+
+
+@pytest.fixture
+def other_tenant(kube_cluster: cluster.Cluster, api_client: client.ApiClient, other_namespace: str) -> Iterator[Tenant]:
+    """Another tenant: `other_namespace`, and a `claim` factory for it like this test's own."""
+    with _claims(kube_cluster, api_client, other_namespace) as make:
+        yield Tenant(other_namespace, make)
+
+
+@contextlib.contextmanager
+def _claims(kube_cluster: cluster.Cluster, api_client: client.ApiClient, namespace: str) -> Iterator[ClaimFactory]:
+    """The `claim` factory of `namespace`; its directories are removed after."""
     core = client.CoreV1Api(api_client)
     made: list[pathlib.Path] = []
 
@@ -168,7 +190,7 @@ def claim(kube_cluster: cluster.Cluster, api_client: client.ApiClient, namespace
 @pytest.fixture
 def operator(
     request: pytest.FixtureRequest, kube_cluster: cluster.Cluster, api_client: client.ApiClient, namespace: str
-) -> Iterator[Callable[..., OperatorProcess]]:
+) -> Iterator[OperatorFactory]:
     """Factory: `operator(*flags, namespaces=...)` starts the real operator watching this test's namespace (or
     those named); stopped after.
 
@@ -188,7 +210,7 @@ def operator(
             kubeconfig=kube_cluster.kubeconfig,
             namespaces=list(namespaces or [namespace]),
             log_path=logs / f"{namespace}-{len(started)}.log",
-            args=["--retry-base=2s", "--retry-max=30s", f"--audit-image={OPERATOR_IMAGE}", *flags],
+            args=["--retry-base=2s", "--retry-max=30s", f"--audit-image={slots.OPERATOR_IMAGE}", *flags],
         )
         started.append(process)
         return process.start()
@@ -200,6 +222,22 @@ def operator(
     if failed:
         for process in started:
             sys.stderr.write(f"\n--- operator log {process.log_path} ---\n{process.log()[-6000:]}\n")
+
+
+@pytest.fixture
+def valid_slot(
+    api_client: client.ApiClient, namespace: str, claim: ClaimFactory, operator: OperatorFactory
+) -> ValidSlotFactory:
+    """Factory: `valid_slot(*flags, **spec)` -> the operator, started with `flags`; then Slot `s` (with `spec`) is
+    created on claim `home`, whose codex credentials the fake agent accepts."""
+
+    def make(*flags: str, **spec: Any) -> OperatorProcess:
+        slots.valid_home(claim)
+        process = operator(*flags)
+        slots.create_slot(api_client, namespace, "s", claim="home", **spec)
+        return process
+
+    return make
 
 
 _FAILED = pytest.StashKey[bool]()
@@ -214,7 +252,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture
-def worker_pod(api_client: client.ApiClient, namespace: str) -> Callable[..., object]:
+def worker_pod(api_client: client.ApiClient, namespace: str) -> WorkerFactory:
     """Factory: `worker_pod(name, claim=..., node=..., labels=...)` runs a pod holding the claim on that node, like a
     live agent (with `labels`, wearing whatever labels a tenant gives it)."""
     core = client.CoreV1Api(api_client)
@@ -257,3 +295,12 @@ def worker_pod(api_client: client.ApiClient, namespace: str) -> Callable[..., ob
         return wait_for(running, timeout=30, message=f"worker pod {name} Running on {node}")
 
     return start
+
+
+@pytest.fixture
+def uid_1000_slot(
+    api_client: client.ApiClient, namespace: str, claim: ClaimFactory, operator: OperatorFactory
+) -> ownership.OldSlotFactory:
+    """Factory: `uid_1000_slot(*flags, level="baseline")` -> (home, its manifest before, the Slot): a Slot `s` on a
+    home the uid-1000 image wrote, diagnosed by the operator started with `flags` (ownership.uid_1000_slot)."""
+    return functools.partial(ownership.uid_1000_slot, api_client, namespace, claim, operator)

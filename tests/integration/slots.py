@@ -10,6 +10,7 @@ from typing import Any
 
 from kubernetes import client
 
+from tests.integration.factories import ClaimFactory
 from tests.integration.kubewait import wait_for
 from tools import image as image_tool
 
@@ -181,6 +182,19 @@ def write_file(
     os.chown(path, uid, gid)
     path.chmod(mode)
     return path
+
+
+def valid_home(claim: ClaimFactory, name: str = "home", **kwargs: Any) -> pathlib.Path:
+    """`claim(name, **kwargs)`, its home holding codex credentials the fake agent accepts: a probe says Ready."""
+    home = claim(name, **kwargs)
+    write_file(home, ".codex/auth.json", VALID_CODEX)
+    return home
+
+
+def valid_homes(claim: ClaimFactory, count: int) -> None:
+    """Claims `home-0` to `home-{count - 1}`, each a valid_home."""
+    for index in range(count):
+        valid_home(claim, f"home-{index}")
 
 
 def wait_event(api: client.ApiClient, namespace: str, name: str, *, reason: str, kind: str) -> None:

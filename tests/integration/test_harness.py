@@ -26,6 +26,7 @@ from kubernetes import client, watch
 
 from devcluster import cluster
 from tests.claimdirs import snapshot
+from tests.integration.factories import ClaimFactory
 from tests.integration.kubewait import NotYet, read_or_none, wait_for
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,6 @@ pytestmark = pytest.mark.integration
 AGENT_IMAGE = "local/agent-shell:{agent}"
 SLOT_UID = 10001  # the agent images' uid/gid (docs/design.md section 1)
 SLOT_GID = 10001
-ClaimFactory = Callable[..., pathlib.Path]  # the `claim` fixture (conftest.py)
 OLD_UID = 1000  # the uid that wrote pre-migration slot PVCs (docs/design.md section 1)
 
 
