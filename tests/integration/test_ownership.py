@@ -14,35 +14,31 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
 
 from devcluster import cluster
 from tests.integration import slots
+from tests.integration.factories import ClaimFactory, OperatorFactory, WorkerFactory
 from tests.integration.kubewait import wait_for
-from tests.integration.slots import VALID_CODEX, condition, create_slot, patch_slot, wait_slot, wait_verdict, write_file
+from tests.integration.ownership import (
+    OLD,
+    OldSlotFactory,
+    answered,
+    approve,
+    diagnosed,
+    manifest,
+    migration_jobs,
+    old_image_home,
+    pod_security,
+    refusal,
+    request_migration,
+)
+from tests.integration.slots import condition, create_slot, wait_slot, wait_verdict, write_file
 
 pytestmark = pytest.mark.integration
-
-OLD = (1000, 1000)
-REQUEST = "woved.dev/ownership-migration-requested-at"
-DRY_RUN = "woved.dev/ownership-migration-dry-run"
-Manifest = dict[str, tuple[int, int, int, int, int, str]]
-
-
-def manifest(root: pathlib.Path) -> Manifest:
-    """Every entry under `root` (itself included), from lstat alone: mode, owner, size, mtime, symlink target."""
-    result: Manifest = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [".", *dirnames, *filenames]:
-            path = pathlib.Path(dirpath) / name
-            st = path.lstat()
-            target = os.readlink(path) if path.is_symlink() else ""
-            result[str(path.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, target)
-    return result
 
 
 @pytest.fixture
@@ -56,100 +52,11 @@ def outside() -> Iterator[pathlib.Path]:
     shutil.rmtree(directory)
 
 
-def old_image_home(home: pathlib.Path, *, link_to: pathlib.Path | None = None) -> None:
-    """A home the uid-1000 image wrote: the root, ~/.codex (0700) and auth.json (0600) all 1000:1000."""
-    write_file(home, ".codex/auth.json", VALID_CODEX, uid=1000, gid=1000)
-    write_file(home, ".cache/history", "x", uid=1000, gid=1000)
-    os.chown(home, *OLD)
-    home.chmod(0o755)  # others may enter the home (0750 would hide even ~/.codex's owner from uid 10001)
-    # Someone else's files: never touched by a migration.
-    write_file(home, "shared/root-owned", "r", uid=0, gid=0, mode=0o644)
-    write_file(home, "shared/other-user", "o", uid=2000, gid=2000, mode=0o644)
-    if link_to is not None:
-        (home / ".codex" / "link-out").symlink_to(link_to)
-        os.lchown(home / ".codex" / "link-out", *OLD)
-
-
-def diagnosed(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    return wait_slot(
-        api,
-        namespace,
-        name,
-        lambda s: (
-            (s.get("status") or {}).get("phase") == "NeedsInit"
-            and condition(s, "OwnershipMatches").get("reason") == "OwnedByOtherUser"
-        ),
-        message="NeedsInit, diagnosed as OwnedByOtherUser",
-    )
-
-
-def request_migration(api: client.ApiClient, namespace: str, name: str, token: str, *, dry_run: bool = False) -> None:
-    annotations = {REQUEST: token, DRY_RUN: "true" if dry_run else None}
-    patch_slot(api, namespace, name, {"metadata": {"annotations": annotations}})
-
-
-def approve(api: client.ApiClient, namespace: str, name: str, *, dry_run: bool = False) -> str:
-    """Approve what the audit on record found, as a person would: with the token status offers for it."""
-    token = str(slots.get_slot(api, namespace, name)["status"]["ownership"]["approval"])
-    request_migration(api, namespace, name, token, dry_run=dry_run)
-    return token
-
-
-def answered(api: client.ApiClient, namespace: str, name: str, token: str) -> dict[str, Any]:
-    return wait_slot(
-        api,
-        namespace,
-        name,
-        lambda s: (s.get("status") or {}).get("lastHandledOwnershipMigrationRequest") == token,
-        timeout=120,
-        message=f"migration request {token} answered",
-    )
-
-
-def pod_security(core: client.CoreV1Api, namespace: str, level: str) -> None:
-    core.patch_namespace(namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": level}}})
-
-
-def migration_jobs(api: client.ApiClient, namespace: str) -> list[Any]:
-    return list(
-        client.BatchV1Api(api)
-        .list_namespaced_job(namespace, label_selector="app.kubernetes.io/component=ownership-migration")
-        .items
-    )
-
-
-def uid_1000_slot(
-    api: client.ApiClient,
-    core: client.CoreV1Api,
-    namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
-    *flags: str,
-    level: str = "baseline",
-) -> tuple[pathlib.Path, Manifest, dict[str, Any]]:
-    """A Slot on a home the uid-1000 image wrote, diagnosed: (its home, the home's manifest before, the Slot)."""
-    home = claim("home")
-    old_image_home(home)
-    pod_security(core, namespace, level)  # the migration pod runs as root with CAP_CHOWN: baseline admits it
-    before = manifest(home)
-    operator(*flags)
-    create_slot(api, namespace, "s", claim="home")
-    return home, before, diagnosed(api, namespace, "s")
-
-
-def refusal(slot: dict[str, Any], reason: str) -> str:
-    """OwnershipMigrated's message, once it says the request was refused for `reason`."""
-    refused = condition(slot, "OwnershipMigrated")
-    assert (refused["status"], refused["reason"]) == ("False", reason)
-    assert slot["status"]["lastOwnershipMigration"]["result"] == "Refused"
-    return str(refused["message"])
-
-
 def test_uid_1000_slot_is_diagnosed_as_owned_by_another_user(
     api_client: client.ApiClient,
     namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    claim: ClaimFactory,
+    operator: OperatorFactory,
     kube_cluster: cluster.Cluster,
 ) -> None:
     home = claim("home")
@@ -193,7 +100,7 @@ def test_uid_1000_slot_is_diagnosed_as_owned_by_another_user(
 
 
 def test_never_initialised_slot_is_not_blamed_on_ownership(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, claim: ClaimFactory, operator: OperatorFactory
 ) -> None:
     claim("home")  # empty, owned by 10001:10001
     operator()
@@ -214,8 +121,8 @@ def test_migration_makes_the_slot_ready_and_touches_only_the_old_owners_entries(
     api_client: client.ApiClient,
     core: client.CoreV1Api,
     namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    claim: ClaimFactory,
+    operator: OperatorFactory,
     outside: pathlib.Path,
 ) -> None:
     home = claim("home")
@@ -273,13 +180,11 @@ def test_migration_makes_the_slot_ready_and_touches_only_the_old_owners_entries(
 def test_migration_is_refused_while_a_worker_holds_the_claim(
     labels: dict[str, str],
     api_client: client.ApiClient,
-    core: client.CoreV1Api,
     namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
-    worker_pod: Callable[..., object],
+    uid_1000_slot: OldSlotFactory,
+    worker_pod: WorkerFactory,
 ) -> None:
-    home, _, _ = uid_1000_slot(api_client, core, namespace, claim, operator, "--allow-ownership-migration")
+    home, _, _ = uid_1000_slot("--allow-ownership-migration")
     worker_pod("worker", claim="home", node="sim-node-a", labels=labels)
     before = manifest(home)
 
@@ -293,15 +198,9 @@ def test_migration_is_refused_while_a_worker_holds_the_claim(
 
 
 def test_migration_is_refused_in_a_restricted_namespace_quoting_admission(
-    api_client: client.ApiClient,
-    core: client.CoreV1Api,
-    namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    api_client: client.ApiClient, namespace: str, uid_1000_slot: OldSlotFactory
 ) -> None:
-    home, before, _ = uid_1000_slot(
-        api_client, core, namespace, claim, operator, "--allow-ownership-migration", level="restricted"
-    )
+    home, before, _ = uid_1000_slot("--allow-ownership-migration", level="restricted")
 
     token = approve(api_client, namespace, "s")
 
@@ -314,13 +213,9 @@ def test_migration_is_refused_in_a_restricted_namespace_quoting_admission(
 
 
 def test_a_request_while_the_feature_is_off_changes_nothing(
-    api_client: client.ApiClient,
-    core: client.CoreV1Api,
-    namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    api_client: client.ApiClient, namespace: str, uid_1000_slot: OldSlotFactory
 ) -> None:
-    home, before, _ = uid_1000_slot(api_client, core, namespace, claim, operator)
+    home, before, _ = uid_1000_slot()
 
     request_migration(api_client, namespace, "s", "t-off")
 
@@ -332,13 +227,9 @@ def test_a_request_while_the_feature_is_off_changes_nothing(
 
 
 def test_dry_run_reports_and_changes_nothing(
-    api_client: client.ApiClient,
-    core: client.CoreV1Api,
-    namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    api_client: client.ApiClient, namespace: str, uid_1000_slot: OldSlotFactory
 ) -> None:
-    home, before, probed = uid_1000_slot(api_client, core, namespace, claim, operator, "--allow-ownership-migration")
+    home, before, probed = uid_1000_slot("--allow-ownership-migration")
 
     token = approve(api_client, namespace, "s", dry_run=True)
 
@@ -356,7 +247,7 @@ def test_dry_run_reports_and_changes_nothing(
 
 
 def test_the_audit_never_reads_a_file(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, claim: ClaimFactory, operator: OperatorFactory
 ) -> None:
     """A FIFO (opening it would block) and a mode-0 file (opening it would fail) under ~/.claude."""
     home = claim("home")

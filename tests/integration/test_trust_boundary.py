@@ -13,7 +13,6 @@ import json
 import os
 import pathlib
 import secrets
-import shutil
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,22 +20,19 @@ import pytest
 from kubernetes import client
 
 from devcluster import cluster
-from tests.integration import slots
+from tests.integration import ownership, slots
+from tests.integration.factories import ClaimFactory, OperatorFactory, Tenant, ValidSlotFactory
 from tests.integration.kubewait import NotYet, wait_for
-from tests.integration.slots import condition, create_slot, patch_slot, wait_reason, wait_slot, wait_verdict, write_file
-from tests.integration.test_ownership import (
-    OLD,
+from tests.integration.slots import (
     VALID_CODEX,
-    answered,
-    approve,
-    diagnosed,
-    manifest,
-    migration_jobs,
-    old_image_home,
-    pod_security,
-    refusal,
-    request_migration,
-    uid_1000_slot,
+    condition,
+    create_slot,
+    patch_slot,
+    valid_home,
+    wait_reason,
+    wait_slot,
+    wait_verdict,
+    write_file,
 )
 
 pytestmark = pytest.mark.integration
@@ -73,39 +69,6 @@ def termination_messages(api: client.ApiClient, namespace: str) -> list[str]:
             if terminated is not None and terminated.message:
                 found.append(terminated.message)
     return found
-
-
-@pytest.fixture
-def other_claim(
-    kube_cluster: cluster.Cluster, api_client: client.ApiClient, other_namespace: str
-) -> Iterator[Callable[[str], pathlib.Path]]:
-    """Factory: a Bound claim in the other tenant's namespace whose volume holds valid codex credentials."""
-    made: list[pathlib.Path] = []
-
-    def make(name: str) -> pathlib.Path:
-        home = kube_cluster.volumes_dir / other_namespace / name
-        home.mkdir(parents=True)
-        made.append(home)
-        os.chown(home, 10001, 10001)
-        write_file(home, ".codex/auth.json", VALID_CODEX)
-        core = client.CoreV1Api(api_client)
-        core.create_namespaced_persistent_volume_claim(
-            other_namespace,
-            {
-                "metadata": {"name": name},
-                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Mi"}}},
-            },
-        )
-        wait_for(
-            lambda: core.read_namespaced_persistent_volume_claim(name, other_namespace).status.phase == "Bound",
-            timeout=30,
-            message=f"claim {other_namespace}/{name} Bound",
-        )
-        return home
-
-    yield make
-    for home in made:
-        shutil.rmtree(home, ignore_errors=True)
 
 
 # --- 1. a forged Job from another namespace -------------------------------------------------------------
@@ -149,11 +112,11 @@ def test_a_forged_job_in_another_namespace_is_never_adopted_and_deletes_no_bysta
     api_client: client.ApiClient,
     batch: client.BatchV1Api,
     namespace: str,
-    other_namespace: str,
-    claim: Callable[..., pathlib.Path],
-    other_claim: Callable[[str], pathlib.Path],
-    operator: Any,
+    claim: ClaimFactory,
+    operator: OperatorFactory,
+    other_tenant: Tenant,
 ) -> None:
+    other_namespace = other_tenant.namespace
     claim("home")  # empty: this Slot's own verdict is NeedsInit
     op = operator(namespaces=[namespace, other_namespace])
     slot = create_slot(api_client, namespace, "a", claim="home")
@@ -176,7 +139,7 @@ def test_a_forged_job_in_another_namespace_is_never_adopted_and_deletes_no_bysta
         other_namespace, forged_job("nightly-backup", slot, generation=0, suspend=True, claim=None)
     )
     # ...and one dressed as a probe of its current generation that says Ready (exit 0 on valid credentials).
-    other_claim("valid")
+    valid_home(other_tenant.claim, "valid")
     batch.create_namespaced_job(
         other_namespace, forged_job("a-probe-forged", slot, generation=1, suspend=False, claim="valid")
     )
@@ -230,8 +193,8 @@ def hostile_home(home: pathlib.Path, *, uid: int = 10001, gid: int = 10001) -> N
 def test_claim_content_under_the_operators_paths_never_runs_in_the_audit(
     api_client: client.ApiClient,
     namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    claim: ClaimFactory,
+    operator: OperatorFactory,
     operator_archive: pathlib.Path,
 ) -> None:
     hostile_home(claim("home"))
@@ -251,21 +214,21 @@ def test_claim_content_under_the_operators_paths_never_runs_in_the_root_migratio
     api_client: client.ApiClient,
     core: client.CoreV1Api,
     namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    claim: ClaimFactory,
+    operator: OperatorFactory,
     operator_archive: pathlib.Path,
 ) -> None:
     home = claim("home")
-    old_image_home(home)
+    ownership.old_image_home(home)
     hostile_home(home, uid=1000, gid=1000)
-    pod_security(core, namespace, "baseline")
+    ownership.pod_security(core, namespace, "baseline")
     operator("--allow-ownership-migration")
     create_slot(api_client, namespace, "s", claim="home", mountPath="/opt/venv/bin")
-    diagnosed(api_client, namespace, "s")
+    ownership.diagnosed(api_client, namespace, "s")
 
-    token = approve(api_client, namespace, "s")
+    token = ownership.approve(api_client, namespace, "s")
 
-    slot = answered(api_client, namespace, "s", token)
+    slot = ownership.answered(api_client, namespace, "s", token)
     last = slot["status"]["lastOwnershipMigration"]
     assert (last["result"], last["reason"], last["errors"]) == ("Succeeded", "Migrated", 0)
     assert last["changed"] >= 4  # the operator's own walk re-owned the old owner's entries, the claim's programs too
@@ -280,15 +243,15 @@ def test_a_root_owned_volume_is_never_re_owned(
     api_client: client.ApiClient,
     core: client.CoreV1Api,
     namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    claim: ClaimFactory,
+    operator: OperatorFactory,
 ) -> None:
     home = claim("home")
     write_file(home, ".codex/auth.json", VALID_CODEX, uid=0, gid=0)
     os.chown(home, 0, 0)
     home.chmod(0o755)
-    pod_security(core, namespace, "baseline")
-    before = manifest(home)
+    ownership.pod_security(core, namespace, "baseline")
+    before = ownership.manifest(home)
     operator("--allow-ownership-migration")
     create_slot(api_client, namespace, "s", claim="home")
     slot = wait_reason(api_client, namespace, "s", "OwnershipMatches", "OwnedByOtherUser")
@@ -296,12 +259,12 @@ def test_a_root_owned_volume_is_never_re_owned(
     assert "approval" not in slot["status"]["ownership"]  # nothing to approve
     assert "the ownership migration may not move 0:0" in slot["status"]["lastProbe"]["message"]
 
-    request_migration(api_client, namespace, "s", "yes-please")
+    ownership.request_migration(api_client, namespace, "s", "yes-please")
 
-    message = refusal(answered(api_client, namespace, "s", "yes-please"), "OwnerNotAllowed")
+    message = ownership.refusal(ownership.answered(api_client, namespace, "s", "yes-please"), "OwnerNotAllowed")
     assert "uid 0 or gid 0 are never re-owned" in message
-    assert not migration_jobs(api_client, namespace)
-    assert manifest(home) == before
+    assert not ownership.migration_jobs(api_client, namespace)
+    assert ownership.manifest(home) == before
 
 
 # --- 4. a claim in use behind the operator's labels: test_ownership.py, a-pod-wearing-the-operators-labels
@@ -311,30 +274,28 @@ def test_a_root_owned_volume_is_never_re_owned(
 
 
 def test_an_approval_is_never_replayed(
-    api_client: client.ApiClient,
-    core: client.CoreV1Api,
-    namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    api_client: client.ApiClient, namespace: str, uid_1000_slot: ownership.OldSlotFactory
 ) -> None:
-    home, _, _ = uid_1000_slot(api_client, core, namespace, claim, operator, "--allow-ownership-migration")
-    first = approve(api_client, namespace, "s")
+    home, _, _ = uid_1000_slot("--allow-ownership-migration")
+    first = ownership.approve(api_client, namespace, "s")
     wait_verdict(api_client, namespace, "s", "Ready", timeout=120)
 
     # The old image wrote the volume again (a worker left on the old tag): a new audit, a new decision needed.
     for path in [home, *home.rglob("*")]:
         if path.lstat().st_uid == 10001:
-            os.lchown(path, *OLD)
+            os.lchown(path, *ownership.OLD)
     request_probe(api_client, namespace, "s")
-    diagnosed(api_client, namespace, "s")
-    before = manifest(home)
+    ownership.diagnosed(api_client, namespace, "s")
+    before = ownership.manifest(home)
 
     # A GitOps revert A -> B -> A brings the first approval back: nobody decided anything.
-    request_migration(api_client, namespace, "s", "b-something-else")
-    refusal(answered(api_client, namespace, "s", "b-something-else"), "NotApproved")
-    request_migration(api_client, namespace, "s", first)
-    assert "does not approve the audit on record" in refusal(answered(api_client, namespace, "s", first), "NotApproved")
-    assert manifest(home) == before
+    ownership.request_migration(api_client, namespace, "s", "b-something-else")
+    ownership.refusal(ownership.answered(api_client, namespace, "s", "b-something-else"), "NotApproved")
+    ownership.request_migration(api_client, namespace, "s", first)
+    assert "does not approve the audit on record" in ownership.refusal(
+        ownership.answered(api_client, namespace, "s", first), "NotApproved"
+    )
+    assert ownership.manifest(home) == before
 
     # The Slot deleted and created again from Git, the approval still in its annotations.
     client.CustomObjectsApi(api_client).delete_namespaced_custom_object(
@@ -344,14 +305,14 @@ def test_an_approval_is_never_replayed(
     patch_slot(
         api_client, namespace, "s", {"metadata": {"annotations": {"woved.dev/ownership-migration-requested-at": first}}}
     )
-    slot = answered(api_client, namespace, "s", first)
+    slot = ownership.answered(api_client, namespace, "s", first)
     assert slot["metadata"]["uid"] == recreated["metadata"]["uid"]
     assert slot["status"]["lastOwnershipMigration"]["result"] == "Refused"
-    diagnosed(api_client, namespace, "s")
-    assert manifest(home) == before
+    ownership.diagnosed(api_client, namespace, "s")
+    assert ownership.manifest(home) == before
     assert not [
         job
-        for job in migration_jobs(api_client, namespace)
+        for job in ownership.migration_jobs(api_client, namespace)
         if job.metadata.owner_references[0].uid == recreated["metadata"]["uid"]
     ]
 
@@ -375,14 +336,11 @@ def registry(kube_cluster: cluster.Cluster) -> Iterator[Callable[[dict[str, str]
 def test_a_registry_blip_never_flips_a_ready_slot(
     api_client: client.ApiClient,
     namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    valid_slot: ValidSlotFactory,
     registry: Callable[[dict[str, str]], None],
 ) -> None:
-    write_file(claim("home"), ".codex/auth.json", VALID_CODEX)
     image = f"{slots.CODEX_IMAGE}@sha256:{secrets.token_hex(32)}"  # this test's own reference
-    operator()
-    create_slot(api_client, namespace, "s", claim="home", image=image)
+    valid_slot(image=image)
     wait_verdict(api_client, namespace, "s", "Ready")
 
     registry({image: "failed to copy: unexpected status code https://registry.local/v2/: 429 Too Many Requests"})
@@ -411,7 +369,7 @@ def test_a_registry_blip_never_flips_a_ready_slot(
 
 
 def test_a_token_in_the_probes_message_reaches_no_event_and_no_log(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, claim: ClaimFactory, operator: OperatorFactory
 ) -> None:
     token = "sk-ant-api03-" + secrets.token_urlsafe(24).replace("-", "x").replace("_", "y")
     home = claim("home")
@@ -436,23 +394,18 @@ def test_a_token_in_the_probes_message_reaches_no_event_and_no_log(
 
 
 def test_one_namespaces_sleeping_probes_leave_places_for_the_others(
-    api_client: client.ApiClient,
-    batch: client.BatchV1Api,
-    namespace: str,
-    other_namespace: str,
-    claim: Callable[..., pathlib.Path],
-    other_claim: Callable[[str], pathlib.Path],
-    operator: Any,
+    api_client: client.ApiClient, namespace: str, claim: ClaimFactory, operator: OperatorFactory, other_tenant: Tenant
 ) -> None:
+    other_namespace = other_tenant.namespace
     for name in ("s0", "s1", "s2"):
-        write_file(claim(name), ".codex/auth.json", VALID_CODEX)
+        valid_home(claim, name)
     operator("--max-concurrent-probes=2", namespaces=[namespace, other_namespace])
     sleepy = [{"name": "SMOKE_TEST_SLEEP", "value": "900"}]
     for name in ("s0", "s1", "s2"):
         create_slot(api_client, namespace, name, claim=name, env=sleepy, timeout="20m")
     wait_for(lambda: len(slots.probe_jobs(api_client, namespace)) >= 1, timeout=30, message="a sleeper probing")
 
-    other_claim("home")
+    valid_home(other_tenant.claim)
     create_slot(api_client, other_namespace, "b", claim="home")
 
     wait_verdict(api_client, other_namespace, "b", "Ready", timeout=60)  # not behind 15 minutes of sleep
@@ -470,11 +423,9 @@ def test_one_namespaces_sleeping_probes_leave_places_for_the_others(
 
 
 def test_an_audit_image_out_of_reach_never_holds_the_verdict_back(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, valid_slot: ValidSlotFactory
 ) -> None:
-    write_file(claim("home"), ".codex/auth.json", VALID_CODEX)
-    operator("--audit-image=local/no-such-operator-image:1")
-    create_slot(api_client, namespace, "s", claim="home")
+    valid_slot("--audit-image=local/no-such-operator-image:1")
 
     slot = wait_verdict(api_client, namespace, "s", "Ready")
     slot = wait_slot(
@@ -506,24 +457,24 @@ def test_a_migration_is_cancelled_by_withdrawing_the_request_or_deleting_its_job
     batch: client.BatchV1Api,
     core: client.CoreV1Api,
     namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    claim: ClaimFactory,
+    operator: OperatorFactory,
 ) -> None:
-    pod_security(core, namespace, "baseline")
+    ownership.pod_security(core, namespace, "baseline")
     homes = {}
     for name in ("s1", "s2"):
         homes[name] = claim(name)
-        old_image_home(homes[name])
+        ownership.old_image_home(homes[name])
     operator("--allow-ownership-migration")
     for name in ("s1", "s2"):
         create_slot(api_client, namespace, name, claim=name)
-        diagnosed(api_client, namespace, name)
+        ownership.diagnosed(api_client, namespace, name)
         # From now on no pod of this Slot can be scheduled: its migration stays in flight.
         patch_slot(api_client, namespace, name, {"spec": {"nodeSelector": {"nowhere": "true"}}})
-    before = {name: manifest(home) for name, home in homes.items()}
+    before = {name: ownership.manifest(home) for name, home in homes.items()}
 
     def in_flight(name: str) -> Any:
-        approve(api_client, namespace, name)
+        ownership.approve(api_client, namespace, name)
         slot = wait_slot(
             api_client,
             namespace,
@@ -547,7 +498,7 @@ def test_a_migration_is_cancelled_by_withdrawing_the_request_or_deleting_its_job
     assert "the request annotation was removed" in cancelled("s1")["status"]["lastOwnershipMigration"]["message"]
     wait_for(
         lambda: (
-            running["jobName"] not in {j.metadata.name for j in migration_jobs(api_client, namespace)}
+            running["jobName"] not in {j.metadata.name for j in ownership.migration_jobs(api_client, namespace)}
             or NotYet("there")
         ),
         timeout=30,
@@ -559,6 +510,6 @@ def test_a_migration_is_cancelled_by_withdrawing_the_request_or_deleting_its_job
     assert "was deleted" in cancelled("s2")["status"]["lastOwnershipMigration"]["message"]
     # A probe follows (the migration may have changed owners before it stopped); it cannot be scheduled either.
     wait_reason(api_client, namespace, "s2", "ProbeSucceeded", "Unschedulable")
-    assert not [j for j in migration_jobs(api_client, namespace) if j.metadata.name == running["jobName"]]
+    assert not [j for j in ownership.migration_jobs(api_client, namespace) if j.metadata.name == running["jobName"]]
     for name, home in homes.items():
-        assert manifest(home) == before[name]  # never scheduled: nothing changed
+        assert ownership.manifest(home) == before[name]  # never scheduled: nothing changed
