@@ -22,6 +22,7 @@ from kubernetes import client
 from devcluster import cluster, gitops
 from tests.gitops_states import EXPECTED
 from tests.integration import slots
+from tests.integration.factories import ClaimFactory, OperatorFactory
 from tests.integration.kubewait import wait_for
 from tests.integration.slots import (
     VALID_CODEX,
@@ -29,6 +30,7 @@ from tests.integration.slots import (
     create_slot,
     get_slot,
     patch_slot,
+    valid_home,
     wait_slot,
     wait_verdict,
     write_file,
@@ -84,12 +86,6 @@ def mutable_image(kube_cluster: cluster.Cluster) -> Iterator[MutableImage]:
     shutil.rmtree(image.root, ignore_errors=True)
 
 
-def _valid(claim: Callable[..., pathlib.Path], name: str) -> pathlib.Path:
-    home = claim(name)
-    write_file(home, ".codex/auth.json", VALID_CODEX)
-    return home
-
-
 def _reason(kind: str, reason: str) -> Callable[[dict[str, Any]], bool]:
     return lambda slot: condition(slot, kind).get("reason") == reason
 
@@ -105,17 +101,17 @@ def test_verdicts_failures_and_spec_faults(
     kube_cluster: cluster.Cluster,
     api_client: client.ApiClient,
     namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    claim: ClaimFactory,
+    operator: OperatorFactory,
 ) -> None:
     # A file in the image (the simulator has no chroot: image files are host paths): mounting the claim onto
     # it fails in the runtime, the way `/entrypoint.sh` would in a real image.
     image_file = str(kube_cluster.images_dir / ROOTFS / "bin" / "entrypoint")
-    _valid(claim, "valid")
+    valid_home(claim, "valid")
     claim("empty")
     write_file(claim("blank"), ".codex/auth.json", "")
     for name in ("crash", "suspended", "tolerations", "mount"):
-        _valid(claim, name)
+        valid_home(claim, name)
     operator("--retry-base=10m", "--retry-max=10m")  # a probe without verdict stays in its state
     create_slot(api_client, namespace, "ready", claim="valid")
     create_slot(api_client, namespace, "needs-init", claim="empty")
@@ -182,14 +178,14 @@ def test_queued_states_including_a_stalled_slot_with_its_fix_in_the_queue(
     kube_cluster: cluster.Cluster,
     api_client: client.ApiClient,
     namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    claim: ClaimFactory,
+    operator: OperatorFactory,
 ) -> None:
-    _valid(claim, "a")
+    valid_home(claim, "a")
     reauth_home = claim("c")
     write_file(reauth_home, ".codex/auth.json", "")
-    _valid(claim, "b")
-    _valid(claim, "d")
+    valid_home(claim, "b")
+    valid_home(claim, "d")
     operator("--max-concurrent-probes=1")
     create_slot(api_client, namespace, "a", claim="a")
     create_slot(api_client, namespace, "c", claim="c")
@@ -227,12 +223,12 @@ def test_queued_states_including_a_stalled_slot_with_its_fix_in_the_queue(
 def test_new_generation_after_a_ready_verdict_and_reprobes_of_a_judged_one(
     api_client: client.ApiClient,
     namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    claim: ClaimFactory,
+    operator: OperatorFactory,
     mutable_image: MutableImage,
 ) -> None:
     for name in ("crash", "suspend", "reprobe", "recrash", "unseen"):
-        _valid(claim, name)
+        valid_home(claim, name)
     good = mutable_image.tag("v1")
     crashing = mutable_image.tag("v2", SMOKE_TEST_CRASH="1")
     slow, flaky = mutable_image.tag("slow"), mutable_image.tag("flaky")
@@ -288,14 +284,14 @@ def test_a_change_that_cannot_change_the_verdict_keeps_it(
     kube_cluster: cluster.Cluster,
     api_client: client.ApiClient,
     namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    claim: ClaimFactory,
+    operator: OperatorFactory,
 ) -> None:
     """Suspending a Slot, or changing its interval or timeout, keeps its verdict for the new generation (Ready:
     Current and Healthy; NeedsReauth: Failed and Degraded), without a probe. Suspended together with a new image,
     the new generation has no verdict and gets no probe: InProgress (kstatus), Suspended (health.lua)."""
     for name in ("suspended", "rescheduled", "new-image"):
-        _valid(claim, name)
+        valid_home(claim, name)
     write_file(claim("reauth"), ".codex/auth.json", "")
     operator()
     for name in ("suspended", "rescheduled", "new-image", "reauth"):
@@ -337,11 +333,11 @@ def test_a_change_that_cannot_change_the_verdict_keeps_it(
 
 
 def test_a_probe_in_flight_answers_for_a_schedule_only_change(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, claim: ClaimFactory, operator: OperatorFactory
 ) -> None:
     """A probe running for generation 1 is not stopped when generation 2 changes only the interval; its verdict
     is generation 2's."""
-    _valid(claim, "s")
+    valid_home(claim, "s")
     operator()
     create_slot(api_client, namespace, "s", claim="s", env=[{"name": "SMOKE_TEST_SLEEP", "value": "15"}])
     wait_slot(api_client, namespace, "s", _reason("Reconciling", "Probing"))

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import pathlib
 import re
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
@@ -20,24 +19,11 @@ from kubernetes import client
 from devcluster import cluster
 from tests.integration import slots
 from tests.integration.apiproxy import ApiProxy
+from tests.integration.factories import ClaimFactory, OperatorFactory
 from tests.integration.kubewait import wait_for
 from tests.integration.operator_process import OperatorProcess
-from tests.integration.slots import (
-    VALID_CODEX,
-    create_slot,
-    get_slot,
-    patch_slot,
-    wait_reason,
-    wait_slot,
-    wait_verdict,
-    write_file,
-)
 
 pytestmark = pytest.mark.integration
-
-
-def _valid_home(claim: Callable[..., pathlib.Path], name: str) -> None:
-    write_file(claim(name), ".codex/auth.json", VALID_CODEX)
 
 
 def _metric(operator: OperatorProcess, name: str, **labels: str) -> float | None:
@@ -60,7 +46,7 @@ def proxy(kube_cluster: cluster.Cluster) -> Iterator[ApiProxy]:
 
 @pytest.fixture
 def proxied_operator(
-    kube_cluster: cluster.Cluster, namespace: str, proxy: ApiProxy, tmp_path: pathlib.Path, operator: Any
+    kube_cluster: cluster.Cluster, namespace: str, proxy: ApiProxy, tmp_path: pathlib.Path, operator: OperatorFactory
 ) -> Iterator[OperatorProcess]:
     """The real operator, talking to the API server through the fault-injecting proxy.
 
@@ -79,15 +65,15 @@ def proxied_operator(
 def test_watches_that_cannot_resume_relist_and_forget_what_was_deleted(
     api_client: client.ApiClient,
     namespace: str,
-    claim: Callable[..., pathlib.Path],
+    claim: ClaimFactory,
     proxy: ApiProxy,
     proxied_operator: OperatorProcess,
 ) -> None:
     for name in ("a", "b"):
-        _valid_home(claim, f"home-{name}")
-        create_slot(api_client, namespace, name, claim=f"home-{name}")
+        slots.valid_home(claim, f"home-{name}")
+        slots.create_slot(api_client, namespace, name, claim=f"home-{name}")
     for name in ("a", "b"):
-        wait_verdict(api_client, namespace, name, "Ready")
+        slots.wait_verdict(api_client, namespace, name, "Ready")
     wait_for(lambda: _metric(proxied_operator, "slot_operator_slot_ready", slot="a") == 1, timeout=30,
              message="slot a in the operator's metrics")  # fmt: skip
     lists_before = _metric(proxied_operator, "slot_operator_api_requests_total", verb="list", resource="slots")
@@ -97,10 +83,12 @@ def test_watches_that_cannot_resume_relist_and_forget_what_was_deleted(
     client.CustomObjectsApi(api_client).delete_namespaced_custom_object(
         slots.GROUP, slots.VERSION, namespace, slots.PLURAL, "a"
     )
-    patch_slot(api_client, namespace, "b", {"metadata": {"annotations": {"woved.dev/probe-requested-at": "after"}}})
+    slots.patch_slot(
+        api_client, namespace, "b", {"metadata": {"annotations": {"woved.dev/probe-requested-at": "after"}}}
+    )
     proxy.heal(expire=True)  # every watch now resumes from a version the server no longer has: 410
 
-    wait_slot(
+    slots.wait_slot(
         api_client,
         namespace,
         "b",
@@ -123,19 +111,19 @@ def test_watches_that_cannot_resume_relist_and_forget_what_was_deleted(
 def test_a_write_from_a_stale_cache_conflicts_and_the_slot_is_read_again(
     api_client: client.ApiClient,
     namespace: str,
-    claim: Callable[..., pathlib.Path],
+    claim: ClaimFactory,
     proxy: ApiProxy,
     proxied_operator: OperatorProcess,
 ) -> None:
-    _valid_home(claim, "home")
-    create_slot(api_client, namespace, "s", claim="home", env=[{"name": "SMOKE_TEST_SLEEP", "value": "4"}])
-    wait_reason(api_client, namespace, "s", "Reconciling", "Probing")
+    slots.valid_home(claim, "home")
+    slots.create_slot(api_client, namespace, "s", claim="home", env=[{"name": "SMOKE_TEST_SLEEP", "value": "4"}])
+    slots.wait_reason(api_client, namespace, "s", "Reconciling", "Probing")
     # The operator stops hearing about Slots; someone else changes this one meanwhile.
     proxy.freeze_watches("slots")
-    patch_slot(api_client, namespace, "s", {"metadata": {"labels": {"team": "agents"}}})
+    slots.patch_slot(api_client, namespace, "s", {"metadata": {"labels": {"team": "agents"}}})
 
     # The probe ends (pod events still flow): the verdict write carries the stale resourceVersion.
-    slot = wait_verdict(api_client, namespace, "s", "Ready")
+    slot = slots.wait_verdict(api_client, namespace, "s", "Ready")
     proxy.thaw()
 
     assert slot["metadata"]["labels"] == {"team": "agents"}
@@ -149,19 +137,14 @@ def test_a_write_from_a_stale_cache_conflicts_and_the_slot_is_read_again(
 
 
 def test_operator_killed_while_200_probes_run_loses_no_verdict_and_duplicates_no_job(
-    kube_cluster: cluster.Cluster,
-    api_client: client.ApiClient,
-    namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
+    api_client: client.ApiClient, namespace: str, claim: ClaimFactory, operator: OperatorFactory
 ) -> None:
     count = 200
-    for index in range(count):
-        _valid_home(claim, f"home-{index}")
+    slots.valid_homes(claim, count)
     first = operator("--max-concurrent-probes=200")
     for index in range(count):
-        create_slot(api_client, namespace, f"s-{index}", claim=f"home-{index}",
-                    env=[{"name": "SMOKE_TEST_SLEEP", "value": "8"}])  # fmt: skip
+        slots.create_slot(api_client, namespace, f"s-{index}", claim=f"home-{index}",
+                          env=[{"name": "SMOKE_TEST_SLEEP", "value": "8"}])  # fmt: skip
     wait_for(
         lambda: len(slots.probe_jobs(api_client, namespace)) >= count // 2,
         timeout=300,
@@ -182,5 +165,5 @@ def test_operator_killed_while_200_probes_run_loses_no_verdict_and_duplicates_no
     assert len(owners) == count, f"{len(owners)} probe Jobs for {count} Slots"
     assert len(set(owners)) == count
     for index in range(count):
-        slot = get_slot(api_client, namespace, f"s-{index}")
+        slot = slots.get_slot(api_client, namespace, f"s-{index}")
         assert slot["status"]["lastProbe"]["jobName"] in {job.metadata.name for job in jobs}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import pathlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -13,34 +12,27 @@ import pytest
 from kubernetes import client, watch
 
 from tests.integration import slots
+from tests.integration.factories import ClaimFactory, OperatorFactory, ValidSlotFactory, WorkerFactory
 from tests.integration.kubewait import wait_for
 from tests.integration.slots import (
-    VALID_CODEX,
     condition,
     create_slot,
     get_slot,
     patch_slot,
+    valid_home,
+    valid_homes,
     wait_reason,
     wait_slot,
     wait_verdict,
-    write_file,
 )
 
 pytestmark = pytest.mark.integration
 
 
-def _valid_home(claim: Callable[..., pathlib.Path], name: str = "home", **kwargs: Any) -> pathlib.Path:
-    home = claim(name, **kwargs)
-    write_file(home, ".codex/auth.json", VALID_CODEX)
-    return home
-
-
 def test_image_change_reprobes_and_ready_generation_follows(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, valid_slot: ValidSlotFactory
 ) -> None:
-    _valid_home(claim)
-    operator()
-    create_slot(api_client, namespace, "s", claim="home")
+    valid_slot()
     first = wait_verdict(api_client, namespace, "s", "Ready")
     assert condition(first, "Ready")["observedGeneration"] == 1
 
@@ -56,9 +48,9 @@ def test_image_change_reprobes_and_ready_generation_follows(
 
 
 def test_manual_request_reprobes_and_is_acknowledged(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, claim: ClaimFactory, operator: OperatorFactory
 ) -> None:
-    home = _valid_home(claim)
+    home = valid_home(claim)
     operator()
     create_slot(api_client, namespace, "s", claim="home")
     first = wait_verdict(api_client, namespace, "s", "Ready")
@@ -81,11 +73,9 @@ def test_manual_request_reprobes_and_is_acknowledged(
 
 
 def test_operator_restart_adopts_running_probe(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, operator: OperatorFactory, valid_slot: ValidSlotFactory
 ) -> None:
-    _valid_home(claim)
-    first = operator()
-    create_slot(api_client, namespace, "s", claim="home", env=[{"name": "SMOKE_TEST_SLEEP", "value": "6"}])
+    first = valid_slot(env=[{"name": "SMOKE_TEST_SLEEP", "value": "6"}])
     wait_reason(api_client, namespace, "s", "Reconciling", "Probing")
     wait_for(lambda: len(slots.probe_jobs(api_client, namespace)) == 1, timeout=30, message="one probe Job")
     running_job = slots.probe_jobs(api_client, namespace)[0].metadata.name
@@ -99,11 +89,9 @@ def test_operator_restart_adopts_running_probe(
 
 
 def test_interval_is_computed_from_status_across_restarts(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, operator: OperatorFactory, valid_slot: ValidSlotFactory
 ) -> None:
-    _valid_home(claim)
-    first = operator()
-    create_slot(api_client, namespace, "s", claim="home", interval="1h")
+    first = valid_slot(interval="1h")
     slot = wait_verdict(api_client, namespace, "s", "Ready")
     next_time = datetime.datetime.fromisoformat(slot["status"]["nextProbeTime"].replace("Z", "+00:00"))
     completed = datetime.datetime.fromisoformat(slot["status"]["lastProbe"]["completionTime"].replace("Z", "+00:00"))
@@ -132,11 +120,9 @@ def test_interval_is_computed_from_status_across_restarts(
 
 
 def test_deleting_slot_mid_probe_removes_its_job(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, valid_slot: ValidSlotFactory
 ) -> None:
-    _valid_home(claim)
-    operator()
-    create_slot(api_client, namespace, "s", claim="home", env=[{"name": "SMOKE_TEST_SLEEP", "value": "120"}])
+    valid_slot(env=[{"name": "SMOKE_TEST_SLEEP", "value": "120"}])
     wait_for(lambda: len(slots.probe_jobs(api_client, namespace)) == 1, timeout=30, message="probe Job")
 
     client.CustomObjectsApi(api_client).delete_namespaced_custom_object(
@@ -155,10 +141,9 @@ def test_deleting_slot_mid_probe_removes_its_job(
 
 
 def test_concurrency_cap_holds_and_every_slot_gets_a_verdict(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, claim: ClaimFactory, operator: OperatorFactory
 ) -> None:
-    for index in range(10):
-        _valid_home(claim, f"home-{index}")
+    valid_homes(claim, 10)
     active: dict[str, bool] = {}
     peak = 0
     stop = threading.Event()
@@ -194,10 +179,9 @@ def test_concurrency_cap_holds_and_every_slot_gets_a_verdict(
 
 
 def test_queued_slots_show_queued_reason(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, claim: ClaimFactory, operator: OperatorFactory
 ) -> None:
-    for index in range(3):
-        _valid_home(claim, f"home-{index}")
+    valid_homes(claim, 3)
     operator("--max-concurrent-probes=1")
     for index in range(3):
         create_slot(
@@ -220,17 +204,30 @@ def test_queued_slots_show_queued_reason(
         wait_verdict(api_client, namespace, f"s-{index}", "Ready", timeout=120)
 
 
-def test_rwo_claim_in_use_is_probed_on_the_same_node(
+@pytest.fixture
+def slot_on_a_claim_in_use(
     api_client: client.ApiClient,
     namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
-    worker_pod: Callable[..., Any],
+    claim: ClaimFactory,
+    operator: OperatorFactory,
+    worker_pod: WorkerFactory,
+) -> Callable[[str, str], None]:
+    """Factory: `slot_on_a_claim_in_use(access_mode, node)`: a valid claim `home` of that access mode, a worker on
+    `node` holding it, then the operator and a Slot `s` on the claim."""
+
+    def make(access_mode: str, node: str) -> None:
+        valid_home(claim, access_modes=(access_mode,))
+        worker_pod("worker", claim="home", node=node)
+        operator()
+        create_slot(api_client, namespace, "s", claim="home")
+
+    return make
+
+
+def test_rwo_claim_in_use_is_probed_on_the_same_node(
+    api_client: client.ApiClient, namespace: str, slot_on_a_claim_in_use: Callable[[str, str], None]
 ) -> None:
-    _valid_home(claim, access_modes=("ReadWriteOnce",))
-    worker_pod("worker", claim="home", node="sim-node-b")
-    operator()
-    create_slot(api_client, namespace, "s", claim="home")
+    slot_on_a_claim_in_use("ReadWriteOnce", "sim-node-b")
 
     wait_verdict(api_client, namespace, "s", "Ready")
     job = slots.probe_jobs(api_client, namespace)[0]
@@ -242,16 +239,9 @@ def test_rwo_claim_in_use_is_probed_on_the_same_node(
 
 
 def test_rwop_claim_in_use_is_not_probed(
-    api_client: client.ApiClient,
-    namespace: str,
-    claim: Callable[..., pathlib.Path],
-    operator: Any,
-    worker_pod: Callable[..., Any],
+    api_client: client.ApiClient, namespace: str, slot_on_a_claim_in_use: Callable[[str, str], None]
 ) -> None:
-    _valid_home(claim, access_modes=("ReadWriteOncePod",))
-    worker_pod("worker", claim="home", node="sim-node-a")
-    operator()
-    create_slot(api_client, namespace, "s", claim="home")
+    slot_on_a_claim_in_use("ReadWriteOncePod", "sim-node-a")
 
     slot = wait_reason(api_client, namespace, "s", "ProbeSucceeded", "ClaimInUse")
     assert "worker" in condition(slot, "ProbeSucceeded")["message"]
@@ -298,9 +288,9 @@ def test_negative_timeout_rejected(api_client: client.ApiClient, namespace: str)
 
 
 def test_metrics_report_phases(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, claim: ClaimFactory, operator: OperatorFactory
 ) -> None:
-    _valid_home(claim, "good")
+    valid_home(claim, "good")
     claim("empty")
     instance = operator()
     create_slot(api_client, namespace, "good", claim="good")
@@ -331,11 +321,9 @@ def test_metrics_report_phases(
 
 
 def test_no_kopf_bookkeeping_on_the_users_object(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, valid_slot: ValidSlotFactory
 ) -> None:
-    _valid_home(claim)
-    operator()
-    create_slot(api_client, namespace, "s", claim="home")
+    valid_slot()
     slot = wait_verdict(api_client, namespace, "s", "Ready")
 
     assert not slot["metadata"].get("finalizers")
@@ -343,11 +331,9 @@ def test_no_kopf_bookkeeping_on_the_users_object(
 
 
 def test_spec_change_mid_probe_supersedes_the_running_probe(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, valid_slot: ValidSlotFactory
 ) -> None:
-    _valid_home(claim)
-    operator()
-    create_slot(api_client, namespace, "s", claim="home", env=[{"name": "SMOKE_TEST_SLEEP", "value": "300"}])
+    valid_slot(env=[{"name": "SMOKE_TEST_SLEEP", "value": "300"}])
     wait_for(lambda: len(slots.probe_jobs(api_client, namespace)) == 1, timeout=30, message="first probe Job")
     stale = slots.probe_jobs(api_client, namespace)[0].metadata.name
 
@@ -365,14 +351,10 @@ def test_spec_change_mid_probe_supersedes_the_running_probe(
 
 
 def test_spec_the_schema_cannot_reject_is_reported_in_conditions(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, valid_slot: ValidSlotFactory
 ) -> None:
-    _valid_home(claim)
-    operator()
     # Kubernetes' Job validation refuses a toleration value with operator Exists; the Slot schema does not check it.
-    create_slot(
-        api_client, namespace, "s", claim="home", tolerations=[{"key": "k", "operator": "Exists", "value": "v"}]
-    )
+    valid_slot(tolerations=[{"key": "k", "operator": "Exists", "value": "v"}])
 
     slot = wait_reason(api_client, namespace, "s", "Stalled", "InvalidSpec")
     assert condition(slot, "Stalled")["status"] == "True"
@@ -387,10 +369,9 @@ def test_spec_the_schema_cannot_reject_is_reported_in_conditions(
 
 
 def test_queue_moves_on_when_a_waiting_slot_is_deleted(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, claim: ClaimFactory, operator: OperatorFactory
 ) -> None:
-    for index in range(3):
-        _valid_home(claim, f"home-{index}")
+    valid_homes(claim, 3)
     operator("--max-concurrent-probes=1")
     create_slot(api_client, namespace, "s-0", claim="home-0", env=[{"name": "SMOKE_TEST_SLEEP", "value": "3"}])
     wait_for(lambda: len(slots.probe_jobs(api_client, namespace)) == 1, timeout=30, message="s-0 probing")
@@ -414,10 +395,10 @@ def test_queue_moves_on_when_a_waiting_slot_is_deleted(
 
 
 def test_leader_election_keeps_one_replica_active(
-    api_client: client.ApiClient, namespace: str, claim: Callable[..., pathlib.Path], operator: Any
+    api_client: client.ApiClient, namespace: str, claim: ClaimFactory, operator: OperatorFactory
 ) -> None:
-    _valid_home(claim, "home-1")
-    _valid_home(claim, "home-2")
+    valid_home(claim, "home-1")
+    valid_home(claim, "home-2")
     lease = [f"--leader-elect-namespace={namespace}", "--leader-elect-lease=slot-operator", "--leader-elect"]
     first = operator(*lease)
     wait_for(lambda: "slot_operator_leader 1.0" in first.metrics(), timeout=30, message="first replica leads")
