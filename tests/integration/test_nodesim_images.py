@@ -73,13 +73,21 @@ def _terminated(core: client.CoreV1Api, namespace: str, name: str) -> Callable[[
     return check
 
 
+def _report(core: client.CoreV1Api, namespace: str, name: str, container: dict[str, Any], **spec: Any) -> Any:
+    """Run REPORT as pod `name` (`container`: the container's image and other fields; `spec`: the pod's): what the
+    container saw, once it finished with status 0."""
+    command = {"name": "report", "command": ["python", "-c", REPORT], **container}
+    core.create_namespaced_pod(namespace, _pod(namespace, name, command, restartPolicy="Never", **spec))
+    terminated = wait_for(_terminated(core, namespace, name), timeout=90, message=f"the {name} pod to finish")
+    assert terminated.exit_code == 0, terminated.message
+    return json.loads(terminated.message)
+
+
 def test_an_oci_image_runs_chrooted_with_the_pod_security_context(
     core: client.CoreV1Api, namespace: str, operator_image: str
 ) -> None:
     container = {
-        "name": "report",
         "image": operator_image,
-        "command": ["python", "-c", REPORT],
         "securityContext": {
             "readOnlyRootFilesystem": True,
             "allowPrivilegeEscalation": False,
@@ -87,11 +95,7 @@ def test_an_oci_image_runs_chrooted_with_the_pod_security_context(
         },
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    body = _pod(namespace, "report", container, restartPolicy="Never", volumes=[{"name": "tmp", "emptyDir": {}}])
-    core.create_namespaced_pod(namespace, body)
-    terminated = wait_for(_terminated(core, namespace, "report"), timeout=90, message="the report pod to finish")
-    assert terminated.exit_code == 0, terminated.message
-    facts = json.loads(terminated.message)
+    facts = _report(core, namespace, "report", container, volumes=[{"name": "tmp", "emptyDir": {}}])
     # The image's config: USER 10001:10001, its ENV (PATH through the venv), WorkingDir (none: /).
     assert (facts["uid"], facts["gid"], facts["cwd"]) == (10001, 10001, "/")
     assert facts["env"]["PATH"].startswith("/opt/venv/bin:")
@@ -109,20 +113,11 @@ def test_a_root_container_keeps_only_the_capabilities_it_adds(
     core: client.CoreV1Api, namespace: str, operator_image: str
 ) -> None:
     """What an init container that fixes ownership needs: root, CHOWN and DAC_OVERRIDE, nothing else."""
-    container = {
-        "name": "report",
-        "image": operator_image,
-        "command": ["python", "-c", REPORT],
-        "securityContext": {
-            "runAsUser": 0,
-            "runAsGroup": 0,
-            "runAsNonRoot": False,
-            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE"]},
-        },
-    }
-    core.create_namespaced_pod(namespace, _pod(namespace, "root", container, restartPolicy="Never"))
-    terminated = wait_for(_terminated(core, namespace, "root"), timeout=90, message="the root pod to finish")
-    facts = json.loads(terminated.message)
+    root = {"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": False}
+    capabilities = {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE"]}
+    facts = _report(
+        core, namespace, "root", {"image": operator_image, "securityContext": {**root, "capabilities": capabilities}}
+    )
     assert (facts["uid"], facts["gid"]) == (0, 0)
     # CAP_CHOWN is bit 0, CAP_DAC_OVERRIDE bit 1.
     assert facts["caps"] == {"CapEff": "0000000000000003", "CapBnd": "0000000000000003"}
