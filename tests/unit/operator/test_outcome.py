@@ -289,18 +289,9 @@ def test_ordinary_waiting_is_running(reason: str) -> None:
 
 
 def test_unschedulable_pod_is_no_verdict_and_stops_the_job() -> None:
-    scheduled = {
-        "type": "PodScheduled",
-        "status": "False",
-        "reason": "Unschedulable",
-        "message": "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.",
-    }
-    outcome = classify(job(), [pod(conditions=[scheduled])])
-    assert outcome == NoVerdict(
-        reason=FailureReason.UNSCHEDULABLE,
-        message="0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.",
-        stop_job=True,
-    )
+    message = "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+    outcome = classify(job(), [pod(conditions=[cond("PodScheduled", "Unschedulable", message, status="False")])])
+    assert outcome == NoVerdict(reason=FailureReason.UNSCHEDULABLE, message=message, stop_job=True)
 
 
 def test_container_config_error_is_no_verdict_that_names_the_missing_object() -> None:
@@ -314,9 +305,9 @@ def test_container_config_error_is_no_verdict_that_names_the_missing_object() ->
 
 
 def test_pending_but_not_yet_unschedulable_is_running() -> None:
-    scheduled = {"type": "PodScheduled", "status": "False", "reason": "SchedulerError"}
+    scheduled = cond("PodScheduled", "SchedulerError", status="False")
     assert classify(job(), [pod(conditions=[scheduled])]) == Running()
-    assert classify(job(), [pod(conditions=[{"type": "PodScheduled", "status": "True"}])]) == Running()
+    assert classify(job(), [pod(conditions=[cond("PodScheduled")])]) == Running()
 
 
 def test_deleting_pods_are_ignored_while_running() -> None:
