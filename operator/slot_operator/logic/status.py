@@ -280,6 +280,13 @@ def _waiting_activity(status: Mapping[str, Any]) -> tuple[Activity, str]:
     return Activity.IDLE, f"next probe at {next_time}" if next_time else ""
 
 
+def _between_probes(new: SlotStatus, *, generation: int, now: datetime.datetime) -> SlotStatus:
+    """`new` with the conditions of a Slot waiting for its next probe (or retry)."""
+    activity, message = _waiting_activity(new)
+    _apply_rule(new, generation=generation, activity=activity, message=message, now=now)
+    return new
+
+
 def idle(status: Mapping[str, Any], *, generation: int, suspended: bool, now: datetime.datetime) -> SlotStatus:
     new = _base(status, generation, now)
     new.pop("currentProbe", None)
@@ -451,9 +458,7 @@ def verdict(
         generation,
         now,
     )
-    activity, message = _waiting_activity(new)
-    _apply_rule(new, generation=generation, activity=activity, message=message, now=now)
-    return new
+    return _between_probes(new, generation=generation, now=now)
 
 
 def no_verdict(
@@ -488,9 +493,7 @@ def no_verdict(
     if handled is not None:
         new["lastHandledProbeRequest"] = handled
     _set(new, PROBE_SUCCEEDED, "False", outcome.reason, outcome.message, generation, now)
-    activity, message = _waiting_activity(new)
-    _apply_rule(new, generation=generation, activity=activity, message=message, now=now)
-    return new
+    return _between_probes(new, generation=generation, now=now)
 
 
 def migration_started(
@@ -537,9 +540,7 @@ def _migration_done(
     if probe_now:
         # The owners changed: the verdict on record judged the old ones (schedule.due names this trigger).
         new["nextProbeTime"] = record["completionTime"]
-    activity, message = _waiting_activity(new)
-    _apply_rule(new, generation=generation, activity=activity, message=message, now=now)
-    return new
+    return _between_probes(new, generation=generation, now=now)
 
 
 def migration_refused(
