@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -91,6 +92,11 @@ class SlotSpec:
     resources: Mapping[str, Any]
     node_selector: Mapping[str, str]
     tolerations: tuple[Mapping[str, Any], ...]
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """verdict_fingerprint(self), made once per parsed spec (a reconcile asks for it several times)."""
+        return _fingerprint(self)
 
 
 def _duration(
@@ -221,12 +227,19 @@ def _attribute(field: str) -> str:
     return "".join(f"_{char.lower()}" if char.isupper() else char for char in field)
 
 
+_VERDICT_ATTRIBUTES = {field: _attribute(field) for field in VERDICT_FIELDS}
+
+
 def verdict_fingerprint(spec: SlotSpec) -> str:
     """A stable digest of the VERDICT_FIELDS as the probe sees them, defaults applied: two specs with the
     same fingerprint are probed alike, so one verdict answers for both (recorded as `specHash` with every
     probe). Writing a default out (`runAsUser: 10001`, `mountPath: /home/codex`, `env: []`, the default
     resources, `imagePullPolicy: IfNotPresent` for a tagged image) changes nothing."""
-    values: dict[str, Any] = {field: getattr(spec, _attribute(field)) for field in VERDICT_FIELDS}
+    return spec.fingerprint
+
+
+def _fingerprint(spec: SlotSpec) -> str:
+    values: dict[str, Any] = {field: getattr(spec, attribute) for field, attribute in _VERDICT_ATTRIBUTES.items()}
     values["imagePullPolicy"] = pull_policy(spec.image, spec.image_pull_policy)
     values["resources"] = probe_resources(spec.resources)
     canonical = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
