@@ -280,9 +280,9 @@ def _waiting_activity(status: Mapping[str, Any]) -> tuple[Activity, str]:
     return Activity.IDLE, f"next probe at {next_time}" if next_time else ""
 
 
-def _between_probes(new: SlotStatus, *, generation: int, now: datetime.datetime) -> SlotStatus:
-    """`new` with the conditions of a Slot waiting for its next probe (or retry)."""
-    activity, message = _waiting_activity(new)
+def _between_probes(new: SlotStatus, *, generation: int, now: datetime.datetime, suspended: bool = False) -> SlotStatus:
+    """`new` with the conditions of a Slot waiting for its next probe (or retry), or suspended."""
+    activity, message = (Activity.SUSPENDED, SUSPENDED_MESSAGE) if suspended else _waiting_activity(new)
     _apply_rule(new, generation=generation, activity=activity, message=message, now=now)
     return new
 
@@ -290,12 +290,7 @@ def _between_probes(new: SlotStatus, *, generation: int, now: datetime.datetime)
 def idle(status: Mapping[str, Any], *, generation: int, suspended: bool, now: datetime.datetime) -> SlotStatus:
     new = _base(status, generation, now)
     new.pop("currentProbe", None)
-    if suspended:
-        activity, message = Activity.SUSPENDED, SUSPENDED_MESSAGE
-    else:
-        activity, message = _waiting_activity(new)
-    _apply_rule(new, generation=generation, activity=activity, message=message, now=now)
-    return new
+    return _between_probes(new, generation=generation, now=now, suspended=suspended)
 
 
 def _ongoing(new: SlotStatus) -> tuple[Activity, str] | None:
@@ -326,12 +321,9 @@ def carried(
     if next_probe is not None:
         new["nextProbeTime"] = timestamps.format_time(next_probe)
     ongoing = _ongoing(new)
-    if ongoing is not None:
-        activity, message = ongoing
-    elif suspended:
-        activity, message = Activity.SUSPENDED, SUSPENDED_MESSAGE
-    else:
-        activity, message = _waiting_activity(new)
+    if ongoing is None:
+        return _between_probes(new, generation=generation, now=now, suspended=suspended)
+    activity, message = ongoing
     _apply_rule(new, generation=generation, activity=activity, message=message, now=now)
     return new
 
