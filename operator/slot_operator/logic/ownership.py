@@ -252,15 +252,16 @@ def owner_refusal(old: str, policy: MigrationPolicy) -> Refusal | None:
     return None
 
 
-def approval_token(*, slot_uid: str, claim_uid: str, old: str, expected: str, audited_at: str) -> str:
+def approval_token(*, slot_uid: str, claim_uid: str, old: str, expected: str, audited_at: str, audit_job: str) -> str:
     """The token that approves migrating what one audit found (docs/design.md §2.4).
 
     Bound to that audit: the Slot (its uid), the claim (its uid), the old owner it reported, the owner the
-    image runs as, and when it ran. A recreated Slot or claim, or a later audit, makes another token; the
-    token is spent once answered. So an approval is never replayed: not from Git onto a recreated Slot,
-    not by a revert of the annotation.
+    image runs as, when it was recorded and the probe Job that ran it (two audits can be recorded in the
+    same second: each probe has its own Job). A recreated Slot or claim, or a later audit, makes another
+    token; the token is spent once answered. So an approval is never replayed: not from Git onto a
+    recreated Slot, not by a revert of the annotation.
     """
-    seed = "\n".join(("ownership-migration", slot_uid, claim_uid, old, expected, audited_at))
+    seed = "\n".join(("ownership-migration", slot_uid, claim_uid, old, expected, audited_at, audit_job))
     return hashlib.sha256(seed.encode()).hexdigest()[:16]
 
 
@@ -325,6 +326,7 @@ def approval_for(recorded: Mapping[str, Any], *, slot_uid: str, policy: Migratio
         old=found[0],
         expected=str(recorded.get("expected") or ""),
         audited_at=str(recorded.get("auditedAt") or ""),
+        audit_job=str(recorded.get("jobName") or ""),
     )
 
 

@@ -80,13 +80,14 @@ def judged(
     before: dict[str, Any] | None = None,
     outcome: Verdict | None = None,
     now: datetime.datetime = T1,
+    probe: st.ProbeRef = PROBE,
     **audit: Any,
 ) -> dict[str, Any]:
     """The verdict write for a probe whose pod's audit reported `text`."""
     return st.verdict(
         before or {},
         generation=1,
-        probe=PROBE,
+        probe=probe,
         outcome=outcome or needs_init(),
         interval=datetime.timedelta(hours=6),
         audit=context(text, **audit),
@@ -163,6 +164,7 @@ def test_needs_init_from_a_uid_mismatch_names_the_real_cause() -> None:
         old="1000:1000",
         expected="10001:10001",
         audited_at="2026-11-01T07:01:00Z",
+        audit_job=PROBE.job_name,
     )
     assert new["ownership"] == {
         "expected": "10001:10001",
@@ -310,6 +312,8 @@ def test_an_approval_is_bound_to_the_slot_the_claim_and_the_audit() -> None:
     assert approval(judged(now=T0, slot_uid="recreated-slot")) != token
     assert approval(judged(now=T0, claim_uid="recreated-claim")) != token
     assert approval(judged(now=T1)) != token  # a later audit
+    # Another probe's audit recorded in the same second (the stamp has whole seconds): another token.
+    assert approval(judged(now=T0, probe=dataclasses.replace(PROBE, job_name="s-probe-0123456789"))) != token
     # Replayed onto a recreated Slot (a new uid, its own audit): not an approval of that audit.
     refused = plan(judged(now=T0, slot_uid="recreated-slot"), token=token)
     assert isinstance(refused, ownership.Refusal)
