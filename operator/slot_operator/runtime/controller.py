@@ -260,17 +260,18 @@ class Controller:
                 # The reconcile saw the whole Slot: its Result is when to look next, and a wake-up asked for
                 # earlier is stale (a finished probe's deadline would otherwise reconcile every Slot once more).
                 # A check's changes arrive as delayed adds (_check_changed), so only a gone check drops them.
-                if done is None or exists(key) is None:
+                gone = exists(key) is None
+                if done is None or gone:
                     queue.discard(key)
-                if exists(key) is None:
-                    if done is not None:
-                        done.pop(key, None)
-                elif result.requeue_after is not None:
+                if not gone and result.requeue_after is not None:
                     queue.add_after(key, result.requeue_after)
             finally:
                 self.busy.end(worker)
-                if done is not None and exists(key) is not None:
-                    done[key] = time.monotonic()
+                if done is not None:  # when a check's last reconcile ended, while it exists
+                    if exists(key) is None:
+                        done.pop(key, None)
+                    else:
+                        done[key] = time.monotonic()
                 queue.done(key)
                 self.metrics.reconciled(outcome=outcome, seconds=time.monotonic() - started)
 
